@@ -1,0 +1,71 @@
+"""Request dependencies: the runtime, a unit of work per request, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from api.auth import DeviceClaims, Role, check_role_key, read_device_token
+from api.runtime import Runtime
+from consent.models import Device
+from core.db import transaction
+from core.errors import Unauthenticated
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """The request's unit of work: services flush, this commits on success, rolls back on error."""
+    with transaction(runtime.sessions) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def _role(role: Role):  # type: ignore[no-untyped-def]
+    def check(runtime: RuntimeDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+        check_role_key(runtime.settings, role, x_api_key)
+
+    return Depends(check)
+
+
+require_sdk_key = _role(Role.SDK)
+require_manager = _role(Role.MANAGER)
+require_pos = _role(Role.POS)
+require_compliance = _role(Role.COMPLIANCE)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def get_device_claims(
+    runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
+) -> DeviceClaims:
+    return read_device_token(runtime.settings, _bearer(authorization), runtime.clock.now())
+
+
+DeviceClaimsDep = Annotated[DeviceClaims, Depends(get_device_claims)]
+
+
+def get_device(claims: DeviceClaimsDep, session: SessionDep) -> Device:
+    device = session.get(Device, claims.device_id)
+    if device is None or device.token_version != claims.token_version:
+        raise Unauthenticated("device token no longer valid; register the device again")
+    return device
+
+
+DeviceDep = Annotated[Device, Depends(get_device)]

@@ -1,0 +1,92 @@
+"""Every refusal as ``{"error": {"code": ..., "message": ...}}`` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from consent.domain import ConsentRequired
+from core.errors import EngineError, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable
+from core.state import HotStateUnavailable
+from geo.service import StoreConflict
+from offers.domain import CouponAlreadyRedeemed, CouponExpired
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (ConsentRequired, 403),
+    (NotFound, 404),
+    (CouponAlreadyRedeemed, 409),
+    (StoreConflict, 409),
+    (CouponExpired, 410),
+    (InvalidInput, 422),
+    (Unavailable, 503),
+]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error answer."""
+
+    error: ErrorBody
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def status_for(exc: EngineError) -> int:
+    for error_type, status in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return status
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        return error_response(status_for(exc), exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg")))
+        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(HotStateUnavailable)
+    async def _state_down(_: Request, exc: HotStateUnavailable) -> JSONResponse:
+        log.error("hot state unavailable: %s", exc)
+        return error_response(503, "unavailable", "the hot-state store is unreachable; nothing was processed",
+                              {"Retry-After": "5"})
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", exc)
+        return error_response(503, "unavailable", "the database is unreachable; nothing was processed",
+                              {"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(_: Request, exc: PoolTimeout) -> JSONResponse:
+        return error_response(503, "unavailable", "the database is overloaded; try again", {"Retry-After": "2"})

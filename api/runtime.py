@@ -1,0 +1,92 @@
+"""The composition root: settings -> engine, hot state, channels, services, scheduler.
+
+Nothing is built at import time; ``Runtime.build`` makes one of everything for one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import Clock, SystemClock
+from core.db import make_engine, make_session_factory, upgrade_database
+from core.settings import EmailBackend, Settings
+from core.state import HotState, make_hot_state
+from geo.index import LiveFenceIndex
+from notify.channel import Channel
+from notify.email import FileEmailChannel, SmtpEmailChannel
+from offers.delivery import DeliveryWorker
+from offers.flows import PingIngestor
+from offers.scheduler import DeliveryScheduler
+
+log = logging.getLogger(__name__)
+
+
+def build_channels(settings: Settings) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
+    if settings.email_backend is EmailBackend.FILE:
+        channels["email"] = FileEmailChannel(settings.email_file_dir, settings.email_from)
+    else:
+        channels["email"] = SmtpEmailChannel(
+            settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_timeout_s
+        )
+    return channels
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    sessions: sessionmaker[Session]
+    state: HotState
+    fences: LiveFenceIndex
+    channels: dict[str, Channel]
+    worker: DeliveryWorker
+    scheduler: DeliveryScheduler
+    ingestor: PingIngestor
+    started: bool = field(default=False)
+
+    @classmethod
+    def build(
+        cls, settings: Settings, *, clock: Clock | None = None,
+        channels: dict[str, Channel] | None = None, state: HotState | None = None,
+    ) -> Runtime:
+        clock = clock or SystemClock()
+        engine = make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+        state = state or make_hot_state(settings.redis_url, settings.redis_key_prefix)
+        channels = channels if channels is not None else build_channels(settings)
+        fences = LiveFenceIndex(sessions, state)
+        worker = DeliveryWorker(sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s))
+        scheduler = DeliveryScheduler(engine, worker)
+        ingestor = PingIngestor(
+            sessions, state, fences, clock, set(channels), scheduler.enqueue,
+            settings.max_ping_accuracy_m,
+        )
+        return cls(settings, clock, engine, sessions, state, fences, channels, worker, scheduler, ingestor)
+
+    def start(self, *, migrate: bool = True) -> None:
+        if self.started:
+            return
+        if migrate:
+            upgrade_database(self.engine)
+        if not self.state.shared:
+            log.warning(
+                "OFFER_ENGINE_REDIS_URL is not set: hot state (presence, caps, locks) is held in "
+                "this process only. Run a single process, or set a Redis URL to run several."
+            )
+        if self.settings.run_scheduler:
+            self.scheduler.start()
+        self.started = True
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.state.close()
+        self.engine.dispose()
+        self.started = False

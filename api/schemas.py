@@ -1,0 +1,194 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+
+from consent.domain import Channel, Purpose
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a time zone offset, e.g. 2026-11-23T12:00:00Z")
+    return value
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+# --- manager ---------------------------------------------------------------------------------
+
+class CircleIn(Strict):
+    lon: Longitude
+    lat: Latitude
+    radius_m: float = Field(gt=0, le=50_000, allow_inf_nan=False, description="metres")
+
+
+class StoreIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    external_id: str | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64, examples=["Europe/Helsinki"])
+    fence: CircleIn
+
+
+class FenceOut(BaseModel):
+    id: str
+    kind: str
+    lon: float
+    lat: float
+    radius_m: float | None
+
+
+class StoreOut(BaseModel):
+    id: str
+    name: str
+    external_id: str | None
+    timezone: str
+    fences: list[FenceOut]
+
+
+class StoreList(BaseModel):
+    items: list[StoreOut]
+    page: Page
+
+
+class OfferIn(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=2000)
+    discount_text: str = Field(min_length=1, max_length=100, examples=["30% off any coffee"])
+    valid_minutes: int = Field(ge=1, le=1440)
+
+
+class CampaignIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    store_ids: list[str] = Field(min_length=1, max_length=1000)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    daily_cap_per_shopper: int = Field(default=1, ge=1, le=100)
+    offer: OfferIn
+
+
+class OfferOut(BaseModel):
+    id: str
+    title: str
+    body: str
+    discount_text: str
+    valid_minutes: int
+
+
+class CampaignOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    daily_cap_per_shopper: int
+    store_ids: list[str]
+    offers: list[OfferOut]
+
+
+class CampaignList(BaseModel):
+    items: list[CampaignOut]
+    page: Page
+
+
+# --- sdk -------------------------------------------------------------------------------------
+
+class DeviceIn(Strict):
+    customer_ref: str = Field(min_length=1, max_length=200, description="the app's own pseudonymous id")
+    platform: Literal["ios", "android", "web"]
+    push_token: str | None = Field(default=None, min_length=1, max_length=4096)
+    email: EmailStr | None = None
+
+
+class DeviceOut(BaseModel):
+    device_id: str
+    subject_id: str
+    token: str
+    token_expires_at: datetime
+
+
+class ConsentIn(Strict):
+    purpose: Purpose
+    channel: Channel | None = None
+    granted: bool
+    notice_version: str = Field(min_length=1, max_length=64, examples=["offers-2026-11"])
+
+
+class ConsentOut(BaseModel):
+    purpose: str
+    channel: str | None
+    state: str
+    event_id: int
+    event_hash: str
+    occurred_at: datetime
+
+
+class PingIn(Strict):
+    lon: Longitude
+    lat: Latitude
+    accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    recorded_at: AwareDatetime
+
+
+class PingBatchIn(Strict):
+    pings: list[PingIn] = Field(min_length=1, max_length=1000)
+
+
+class EventOut(BaseModel):
+    id: str
+    kind: str
+    store_id: str
+    fence_id: str
+    occurred_at: datetime
+
+
+class CouponOut(BaseModel):
+    coupon_id: str
+    code: str
+    title: str
+    discount_text: str
+    store_id: str
+    expires_at: datetime
+    remaining_s: int
+    channels: list[str]
+
+
+class PingResult(BaseModel):
+    accepted: int
+    consent_event_id: int | None
+    events: list[EventOut]
+    coupons: list[CouponOut]
+
+
+# --- pos -------------------------------------------------------------------------------------
+
+class RedemptionIn(Strict):
+    code: str = Field(min_length=4, max_length=32, examples=["ABCDE-12345"])
+    store_id: str = Field(min_length=1, max_length=40)
+
+
+class RedemptionOut(BaseModel):
+    coupon_id: str
+    code: str
+    store_id: str
+    title: str
+    discount_text: str
+    redeemed_at: datetime
+
+

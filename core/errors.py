@@ -1,0 +1,37 @@
+"""The root of every domain error. ``api/errors.py`` maps each subclass to an HTTP status."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """A refusal with a stable machine-readable ``code`` and a human message."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(EngineError):
+    code = "not_found"
+
+
+class InvalidInput(EngineError):
+    code = "invalid_input"
+
+
+class Unavailable(EngineError):
+    """A dependency (database, hot-state store) cannot be reached; fail closed."""
+
+    code = "unavailable"
+
+
+class Unauthenticated(EngineError):
+    code = "unauthenticated"
+
+
+class Forbidden(EngineError):
+    code = "forbidden"

@@ -1,0 +1,99 @@
+"""Engine settings, read from ``OFFER_ENGINE_*`` environment variables or a ``.env`` file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+# Well-known values a development or demo instance may use. Production refuses them.
+INSECURE_SECRET = "insecure-dev-secret-change-me-0000000000"
+INSECURE_KEYS = {
+    "sdk": "dev-sdk-key",
+    "manager": "dev-manager-key",
+    "pos": "dev-pos-key",
+    "compliance": "dev-compliance-key",
+}
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+    DEMO = "demo"
+    TEST = "test"
+
+
+class EmailBackend(StrEnum):
+    SMTP = "smtp"
+    FILE = "file"
+
+
+class Settings(BaseSettings):
+    """Every knob of the engine. Field names map to ``OFFER_ENGINE_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OFFER_ENGINE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    environment: Environment = Environment.PRODUCTION
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR / 'offer-engine.db'}",
+        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://... in production.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for shared hot state. Unset: in-process state, one process only.",
+    )
+    redis_key_prefix: str = "oe:"
+    secret_key: SecretStr = SecretStr(INSECURE_SECRET)
+    sdk_api_key: SecretStr = SecretStr(INSECURE_KEYS["sdk"])
+    manager_api_key: SecretStr = SecretStr(INSECURE_KEYS["manager"])
+    pos_api_key: SecretStr = SecretStr(INSECURE_KEYS["pos"])
+    compliance_api_key: SecretStr = SecretStr(INSECURE_KEYS["compliance"])
+    device_token_ttl_days: int = Field(default=30, ge=1, le=365)
+
+    email_backend: EmailBackend = EmailBackend.SMTP
+    email_file_dir: Path = DEFAULT_DATA_DIR / "outbox"
+    email_from: str = "offers@offer-engine.local"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    run_scheduler: bool = True
+    delivery_margin_s: int = Field(
+        default=5, ge=0, description="A delivery is not handed over with less life left than this."
+    )
+    max_ping_accuracy_m: float = Field(default=100.0, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_insecure_defaults(self) -> Settings:
+        if self.environment in (Environment.DEMO, Environment.TEST):
+            return self
+        problems: list[str] = []
+        secret = self.secret_key.get_secret_value()
+        if secret == INSECURE_SECRET or len(secret) < MIN_SECRET_LENGTH:
+            problems.append(
+                f"OFFER_ENGINE_SECRET_KEY must be set to a random value of at least "
+                f"{MIN_SECRET_LENGTH} characters"
+            )
+        for role, default in INSECURE_KEYS.items():
+            value = getattr(self, f"{role}_api_key").get_secret_value()
+            if value == default or len(value) < 16:
+                problems.append(
+                    f"OFFER_ENGINE_{role.upper()}_API_KEY must be set (16+ characters, not the default)"
+                )
+        if problems:
+            raise ValueError(
+                f"insecure settings for environment '{self.environment}': " + "; ".join(problems)
+            )
+        return self
+
+    @property
+    def uses_shared_state(self) -> bool:
+        return self.redis_url is not None

@@ -1,0 +1,284 @@
+"""Shared hot state: device presence, counters with expiry (caps), locks, small cached values.
+
+Two implementations behind one interface: ``RedisHotState`` (shared by every API process) and
+``InProcessHotState`` (one process only). Everything here may be lost without losing a durable
+fact; callers rebuild from SQL. When the store cannot be reached, ``HotStateUnavailable`` is
+raised so the API answers 503 (fail closed), never 500.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import redis
+from redis.exceptions import RedisError
+
+JSONDict = dict[str, Any]
+
+
+class HotStateUnavailable(RuntimeError):
+    """The hot-state store could not be reached."""
+
+
+class HotState(Protocol):
+    shared: bool
+
+    def ping(self) -> None: ...
+
+    def load_presence(self, device_ids: Iterable[str]) -> dict[str, JSONDict]:
+        """Presence records of many devices in one round trip; absent devices are left out."""
+        ...
+
+    def store_presence(self, records: Mapping[str, JSONDict], ttl_s: int) -> None:
+        """Write many presence records in one round trip."""
+        ...
+
+    def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
+        """Add to a counter; the expiry is set when the counter is created."""
+        ...
+
+    def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
+        """Atomically add one if the counter is below ``limit``; False (unchanged) otherwise."""
+        ...
+
+    def counter(self, key: str) -> int: ...
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    def release_lock(self, name: str, owner: str) -> bool: ...
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
+
+    def delete(self, *keys: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessHotState:
+    """Hot state in this process's memory. Correct for a single process only."""
+
+    shared = False
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._now = monotonic
+        self._lock = threading.Lock()
+        self._values: dict[str, tuple[Any, float | None]] = {}
+
+    def _live(self, key: str) -> Any | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        value, deadline = item
+        if deadline is not None and self._now() >= deadline:
+            del self._values[key]
+            return None
+        return value
+
+    def _deadline(self, ttl_s: float | None) -> float | None:
+        return None if ttl_s is None else self._now() + ttl_s
+
+    def ping(self) -> None:
+        return None
+
+    def load_presence(self, device_ids: Iterable[str]) -> dict[str, JSONDict]:
+        with self._lock:
+            found = {d: self._live(f"presence:{d}") for d in device_ids}
+        return {d: json.loads(v) for d, v in found.items() if v is not None}
+
+    def store_presence(self, records: Mapping[str, JSONDict], ttl_s: int) -> None:
+        with self._lock:
+            for device_id, record in records.items():
+                self._values[f"presence:{device_id}"] = (json.dumps(record), self._deadline(ttl_s))
+
+    def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
+        with self._lock:
+            current = self._live(key)
+            if current is None:
+                self._values[key] = (amount, self._deadline(ttl_s))
+                return amount
+            deadline = self._values[key][1]
+            self._values[key] = (int(current) + amount, deadline)
+            return int(current) + amount
+
+    def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
+        with self._lock:
+            current = self._live(key)
+            if current is None:
+                if limit <= 0:
+                    return False
+                self._values[key] = (1, self._deadline(ttl_s))
+                return True
+            if int(current) >= limit:
+                return False
+            self._values[key] = (int(current) + 1, self._values[key][1])
+            return True
+
+    def counter(self, key: str) -> int:
+        with self._lock:
+            value = self._live(key)
+        return 0 if value is None else int(value)
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        with self._lock:
+            if self._live(f"lock:{name}") is not None:
+                return False
+            self._values[f"lock:{name}"] = (owner, self._deadline(ttl_s))
+            return True
+
+    def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        with self._lock:
+            if self._live(f"lock:{name}") != owner:
+                return False
+            self._values[f"lock:{name}"] = (owner, self._deadline(ttl_s))
+            return True
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        with self._lock:
+            if self._live(f"lock:{name}") != owner:
+                return False
+            del self._values[f"lock:{name}"]
+            return True
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            value = self._live(f"kv:{key}")
+        return None if value is None else str(value)
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        with self._lock:
+            self._values[f"kv:{key}"] = (value, self._deadline(ttl_s))
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._values.pop(f"kv:{key}", None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+_INCR_WITHIN = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= tonumber(ARGV[1]) then return 0 end
+local value = redis.call('INCR', KEYS[1])
+if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+_INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if value == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+_EXTEND_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisHotState:
+    """Hot state in Redis, shared by every API process. Keys carry a prefix."""
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "oe:", timeout_s: float = 2.0) -> None:
+        self._prefix = prefix
+        self._redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            health_check_interval=30,
+        )
+        self._incr_within = self._redis.register_script(_INCR_WITHIN)
+        self._incr = self._redis.register_script(_INCR)
+        self._extend = self._redis.register_script(_EXTEND_LOCK)
+        self._release = self._redis.register_script(_RELEASE_LOCK)
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except RedisError as exc:
+            raise HotStateUnavailable(f"hot-state store unreachable: {exc}") from exc
+
+    def ping(self) -> None:
+        self._call(self._redis.ping)
+
+    def load_presence(self, device_ids: Iterable[str]) -> dict[str, JSONDict]:
+        ids = list(device_ids)
+        if not ids:
+            return {}
+        raw = self._call(lambda: self._redis.mget([self._k(f"presence:{d}") for d in ids]))
+        return {d: json.loads(v) for d, v in zip(ids, raw, strict=True) if v is not None}
+
+    def store_presence(self, records: Mapping[str, JSONDict], ttl_s: int) -> None:
+        if not records:
+            return
+
+        def write() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for device_id, record in records.items():
+                pipe.set(self._k(f"presence:{device_id}"), json.dumps(record), ex=ttl_s)
+            pipe.execute()
+
+        self._call(write)
+
+    def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
+        return int(self._call(lambda: self._incr(keys=[self._k(key)], args=[amount, ttl_s])))
+
+    def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
+        result = self._call(lambda: self._incr_within(keys=[self._k(key)], args=[limit, ttl_s]))
+        return bool(int(result))
+
+    def counter(self, key: str) -> int:
+        value = self._call(lambda: self._redis.get(self._k(key)))
+        return 0 if value is None else int(value)
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        ms = max(1, int(ttl_s * 1000))
+        return bool(self._call(lambda: self._redis.set(self._k(f"lock:{name}"), owner, nx=True, px=ms)))
+
+    def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        ms = max(1, int(ttl_s * 1000))
+        return bool(int(self._call(lambda: self._extend(keys=[self._k(f"lock:{name}")], args=[owner, ms]))))
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        return bool(int(self._call(lambda: self._release(keys=[self._k(f"lock:{name}")], args=[owner]))))
+
+    def get(self, key: str) -> str | None:
+        value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))
+        return None if value is None else str(value)
+
+    def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
+        px = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        self._call(lambda: self._redis.set(self._k(f"kv:{key}"), value, px=px))
+
+    def delete(self, *keys: str) -> None:
+        if keys:
+            self._call(lambda: self._redis.delete(*[self._k(f"kv:{k}") for k in keys]))
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def make_hot_state(redis_url: str | None, prefix: str = "oe:") -> HotState:
+    if redis_url is None:
+        return InProcessHotState()
+    return RedisHotState(redis_url, prefix=prefix)

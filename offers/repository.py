@@ -1,0 +1,108 @@
+"""SQL access for campaigns, offers, coupons and deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from offers.domain import CouponStatus, DeliveryStatus
+from offers.models import Campaign, CampaignStore, Coupon, Delivery, Offer
+
+
+class CampaignRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, campaign: Campaign, store_ids: Sequence[str], offer: Offer) -> None:
+        self.session.add(campaign)
+        self.session.flush()
+        self.session.add_all([CampaignStore(campaign_id=campaign.id, store_id=s) for s in store_ids])
+        self.session.add(offer)
+        self.session.flush()
+
+    def list(self, *, limit: int, offset: int) -> tuple[list[tuple[Campaign, list[str], list[Offer]]], int]:
+        campaigns = list(self.session.scalars(
+            select(Campaign).order_by(Campaign.created_at, Campaign.id).limit(limit).offset(offset)
+        ))
+        total = self.session.scalar(select(func.count()).select_from(Campaign)) or 0
+        ids = [c.id for c in campaigns]
+        stores: dict[str, list[str]] = {i: [] for i in ids}
+        offers: dict[str, list[Offer]] = {i: [] for i in ids}
+        if ids:
+            for link in self.session.scalars(select(CampaignStore).where(CampaignStore.campaign_id.in_(ids))):
+                stores[link.campaign_id].append(link.store_id)
+            for offer in self.session.scalars(select(Offer).where(Offer.campaign_id.in_(ids))):
+                offers[offer.campaign_id].append(offer)
+        return [(c, stores[c.id], offers[c.id]) for c in campaigns], total
+
+    def offers_for_store(self, store_id: str) -> list[tuple[Campaign, Offer]]:
+        rows = self.session.execute(
+            select(Campaign, Offer)
+            .join(CampaignStore, CampaignStore.campaign_id == Campaign.id)
+            .join(Offer, Offer.campaign_id == Campaign.id)
+            .where(CampaignStore.store_id == store_id, Campaign.status == "active")
+            .order_by(Campaign.created_at, Offer.created_at)
+        )
+        return [(c, o) for c, o in rows.tuples()]
+
+
+class CouponRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def by_code(self, code: str) -> Coupon | None:
+        return self.session.scalar(select(Coupon).where(Coupon.code == code))
+
+    def redeem(self, *, code: str, store_id: str, now: datetime) -> bool:
+        """The one conditional transition issued -> redeemed; True only for the single winner."""
+        result = self.session.execute(
+            update(Coupon)
+            .where(
+                Coupon.code == code, Coupon.store_id == store_id,
+                Coupon.status == CouponStatus.ISSUED.value, Coupon.expires_at > now,
+            )
+            .values(status=CouponStatus.REDEEMED.value, redeemed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def live_for_subject(self, subject_id: str, now: datetime) -> list[Coupon]:
+        return list(self.session.scalars(
+            select(Coupon).where(
+                Coupon.subject_id == subject_id, Coupon.status == CouponStatus.ISSUED.value,
+                Coupon.expires_at > now,
+            ).order_by(Coupon.expires_at)
+        ))
+
+
+class DeliveryRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def claim(self, delivery_id: str, now: datetime, lease_until: datetime) -> bool:
+        """Atomically take a due delivery (pending, or sending with a lapsed lease)."""
+        result = self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == delivery_id,
+                or_(
+                    Delivery.status == DeliveryStatus.PENDING.value,
+                    and_(Delivery.status == DeliveryStatus.SENDING.value, Delivery.claimed_until < now),
+                ),
+            )
+            .values(status=DeliveryStatus.SENDING.value, claimed_until=lease_until,
+                    attempts=Delivery.attempts + 1, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def unfinished(self) -> list[tuple[str, datetime]]:
+        rows = self.session.execute(
+            select(Delivery.id, Delivery.due_at).where(
+                Delivery.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
+            )
+        )
+        return [(r.id, r.due_at) for r in rows]

@@ -1,0 +1,107 @@
+"""Timed work on APScheduler 3.11 with its job store in the engine's own database.
+
+Durable truth is the ``deliveries`` outbox; APScheduler jobs are how this process acts on it at
+the right time. On start, and then every ``sweep_interval_s``, unfinished deliveries that have no
+job (written by another API process, or lost in a crash) get one again, so a restart loses no send.
+A delivery is claimed atomically before it is sent, so two runs never send it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
+
+from core.db import transaction
+from offers.delivery import DeliveryWorker
+from offers.repository import DeliveryRepository
+
+log = logging.getLogger(__name__)
+
+# Jobs in a persistent store name their function by reference, so the function is module-level
+# and finds its worker here. One entry per running scheduler (normally exactly one per process).
+_WORKERS: dict[str, DeliveryWorker] = {}
+
+
+def run_delivery_job(worker_name: str, delivery_id: str) -> None:
+    worker = _WORKERS.get(worker_name)
+    if worker is None:
+        log.warning("no delivery worker %r in this process; delivery %s left for the sweep",
+                    worker_name, delivery_id)
+        return
+    worker.deliver(delivery_id)
+
+
+def run_sweep_job(worker_name: str) -> None:
+    scheduler = _SCHEDULERS.get(worker_name)
+    if scheduler is not None:
+        scheduler.sweep()
+
+
+_SCHEDULERS: dict[str, DeliveryScheduler] = {}
+
+
+class DeliveryScheduler:
+    def __init__(
+        self, engine: Engine, worker: DeliveryWorker, *, name: str = "default",
+        sweep_interval_s: float = 5.0, threads: int = 4,
+    ) -> None:
+        self.name = name
+        self.worker = worker
+        self.sweep_interval_s = sweep_interval_s
+        self._scheduler = BackgroundScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            executors={"default": ThreadPoolExecutor(threads)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        worker.reschedule = self.enqueue
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        _WORKERS[self.name] = self.worker
+        _SCHEDULERS[self.name] = self
+        self._scheduler.start()
+        self._scheduler.add_job(
+            run_sweep_job, "interval", seconds=self.sweep_interval_s, args=[self.name],
+            id=f"sweep:{self.name}", replace_existing=True,
+        )
+        self.sweep()
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=wait)
+        _WORKERS.pop(self.name, None)
+        _SCHEDULERS.pop(self.name, None)
+
+    def enqueue(self, delivery_id: str, delay_s: float = 0.0) -> None:
+        """Run the delivery after ``delay_s`` seconds. Only a running scheduler takes jobs; other
+        processes leave the outbox row for the running scheduler's sweep."""
+        if not self._scheduler.running:
+            return
+        run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
+        self._scheduler.add_job(
+            run_delivery_job, "date", run_date=run_at, args=[self.name, delivery_id],
+            id=f"delivery:{delivery_id}", replace_existing=True,
+        )
+
+    def sweep(self) -> int:
+        """Give every unfinished delivery without a job one. Returns how many were added."""
+        with transaction(self.worker.sessions) as session:
+            unfinished = DeliveryRepository(session).unfinished()
+        now = self.worker.clock.now()
+        added = 0
+        for delivery_id, due_at in unfinished:
+            if self._scheduler.get_job(f"delivery:{delivery_id}") is None:
+                self.enqueue(delivery_id, (due_at - now).total_seconds())
+                added += 1
+        if added:
+            log.info("sweep queued %d delivery job(s)", added)
+        return added

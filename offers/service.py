@@ -1,0 +1,103 @@
+"""Offer decisions: on a fence event, which coupons to issue and which deliveries to queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from consent.domain import Channel, Purpose
+from consent.models import Device
+from consent.service import ConsentLedger
+from core.db import on_commit
+from core.ids import new_id
+from core.state import HotState
+from geo.models import FenceEvent
+from offers.domain import CampaignWindow, CouponStatus, DeliveryStatus, cap_key, coupon_expiry, new_coupon_code
+from offers.models import Coupon, Delivery
+from offers.repository import CampaignRepository
+
+CAP_TTL_S = 2 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCoupon:
+    coupon_id: str
+    code: str
+    campaign_id: str
+    store_id: str
+    title: str
+    discount_text: str
+    expires_at: datetime
+    delivery_channels: tuple[str, ...]
+
+
+class OfferIssuer:
+    """Turns an ``enter`` into coupons, each with its outbox rows, in the caller's transaction.
+
+    The scheduler hears of a new delivery only after the transaction commits.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        state: HotState,
+        channels: Collection[str],
+        enqueue_delivery: Callable[[str], None],
+    ) -> None:
+        self.session = session
+        self.state = state
+        self.channels = channels
+        self.enqueue_delivery = enqueue_delivery
+        self.ledger = ConsentLedger(session)
+
+    def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
+        marketing = self.ledger.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS)
+        if not marketing.allowed or marketing.event_id is None:
+            return []
+        issued: list[IssuedCoupon] = []
+        for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
+            window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
+            if not window.is_live(now):
+                continue
+            key = cap_key(event.subject_id, campaign.id, now)
+            if not self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
+                continue
+            coupon = Coupon(
+                id=new_id("cpn"), code=new_coupon_code(), offer_id=offer.id, campaign_id=campaign.id,
+                store_id=event.store_id, subject_id=event.subject_id, device_id=device.id,
+                trigger_event_id=event.id, consent_event_id=marketing.event_id,
+                status=CouponStatus.ISSUED.value, issued_at=now,
+                expires_at=coupon_expiry(now, offer.valid_minutes),
+            )
+            self.session.add(coupon)
+            self.session.flush()
+            deliveries = self._queue_deliveries(coupon, device, now)
+            issued.append(IssuedCoupon(
+                coupon.id, coupon.code, campaign.id, coupon.store_id, offer.title,
+                offer.discount_text, coupon.expires_at, tuple(d.channel for d in deliveries),
+            ))
+        return issued
+
+    def _queue_deliveries(self, coupon: Coupon, device: Device, now: datetime) -> list[Delivery]:
+        addresses = {Channel.EMAIL: device.email, Channel.PUSH: device.push_token}
+        deliveries: list[Delivery] = []
+        for channel, address in addresses.items():
+            if not address or channel.value not in self.channels:
+                continue
+            if not self.ledger.check(coupon.subject_id, Purpose.MARKETING_OFFERS, channel).allowed:
+                continue
+            delivery = Delivery(
+                id=new_id("dlv"), coupon_id=coupon.id, channel=channel.value, address=address,
+                status=DeliveryStatus.PENDING.value, attempts=0, due_at=now,
+                claimed_until=now - timedelta(seconds=1), updated_at=now,
+            )
+            self.session.add(delivery)
+            deliveries.append(delivery)
+        self.session.flush()
+        for delivery in deliveries:
+            delivery_id = delivery.id
+            on_commit(self.session, lambda d=delivery_id: self.enqueue_delivery(d))  # type: ignore[misc]
+        return deliveries
