@@ -6,6 +6,7 @@ the real scheduler; the demo waits for their reports.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import shutil
@@ -13,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi.testclient import TestClient
+import httpx
 from rich.console import Console
 
 from api.app import create_app
@@ -63,10 +64,16 @@ def run_demo(data_dir: str) -> int:
     runtime.worker.listeners.append(reports.put)
     runtime.start()
     try:
-        with TestClient(create_app(runtime=runtime), raise_server_exceptions=True) as client:
-            return _walk(console, client, clock, reports, folder)
+        return asyncio.run(_run_walk(console, runtime, clock, reports, folder))
     finally:
         runtime.stop()
+
+
+async def _run_walk(console: Console, runtime: Runtime, clock: ManualClock,
+                    reports: queue.Queue[DeliveryReport], folder: Path) -> int:
+    transport = httpx.ASGITransport(app=create_app(runtime=runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo.local") as client:
+        return await _walk(console, client, clock, reports, folder)
 
 
 def _print_report(console: Console, report: DeliveryReport) -> None:
@@ -74,7 +81,7 @@ def _print_report(console: Console, report: DeliveryReport) -> None:
                   f"after {report.attempts} attempt(s)")
 
 
-def _walk(console: Console, client: TestClient, clock: ManualClock,
+async def _walk(console: Console, client: httpx.AsyncClient, clock: ManualClock,
           reports: queue.Queue[DeliveryReport], folder: Path) -> int:
     manager = {"X-API-Key": INSECURE_KEYS["manager"]}
     pos = {"X-API-Key": INSECURE_KEYS["pos"]}
@@ -84,22 +91,22 @@ def _walk(console: Console, client: TestClient, clock: ManualClock,
     store_ids: list[str] = []
     for name, east, north, radius in STORES:
         lon, lat = _offset(east, north)
-        store = _check(client.post("/v1/manager/stores", headers=manager, json={
+        store = _check(await client.post("/v1/manager/stores", headers=manager, json={
             "name": name, "timezone": "Europe/Helsinki", "fence": {"lon": lon, "lat": lat, "radius_m": radius}}), 201)
         names[store["id"]] = name
         store_ids.append(store["id"])
         console.print(f"store    {name:<14} fence r={radius} m at ({lon}, {lat})")
-    campaign = _check(client.post("/v1/manager/campaigns", headers=manager, json={
+    campaign = _check(await client.post("/v1/manager/campaigns", headers=manager, json={
         "name": "Morning walk-by", "store_ids": store_ids[:3], "daily_cap_per_shopper": 3,
         "offer": {"title": "Come in now", "body": "You are just around the corner.",
                   "discount_text": "30% off", "valid_minutes": 10}}), 201)
     console.print(f"campaign {campaign['name']!r}: 30% off, valid 10 min, at 3 of 4 stores\n")
 
-    device = _check(client.post("/v1/sdk/devices", headers={"X-API-Key": INSECURE_KEYS["sdk"]}, json={
+    device = _check(await client.post("/v1/sdk/devices", headers={"X-API-Key": INSECURE_KEYS["sdk"]}, json={
         "customer_ref": "shopper-42", "platform": "android", "email": "shopper42@example.com"}), 201)
     sdk = {"Authorization": f"Bearer {device['token']}", "User-Agent": "demo-app/1.0"}
     for purpose, channel in (("location_tracking", None), ("marketing_offers", "email")):
-        consent = _check(client.post("/v1/sdk/consents", headers=sdk, json={
+        consent = _check(await client.post("/v1/sdk/consents", headers=sdk, json={
             "purpose": purpose, "channel": channel, "granted": True, "notice_version": "demo-1"}), 201)
         console.print(f"consent  {purpose}{'/' + channel if channel else ''} given "
                       f"(ledger event {consent['event_id']}, {consent['event_hash'][:12]}...)")
@@ -109,7 +116,7 @@ def _walk(console: Console, client: TestClient, clock: ManualClock,
     for step in range(int(760 / STEP_M)):
         clock.advance(timedelta(seconds=STEP_S))
         lon, lat = _offset(step * STEP_M, 0)
-        result = _check(client.post("/v1/sdk/pings", headers=sdk, json={"pings": [
+        result = _check(await client.post("/v1/sdk/pings", headers=sdk, json={"pings": [
             {"lon": lon, "lat": lat, "accuracy_m": 8, "recorded_at": clock.now().isoformat()}]}), 200)
         line = f"{clock.now():%H:%M:%S} ping ({lon}, {lat})"
         for event in result["events"]:
@@ -128,24 +135,24 @@ def _walk(console: Console, client: TestClient, clock: ManualClock,
     # The shopper turns back to the last store passed; the first coupon will have run out.
     first, second = coupons[-1], coupons[0]
     clock.advance(timedelta(minutes=2))
-    redeemed = _check(client.post("/v1/pos/redemptions", headers=pos,
+    redeemed = _check(await client.post("/v1/pos/redemptions", headers=pos,
                                   json={"code": first["code"], "store_id": first["store_id"]}), 200)
     console.print(f"{clock.now():%H:%M:%S} till at {names[first['store_id']]}: {first['code']} "
                   f"[green]redeemed[/] ({redeemed['discount_text']})")
-    again = _check(client.post("/v1/pos/redemptions", headers=pos,
+    again = _check(await client.post("/v1/pos/redemptions", headers=pos,
                                json={"code": first["code"], "store_id": first["store_id"]}), 409)
     console.print(f"{clock.now():%H:%M:%S} till again: [yellow]409 {again['error']['message']}[/]")
     late_at = datetime.fromisoformat(second["expires_at"]) + timedelta(seconds=30)
     if late_at > clock.now():
         clock.set(late_at)
-    late = _check(client.post("/v1/pos/redemptions", headers=pos,
+    late = _check(await client.post("/v1/pos/redemptions", headers=pos,
                               json={"code": second["code"], "store_id": second["store_id"]}), 410)
     console.print(f"{clock.now():%H:%M:%S} till at {names[second['store_id']]}, late: "
                   f"[red]410 {late['error']['message']}[/]")
 
-    _check(client.post("/v1/sdk/consents", headers=sdk, json={
+    _check(await client.post("/v1/sdk/consents", headers=sdk, json={
         "purpose": "location_tracking", "granted": False, "notice_version": "demo-1"}), 201)
-    refused = _check(client.post("/v1/sdk/pings", headers=sdk, json={"pings": [
+    refused = _check(await client.post("/v1/sdk/pings", headers=sdk, json={"pings": [
         {"lon": ORIGIN[0], "lat": ORIGIN[1], "recorded_at": clock.now().isoformat()}]}), 403)
     console.print(f"consent  location_tracking withdrawn -> next ping [red]403[/] "
                   f"{refused['error']['message']} (nothing stored)")

@@ -46,7 +46,7 @@ class CampaignRepository:
             .where(CampaignStore.store_id == store_id, Campaign.status == "active")
             .order_by(Campaign.created_at, Offer.created_at)
         )
-        return [(c, o) for c, o in rows.tuples()]
+        return [(row[0], row[1]) for row in rows]
 
 
 class CouponRepository:
