@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
+
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Campaign(Base):
@@ -57,7 +59,7 @@ class Coupon(Base):
     subject_id: Mapped[str] = mapped_column(String(40))
     device_id: Mapped[str] = mapped_column(String(40))
     trigger_event_id: Mapped[str] = mapped_column(String(40))
-    consent_event_id: Mapped[int] = mapped_column(Integer)
+    consent_event_id: Mapped[int] = mapped_column(BigInt)
     status: Mapped[str] = mapped_column(String(16), default="issued")
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -79,6 +81,6 @@ class Delivery(Base):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
-    consent_event_id: Mapped[int | None] = mapped_column(Integer)
+    consent_event_id: Mapped[int | None] = mapped_column(BigInt)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
