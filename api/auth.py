@@ -25,7 +25,9 @@ class Role(StrEnum):
 
 def check_role_key(settings: Settings, role: Role, presented: str | None) -> None:
     if not presented:
-        raise Unauthenticated(f"this endpoint needs the {role.value} API key in the X-API-Key header")
+        raise Unauthenticated(
+            f"this endpoint needs the {role.value} API key in the X-API-Key header"
+        )
     expected = getattr(settings, f"{role.value}_api_key").get_secret_value()
     if not hmac.compare_digest(presented.encode(), expected.encode()):
         raise Unauthenticated(f"the API key is not valid for the {role.value} role")
@@ -38,11 +40,19 @@ class DeviceClaims:
     token_version: int
 
 
-def issue_device_token(settings: Settings, claims: DeviceClaims, now: datetime) -> tuple[str, datetime]:
+def issue_device_token(
+    settings: Settings, claims: DeviceClaims, now: datetime
+) -> tuple[str, datetime]:
     expires = now + timedelta(days=settings.device_token_ttl_days)
     token = jwt.encode(
-        {"sub": claims.device_id, "subj": claims.subject_id, "ver": claims.token_version,
-         "aud": TOKEN_AUDIENCE, "iat": int(now.timestamp()), "exp": int(expires.timestamp())},
+        {
+            "sub": claims.device_id,
+            "subj": claims.subject_id,
+            "ver": claims.token_version,
+            "aud": TOKEN_AUDIENCE,
+            "iat": int(now.timestamp()),
+            "exp": int(expires.timestamp()),
+        },
         settings.secret_key.get_secret_value(),
         algorithm=TOKEN_ALGORITHM,
     )
@@ -54,11 +64,16 @@ def read_device_token(settings: Settings, token: str | None, now: datetime) -> D
         raise Unauthenticated("this endpoint needs a device token: 'Authorization: Bearer <token>'")
     try:
         payload = jwt.decode(
-            token, settings.secret_key.get_secret_value(), algorithms=[TOKEN_ALGORITHM],
-            audience=TOKEN_AUDIENCE, options={"verify_exp": False, "require": ["sub", "exp", "aud"]},
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=[TOKEN_ALGORITHM],
+            audience=TOKEN_AUDIENCE,
+            options={"verify_exp": False, "require": ["sub", "exp", "aud"]},
         )
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"device token rejected: {exc}") from exc
     if int(payload["exp"]) <= now.timestamp():
         raise Unauthenticated("device token expired; register the device again")
-    return DeviceClaims(str(payload["sub"]), str(payload.get("subj", "")), int(payload.get("ver", 0)))
+    return DeviceClaims(
+        str(payload["sub"]), str(payload.get("subj", "")), int(payload.get("ver", 0))
+    )

@@ -10,7 +10,8 @@ import typer
 from core.settings import Settings
 
 app = typer.Typer(
-    help="Location-aware, permission-first offer engine.", no_args_is_help=True,
+    help="Location-aware, permission-first offer engine.",
+    no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -19,7 +20,9 @@ app.add_typer(db_app, name="db")
 
 @app.command()
 def demo(
-    data_dir: Annotated[str, typer.Option(help="Where the demo's database and emails go.")] = "data/demo",
+    data_dir: Annotated[
+        str, typer.Option(help="Where the demo's database and emails go.")
+    ] = "data/demo",
 ) -> None:
     """Replay a shopper's walk past a small town of stores, end to end, on the embedded default."""
     from api.demo import run_demo
@@ -31,9 +34,13 @@ def demo(
 def serve(
     host: Annotated[str, typer.Option(envvar="OFFER_ENGINE_HOST")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="OFFER_ENGINE_PORT")] = 8000,
-    database_url: Annotated[str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")
+    ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Overrides OFFER_ENGINE_REDIS_URL.")] = None,
-    scheduler: Annotated[bool, typer.Option(help="Run the delivery scheduler in this process.")] = True,
+    scheduler: Annotated[
+        bool, typer.Option(help="Run the delivery scheduler in this process.")
+    ] = True,
 ) -> None:
     """Run the HTTP API (and, by default, the scheduler) in one process."""
     import uvicorn
@@ -46,13 +53,17 @@ def serve(
     if redis_url:
         overrides["redis_url"] = redis_url
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(create_app(settings), host=host, port=port)
 
 
 @db_app.command("upgrade")
 def db_upgrade(
-    database_url: Annotated[str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")
+    ] = None,
 ) -> None:
     """Apply all migrations."""
     from core.db import make_engine, upgrade_database

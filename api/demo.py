@@ -43,8 +43,10 @@ def _offset(east_m: float, north_m: float) -> tuple[float, float]:
 
 def _check(response: Any, status: int) -> dict[str, Any]:
     if response.status_code != status:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path}: expected "
-                           f"{status}, got {response.status_code}: {response.text}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: expected "
+            f"{status}, got {response.status_code}: {response.text}"
+        )
     body: dict[str, Any] = response.json()
     return body
 
@@ -55,8 +57,11 @@ def run_demo(data_dir: str) -> int:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     settings = Settings(
-        environment=Environment.DEMO, database_url=f"sqlite:///{folder / 'demo.db'}", redis_url=None,
-        email_backend=EmailBackend.FILE, email_file_dir=folder / "outbox",
+        environment=Environment.DEMO,
+        database_url=f"sqlite:///{folder / 'demo.db'}",
+        redis_url=None,
+        email_backend=EmailBackend.FILE,
+        email_file_dir=folder / "outbox",
     )
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     runtime = Runtime.build(settings, clock=clock)
@@ -69,20 +74,32 @@ def run_demo(data_dir: str) -> int:
         runtime.stop()
 
 
-async def _run_walk(console: Console, runtime: Runtime, clock: ManualClock,
-                    reports: queue.Queue[DeliveryReport], folder: Path) -> int:
+async def _run_walk(
+    console: Console,
+    runtime: Runtime,
+    clock: ManualClock,
+    reports: queue.Queue[DeliveryReport],
+    folder: Path,
+) -> int:
     transport = httpx.ASGITransport(app=create_app(runtime=runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://demo.local") as client:
         return await _walk(console, client, clock, reports, folder)
 
 
 def _print_report(console: Console, report: DeliveryReport) -> None:
-    console.print(f"         delivery {report.channel}: [bold]{report.status}[/] "
-                  f"after {report.attempts} attempt(s)")
+    console.print(
+        f"         delivery {report.channel}: [bold]{report.status}[/] "
+        f"after {report.attempts} attempt(s)"
+    )
 
 
-async def _walk(console: Console, client: httpx.AsyncClient, clock: ManualClock,
-          reports: queue.Queue[DeliveryReport], folder: Path) -> int:
+async def _walk(
+    console: Console,
+    client: httpx.AsyncClient,
+    clock: ManualClock,
+    reports: queue.Queue[DeliveryReport],
+    folder: Path,
+) -> int:
     manager = {"X-API-Key": INSECURE_KEYS["manager"]}
     pos = {"X-API-Key": INSECURE_KEYS["pos"]}
     console.rule("[bold]Offer engine demo[/] (SQLite + in-process state, email to files)")
@@ -91,42 +108,106 @@ async def _walk(console: Console, client: httpx.AsyncClient, clock: ManualClock,
     store_ids: list[str] = []
     for name, east, north, radius in STORES:
         lon, lat = _offset(east, north)
-        store = _check(await client.post("/v1/manager/stores", headers=manager, json={
-            "name": name, "timezone": "Europe/Helsinki", "fence": {"lon": lon, "lat": lat, "radius_m": radius}}), 201)
+        store = _check(
+            await client.post(
+                "/v1/manager/stores",
+                headers=manager,
+                json={
+                    "name": name,
+                    "timezone": "Europe/Helsinki",
+                    "fence": {"lon": lon, "lat": lat, "radius_m": radius},
+                },
+            ),
+            201,
+        )
         names[store["id"]] = name
         store_ids.append(store["id"])
         console.print(f"store    {name:<14} fence r={radius} m at ({lon}, {lat})")
-    campaign = _check(await client.post("/v1/manager/campaigns", headers=manager, json={
-        "name": "Morning walk-by", "store_ids": store_ids[:3], "daily_cap_per_shopper": 3,
-        "offer": {"title": "Come in now", "body": "You are just around the corner.",
-                  "discount_text": "30% off", "valid_minutes": 10}}), 201)
+    campaign = _check(
+        await client.post(
+            "/v1/manager/campaigns",
+            headers=manager,
+            json={
+                "name": "Morning walk-by",
+                "store_ids": store_ids[:3],
+                "daily_cap_per_shopper": 3,
+                "offer": {
+                    "title": "Come in now",
+                    "body": "You are just around the corner.",
+                    "discount_text": "30% off",
+                    "valid_minutes": 10,
+                },
+            },
+        ),
+        201,
+    )
     console.print(f"campaign {campaign['name']!r}: 30% off, valid 10 min, at 3 of 4 stores\n")
 
-    device = _check(await client.post("/v1/sdk/devices", headers={"X-API-Key": INSECURE_KEYS["sdk"]}, json={
-        "customer_ref": "shopper-42", "platform": "android", "email": "shopper42@example.com"}), 201)
+    device = _check(
+        await client.post(
+            "/v1/sdk/devices",
+            headers={"X-API-Key": INSECURE_KEYS["sdk"]},
+            json={
+                "customer_ref": "shopper-42",
+                "platform": "android",
+                "email": "shopper42@example.com",
+            },
+        ),
+        201,
+    )
     sdk = {"Authorization": f"Bearer {device['token']}", "User-Agent": "demo-app/1.0"}
     for purpose, channel in (("location_tracking", None), ("marketing_offers", "email")):
-        consent = _check(await client.post("/v1/sdk/consents", headers=sdk, json={
-            "purpose": purpose, "channel": channel, "granted": True, "notice_version": "demo-1"}), 201)
-        console.print(f"consent  {purpose}{'/' + channel if channel else ''} given "
-                      f"(ledger event {consent['event_id']}, {consent['event_hash'][:12]}...)")
+        consent = _check(
+            await client.post(
+                "/v1/sdk/consents",
+                headers=sdk,
+                json={
+                    "purpose": purpose,
+                    "channel": channel,
+                    "granted": True,
+                    "notice_version": "demo-1",
+                },
+            ),
+            201,
+        )
+        console.print(
+            f"consent  {purpose}{'/' + channel if channel else ''} given "
+            f"(ledger event {consent['event_id']}, {consent['event_hash'][:12]}...)"
+        )
     console.print()
 
     coupons: list[dict[str, Any]] = []
     for step in range(int(760 / STEP_M)):
         clock.advance(timedelta(seconds=STEP_S))
         lon, lat = _offset(step * STEP_M, 0)
-        result = _check(await client.post("/v1/sdk/pings", headers=sdk, json={"pings": [
-            {"lon": lon, "lat": lat, "accuracy_m": 8, "recorded_at": clock.now().isoformat()}]}), 200)
+        result = _check(
+            await client.post(
+                "/v1/sdk/pings",
+                headers=sdk,
+                json={
+                    "pings": [
+                        {
+                            "lon": lon,
+                            "lat": lat,
+                            "accuracy_m": 8,
+                            "recorded_at": clock.now().isoformat(),
+                        }
+                    ]
+                },
+            ),
+            200,
+        )
         line = f"{clock.now():%H:%M:%S} ping ({lon}, {lat})"
         for event in result["events"]:
             line += f"  [cyan]{event['kind']} {names[event['store_id']]}[/]"
         console.print(line)
         for coupon in result["coupons"]:
             coupons.append(coupon)
-            console.print(f"         [green]coupon {coupon['code']}[/] {coupon['discount_text']} at "
-                          f"{names[coupon['store_id']]}, expires {coupon['expires_at'][11:19]} "
-                          f"-> {', '.join(coupon['channels'])}")
+            console.print(
+                f"         [green]coupon {coupon['code']}[/] {coupon['discount_text']} at "
+                f"{names[coupon['store_id']]}, expires {coupon['expires_at'][11:19]} "
+                f"-> {', '.join(coupon['channels'])}"
+            )
             # The scheduler sends on its own thread; show its report as it comes in.
             for _ in coupon["channels"]:
                 _print_report(console, reports.get(timeout=20))
@@ -135,26 +216,68 @@ async def _walk(console: Console, client: httpx.AsyncClient, clock: ManualClock,
     # The shopper turns back to the last store passed; the first coupon will have run out.
     first, second = coupons[-1], coupons[0]
     clock.advance(timedelta(minutes=2))
-    redeemed = _check(await client.post("/v1/pos/redemptions", headers=pos,
-                                  json={"code": first["code"], "store_id": first["store_id"]}), 200)
-    console.print(f"{clock.now():%H:%M:%S} till at {names[first['store_id']]}: {first['code']} "
-                  f"[green]redeemed[/] ({redeemed['discount_text']})")
-    again = _check(await client.post("/v1/pos/redemptions", headers=pos,
-                               json={"code": first["code"], "store_id": first["store_id"]}), 409)
+    redeemed = _check(
+        await client.post(
+            "/v1/pos/redemptions",
+            headers=pos,
+            json={"code": first["code"], "store_id": first["store_id"]},
+        ),
+        200,
+    )
+    console.print(
+        f"{clock.now():%H:%M:%S} till at {names[first['store_id']]}: {first['code']} "
+        f"[green]redeemed[/] ({redeemed['discount_text']})"
+    )
+    again = _check(
+        await client.post(
+            "/v1/pos/redemptions",
+            headers=pos,
+            json={"code": first["code"], "store_id": first["store_id"]},
+        ),
+        409,
+    )
     console.print(f"{clock.now():%H:%M:%S} till again: [yellow]409 {again['error']['message']}[/]")
     late_at = datetime.fromisoformat(second["expires_at"]) + timedelta(seconds=30)
     if late_at > clock.now():
         clock.set(late_at)
-    late = _check(await client.post("/v1/pos/redemptions", headers=pos,
-                              json={"code": second["code"], "store_id": second["store_id"]}), 410)
-    console.print(f"{clock.now():%H:%M:%S} till at {names[second['store_id']]}, late: "
-                  f"[red]410 {late['error']['message']}[/]")
+    late = _check(
+        await client.post(
+            "/v1/pos/redemptions",
+            headers=pos,
+            json={"code": second["code"], "store_id": second["store_id"]},
+        ),
+        410,
+    )
+    console.print(
+        f"{clock.now():%H:%M:%S} till at {names[second['store_id']]}, late: "
+        f"[red]410 {late['error']['message']}[/]"
+    )
 
-    _check(await client.post("/v1/sdk/consents", headers=sdk, json={
-        "purpose": "location_tracking", "granted": False, "notice_version": "demo-1"}), 201)
-    refused = _check(await client.post("/v1/sdk/pings", headers=sdk, json={"pings": [
-        {"lon": ORIGIN[0], "lat": ORIGIN[1], "recorded_at": clock.now().isoformat()}]}), 403)
-    console.print(f"consent  location_tracking withdrawn -> next ping [red]403[/] "
-                  f"{refused['error']['message']} (nothing stored)")
-    console.rule(f"{len(coupons)} coupons, 1 redeemed, 1 refused as already redeemed, 1 refused as expired")
+    _check(
+        await client.post(
+            "/v1/sdk/consents",
+            headers=sdk,
+            json={"purpose": "location_tracking", "granted": False, "notice_version": "demo-1"},
+        ),
+        201,
+    )
+    refused = _check(
+        await client.post(
+            "/v1/sdk/pings",
+            headers=sdk,
+            json={
+                "pings": [
+                    {"lon": ORIGIN[0], "lat": ORIGIN[1], "recorded_at": clock.now().isoformat()}
+                ]
+            },
+        ),
+        403,
+    )
+    console.print(
+        f"consent  location_tracking withdrawn -> next ping [red]403[/] "
+        f"{refused['error']['message']} (nothing stored)"
+    )
+    console.rule(
+        f"{len(coupons)} coupons, 1 redeemed, 1 refused as already redeemed, 1 refused as expired"
+    )
     return 0

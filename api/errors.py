@@ -44,8 +44,12 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 def status_for(exc: EngineError) -> int:
@@ -72,21 +76,32 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error")
+            exc.status_code, "http_error"
+        )
         return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(HotStateUnavailable)
     async def _state_down(_: Request, exc: HotStateUnavailable) -> JSONResponse:
         log.error("hot state unavailable: %s", exc)
-        return error_response(503, "unavailable", "the hot-state store is unreachable; nothing was processed",
-                              {"Retry-After": "5"})
+        return error_response(
+            503,
+            "unavailable",
+            "the hot-state store is unreachable; nothing was processed",
+            {"Retry-After": "5"},
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc)
-        return error_response(503, "unavailable", "the database is unreachable; nothing was processed",
-                              {"Retry-After": "5"})
+        return error_response(
+            503,
+            "unavailable",
+            "the database is unreachable; nothing was processed",
+            {"Retry-After": "5"},
+        )
 
     @app.exception_handler(PoolTimeout)
     async def _pool(_: Request, exc: PoolTimeout) -> JSONResponse:
-        return error_response(503, "unavailable", "the database is overloaded; try again", {"Retry-After": "2"})
+        return error_response(
+            503, "unavailable", "the database is overloaded; try again", {"Retry-After": "2"}
+        )

@@ -53,8 +53,12 @@ class Runtime:
 
     @classmethod
     def build(
-        cls, settings: Settings, *, clock: Clock | None = None,
-        channels: dict[str, Channel] | None = None, state: HotState | None = None,
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        channels: dict[str, Channel] | None = None,
+        state: HotState | None = None,
     ) -> Runtime:
         clock = clock or SystemClock()
         engine = make_engine(settings.database_url)
@@ -62,13 +66,22 @@ class Runtime:
         state = state or make_hot_state(settings.redis_url, settings.redis_key_prefix)
         channels = channels if channels is not None else build_channels(settings)
         fences = LiveFenceIndex(sessions, state)
-        worker = DeliveryWorker(sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s))
+        worker = DeliveryWorker(
+            sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s)
+        )
         scheduler = DeliveryScheduler(engine, worker)
         ingestor = PingIngestor(
-            sessions, state, fences, clock, set(channels), scheduler.enqueue,
+            sessions,
+            state,
+            fences,
+            clock,
+            set(channels),
+            scheduler.enqueue,
             settings.max_ping_accuracy_m,
         )
-        return cls(settings, clock, engine, sessions, state, fences, channels, worker, scheduler, ingestor)
+        return cls(
+            settings, clock, engine, sessions, state, fences, channels, worker, scheduler, ingestor
+        )
 
     def start(self, *, migrate: bool = True) -> None:
         if self.started:

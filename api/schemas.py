@@ -33,6 +33,7 @@ class Page(BaseModel):
 
 # --- manager ---------------------------------------------------------------------------------
 
+
 class CircleIn(Strict):
     lon: Longitude
     lat: Latitude
@@ -109,8 +110,11 @@ class CampaignList(BaseModel):
 
 # --- sdk -------------------------------------------------------------------------------------
 
+
 class DeviceIn(Strict):
-    customer_ref: str = Field(min_length=1, max_length=200, description="the app's own pseudonymous id")
+    customer_ref: str = Field(
+        min_length=1, max_length=200, description="the app's own pseudonymous id"
+    )
     platform: Literal["ios", "android", "web"]
     push_token: str | None = Field(default=None, min_length=1, max_length=4096)
     email: EmailStr | None = None
@@ -178,6 +182,7 @@ class PingResult(BaseModel):
 
 # --- pos -------------------------------------------------------------------------------------
 
+
 class RedemptionIn(Strict):
     code: str = Field(min_length=4, max_length=32, examples=["ABCDE-12345"])
     store_id: str = Field(min_length=1, max_length=40)
@@ -190,5 +195,3 @@ class RedemptionOut(BaseModel):
     title: str
     discount_text: str
     redeemed_at: datetime
-
-

@@ -70,12 +70,16 @@ def decide(
     """Default deny: only a current ``given`` state allows."""
     label = purpose if not channel else f"{purpose} on channel '{channel}'"
     if state is None:
-        return ConsentDecision(False, purpose, channel, None, None,
-                               f"no recorded consent for {label}")
+        return ConsentDecision(
+            False, purpose, channel, None, None, f"no recorded consent for {label}"
+        )
     if state not in GRANTING_STATES:
-        return ConsentDecision(False, purpose, channel, event_id, event_hash,
-                               f"consent for {label} is '{state}'")
-    return ConsentDecision(True, purpose, channel, event_id, event_hash, f"consent for {label} given")
+        return ConsentDecision(
+            False, purpose, channel, event_id, event_hash, f"consent for {label} is '{state}'"
+        )
+    return ConsentDecision(
+        True, purpose, channel, event_id, event_hash, f"consent for {label} given"
+    )
 
 
 def content_hash(fields: dict[str, Any]) -> str:

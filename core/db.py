@@ -118,5 +118,5 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` with Alembic (the same migrations on SQLite and PostgreSQL)."""
+    """Bring the schema to ``revision`` with Alembic (same migrations on SQLite and PostgreSQL)."""
     command.upgrade(alembic_config(engine), revision)

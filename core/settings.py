@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.PRODUCTION
     database_url: str = Field(
         default=f"sqlite:///{DEFAULT_DATA_DIR / 'offer-engine.db'}",
-        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://... in production.",
+        description="SQLAlchemy URL: SQLite file by default; postgresql+psycopg://... in prod.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -86,7 +86,8 @@ class Settings(BaseSettings):
             value = getattr(self, f"{role}_api_key").get_secret_value()
             if value == default or len(value) < 16:
                 problems.append(
-                    f"OFFER_ENGINE_{role.upper()}_API_KEY must be set (16+ characters, not the default)"
+                    f"OFFER_ENGINE_{role.upper()}_API_KEY must be set "
+                    "(16+ characters, not the default)"
                 )
         if problems:
             raise ValueError(

@@ -253,14 +253,20 @@ class RedisHotState:
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         ms = max(1, int(ttl_s * 1000))
-        return bool(self._call(lambda: self._redis.set(self._k(f"lock:{name}"), owner, nx=True, px=ms)))
+        return bool(
+            self._call(lambda: self._redis.set(self._k(f"lock:{name}"), owner, nx=True, px=ms))
+        )
 
     def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         ms = max(1, int(ttl_s * 1000))
-        return bool(int(self._call(lambda: self._extend(keys=[self._k(f"lock:{name}")], args=[owner, ms]))))
+        return bool(
+            int(self._call(lambda: self._extend(keys=[self._k(f"lock:{name}")], args=[owner, ms])))
+        )
 
     def release_lock(self, name: str, owner: str) -> bool:
-        return bool(int(self._call(lambda: self._release(keys=[self._k(f"lock:{name}")], args=[owner]))))
+        return bool(
+            int(self._call(lambda: self._release(keys=[self._k(f"lock:{name}")], args=[owner])))
+        )
 
     def get(self, key: str) -> str | None:
         value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))

@@ -64,15 +64,18 @@ class Fix:
 
 
 def haversine_m(
-    lon1: NDArray[np.float64], lat1: NDArray[np.float64],
-    lon2: NDArray[np.float64], lat2: NDArray[np.float64],
+    lon1: NDArray[np.float64],
+    lat1: NDArray[np.float64],
+    lon2: NDArray[np.float64],
+    lat2: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Great-circle distance in metres, element-wise."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dphi = p2 - p1
     dlmb = np.radians(lon2 - lon1)
     a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    distance: NDArray[np.float64] = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    return distance
 
 
 def _circle_envelope(fence: CircleFence) -> shapely.Geometry:
@@ -106,7 +109,9 @@ class FenceIndex:
         result: list[list[CircleFence]] = [[] for _ in range(len(lons))]
         if not self.fences or not result:
             return result
-        points = shapely.points(np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64))
+        points = shapely.points(
+            np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
+        )
         point_idx, fence_idx = self._tree.query(points, predicate="intersects")
         if point_idx.size == 0:
             return result
@@ -156,9 +161,9 @@ def advance_presence(
                 transitions.append(Transition(device_id, fence, "enter", fix.recorded_at))
         for fence_id in [fid for fid in inside if fid not in now_inside]:
             del inside[fence_id]
-            fence = fences_by_id.get(fence_id)
-            if fence is not None:
-                transitions.append(Transition(device_id, fence, "exit", fix.recorded_at))
+            left = fences_by_id.get(fence_id)
+            if left is not None:
+                transitions.append(Transition(device_id, left, "exit", fix.recorded_at))
     new_record: dict[str, object] = {"inside": inside}
     if last is not None:
         new_record["last_fix_at"] = last.isoformat()

@@ -18,12 +18,27 @@ class StoreRepository:
         self.session = session
 
     def create_with_circle(
-        self, *, name: str, timezone: str, external_id: str | None, fence: CircleFence, now: datetime
+        self,
+        *,
+        name: str,
+        timezone: str,
+        external_id: str | None,
+        fence: CircleFence,
+        now: datetime,
     ) -> tuple[Store, Fence]:
-        store = Store(id=fence.store_id, name=name, timezone=timezone, external_id=external_id,
-                      created_at=now)
-        row = Fence(id=fence.fence_id, store_id=store.id, kind="circle", lon=fence.lon,
-                    lat=fence.lat, radius_m=fence.radius_m, version=1, updated_at=now)
+        store = Store(
+            id=fence.store_id, name=name, timezone=timezone, external_id=external_id, created_at=now
+        )
+        row = Fence(
+            id=fence.fence_id,
+            store_id=store.id,
+            kind="circle",
+            lon=fence.lon,
+            lat=fence.lat,
+            radius_m=fence.radius_m,
+            version=1,
+            updated_at=now,
+        )
         self.session.add(store)
         self.session.flush()
         self.session.add(row)
@@ -36,9 +51,11 @@ class StoreRepository:
     def by_external_id(self, external_id: str) -> Store | None:
         return self.session.scalar(select(Store).where(Store.external_id == external_id))
 
-    def list(self, *, limit: int, offset: int) -> tuple[list[tuple[Store, list[Fence]]], int]:
+    def page(self, *, limit: int, offset: int) -> tuple[list[tuple[Store, list[Fence]]], int]:
         stores = list(
-            self.session.scalars(select(Store).order_by(Store.created_at, Store.id).limit(limit).offset(offset))
+            self.session.scalars(
+                select(Store).order_by(Store.created_at, Store.id).limit(limit).offset(offset)
+            )
         )
         total = self.session.scalar(select(func.count()).select_from(Store)) or 0
         ids = [s.id for s in stores]
@@ -72,8 +89,15 @@ class PingRepository:
         self.session.execute(
             insert(Ping),
             [
-                {"device_id": f.device_id, "subject_id": subject_id, "lon": f.lon, "lat": f.lat,
-                 "accuracy_m": f.accuracy_m, "recorded_at": f.recorded_at, "received_at": received_at}
+                {
+                    "device_id": f.device_id,
+                    "subject_id": subject_id,
+                    "lon": f.lon,
+                    "lat": f.lat,
+                    "accuracy_m": f.accuracy_m,
+                    "recorded_at": f.recorded_at,
+                    "received_at": received_at,
+                }
                 for f in fixes
             ],
         )
@@ -82,9 +106,16 @@ class PingRepository:
         self, subject_id: str, transitions: Sequence[Transition], created_at: datetime
     ) -> list[FenceEvent]:
         events = [
-            FenceEvent(id=new_id("ev"), device_id=t.device_id, subject_id=subject_id,
-                       fence_id=t.fence.fence_id, store_id=t.fence.store_id, kind=t.kind,
-                       occurred_at=t.occurred_at, created_at=created_at)
+            FenceEvent(
+                id=new_id("ev"),
+                device_id=t.device_id,
+                subject_id=subject_id,
+                fence_id=t.fence.fence_id,
+                store_id=t.fence.store_id,
+                kind=t.kind,
+                occurred_at=t.occurred_at,
+                created_at=created_at,
+            )
             for t in transitions
         ]
         self.session.add_all(events)
@@ -92,4 +123,9 @@ class PingRepository:
         return events
 
     def count_for_device(self, device_id: str) -> int:
-        return self.session.scalar(select(func.count()).select_from(Ping).where(Ping.device_id == device_id)) or 0
+        return (
+            self.session.scalar(
+                select(func.count()).select_from(Ping).where(Ping.device_id == device_id)
+            )
+            or 0
+        )

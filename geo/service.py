@@ -31,8 +31,15 @@ class StoreCatalog:
         self.repository = StoreRepository(session)
 
     def create_circle_store(
-        self, *, name: str, timezone: str, external_id: str | None, lon: float, lat: float,
-        radius_m: float, now: datetime,
+        self,
+        *,
+        name: str,
+        timezone: str,
+        external_id: str | None,
+        lon: float,
+        lat: float,
+        radius_m: float,
+        now: datetime,
     ) -> tuple[Store, Fence]:
         validate_timezone(timezone)
         if external_id is not None and self.repository.by_external_id(external_id) is not None:

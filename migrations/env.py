@@ -8,8 +8,6 @@ import os
 from alembic import context
 from sqlalchemy import Engine
 
-import consent.models
-import geo.models
 import offers.models  # noqa: F401  (registers the tables on the metadata)
 from core.db import Base, make_engine
 
@@ -20,7 +18,9 @@ target_metadata = Base.metadata
 LIBRARY_TABLES = {"apscheduler_jobs"}
 
 
-def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     return not (type_ == "table" and name in LIBRARY_TABLES)
 
 

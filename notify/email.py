@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -46,7 +45,7 @@ class SmtpEmailChannel:
             if 500 <= exc.smtp_code < 600:
                 raise PermanentSendError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
             raise TransientSendError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise TransientSendError(f"SMTP server unreachable: {exc}") from exc
         if refused:
             raise PermanentSendError(f"recipient refused: {refused}")

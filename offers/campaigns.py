@@ -20,9 +20,18 @@ class CampaignCatalog:
         self.repository = CampaignRepository(session)
 
     def create(
-        self, *, name: str, store_ids: Sequence[str], starts_at: datetime | None,
-        ends_at: datetime | None, daily_cap_per_shopper: int, title: str, body: str,
-        discount_text: str, valid_minutes: int, now: datetime,
+        self,
+        *,
+        name: str,
+        store_ids: Sequence[str],
+        starts_at: datetime | None,
+        ends_at: datetime | None,
+        daily_cap_per_shopper: int,
+        title: str,
+        body: str,
+        discount_text: str,
+        valid_minutes: int,
+        now: datetime,
     ) -> tuple[Campaign, list[str], Offer]:
         unique_stores = list(dict.fromkeys(store_ids))
         if not unique_stores:
@@ -35,12 +44,22 @@ class CampaignCatalog:
         if not 1 <= valid_minutes <= MAX_VALID_MINUTES:
             raise InvalidCampaign(f"valid_minutes must be between 1 and {MAX_VALID_MINUTES}")
         campaign = Campaign(
-            id=new_id("cmp"), name=name, status="active", starts_at=starts_at, ends_at=ends_at,
-            daily_cap_per_shopper=daily_cap_per_shopper, created_at=now,
+            id=new_id("cmp"),
+            name=name,
+            status="active",
+            starts_at=starts_at,
+            ends_at=ends_at,
+            daily_cap_per_shopper=daily_cap_per_shopper,
+            created_at=now,
         )
         offer = Offer(
-            id=new_id("ofr"), campaign_id=campaign.id, title=title, body=body,
-            discount_text=discount_text, valid_minutes=valid_minutes, created_at=now,
+            id=new_id("ofr"),
+            campaign_id=campaign.id,
+            title=title,
+            body=body,
+            discount_text=discount_text,
+            valid_minutes=valid_minutes,
+            created_at=now,
         )
         self.repository.add(campaign, unique_stores, offer)
         return campaign, unique_stores, offer

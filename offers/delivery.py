@@ -98,8 +98,14 @@ class DeliveryWorker:
             coupon = session.get(Coupon, delivery.coupon_id) if delivery else None
             assert delivery is not None and coupon is not None
             delivery.sent_at = self.clock.now()
-            return self._finish(session, delivery, coupon, DeliveryStatus.SENT,
-                                f"accepted by {delivery.channel}: {receipt.provider_id}", delivery.sent_at)
+            return self._finish(
+                session,
+                delivery,
+                coupon,
+                DeliveryStatus.SENT,
+                f"accepted by {delivery.channel}: {receipt.provider_id}",
+                delivery.sent_at,
+            )
 
     def _refusal(
         self, session: Session, delivery: Delivery, coupon: Coupon, now: datetime
@@ -118,15 +124,22 @@ class DeliveryWorker:
             return DeliveryStatus.NO_CONSENT, decision.reason
         return None
 
-    def _message(self, session: Session, delivery: Delivery, coupon: Coupon, now: datetime) -> OfferMessage:
+    def _message(
+        self, session: Session, delivery: Delivery, coupon: Coupon, now: datetime
+    ) -> OfferMessage:
         offer = session.get(Offer, coupon.offer_id)
         store = session.get(Store, coupon.store_id)
         assert offer is not None and store is not None
         ttl = remaining_seconds(coupon.expires_at - self.margin, now)
         return OfferMessage(
-            idempotency_key=f"{coupon.id}:{delivery.channel}", address=delivery.address,
-            title=offer.title, body=offer.body, discount_text=offer.discount_text,
-            store_name=store.name, code=format_code(coupon.code), expires_at=coupon.expires_at,
+            idempotency_key=f"{coupon.id}:{delivery.channel}",
+            address=delivery.address,
+            title=offer.title,
+            body=offer.body,
+            discount_text=offer.discount_text,
+            store_name=store.name,
+            code=format_code(coupon.code),
+            expires_at=coupon.expires_at,
             ttl_s=ttl,
         )
 
@@ -141,8 +154,14 @@ class DeliveryWorker:
                 return self._finish(session, delivery, coupon, DeliveryStatus.FAILED, error, now)
             backoff = self.retry.backoff_s(delivery.attempts)
             if now + timedelta(seconds=backoff) >= coupon.expires_at - self.margin:
-                return self._finish(session, delivery, coupon, DeliveryStatus.EXPIRED_UNDELIVERED,
-                                    f"no time left to retry after: {error}", now)
+                return self._finish(
+                    session,
+                    delivery,
+                    coupon,
+                    DeliveryStatus.EXPIRED_UNDELIVERED,
+                    f"no time left to retry after: {error}",
+                    now,
+                )
             delivery.status = DeliveryStatus.PENDING.value
             delivery.due_at = now + timedelta(seconds=backoff)
             delivery.claimed_until = None
@@ -153,8 +172,13 @@ class DeliveryWorker:
         return report
 
     def _finish(
-        self, session: Session, delivery: Delivery, coupon: Coupon, status: DeliveryStatus,
-        detail: str, now: datetime,
+        self,
+        session: Session,
+        delivery: Delivery,
+        coupon: Coupon,
+        status: DeliveryStatus,
+        detail: str,
+        now: datetime,
     ) -> DeliveryReport:
         delivery.status = status.value
         delivery.claimed_until = None
@@ -168,8 +192,15 @@ class DeliveryWorker:
 
     @staticmethod
     def _report(delivery: Delivery, detail: str, now: datetime) -> DeliveryReport:
-        return DeliveryReport(delivery.id, delivery.coupon_id, delivery.channel, delivery.status,
-                              delivery.attempts, detail, now)
+        return DeliveryReport(
+            delivery.id,
+            delivery.coupon_id,
+            delivery.channel,
+            delivery.status,
+            delivery.attempts,
+            detail,
+            now,
+        )
 
     def _emit(self, report: DeliveryReport) -> None:
         for listener in self.listeners:

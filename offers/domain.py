@@ -30,10 +30,14 @@ class DeliveryStatus(StrEnum):
     NO_CONSENT = "no_consent"
 
 
-FINAL_DELIVERY_STATES = frozenset({
-    DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED_UNDELIVERED,
-    DeliveryStatus.NO_CONSENT,
-})
+FINAL_DELIVERY_STATES = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.EXPIRED_UNDELIVERED,
+        DeliveryStatus.NO_CONSENT,
+    }
+)
 
 
 class CouponUnknown(NotFound):

@@ -1,4 +1,4 @@
-"""The ping path: consent gate -> store fixes -> match -> events -> offer decisions, one transaction."""
+"""The ping path, in one transaction: consent gate -> store fixes -> match -> events -> offers."""
 
 from __future__ import annotations
 
@@ -56,14 +56,19 @@ class PingIngestor:
             device = SubjectRegistry(session).device(device_id)
             if device.token_version != token_version:
                 raise Unauthenticated("device token no longer valid; register the device again")
-            consent = ConsentLedger(session).check(device.subject_id, Purpose.LOCATION_TRACKING).require()
+            consent = (
+                ConsentLedger(session).check(device.subject_id, Purpose.LOCATION_TRACKING).require()
+            )
             pings = PingRepository(session)
             pings.add_fixes(device.subject_id, fixes, now)
             index = self.fences.current()
             matches = index.match([f.lon for f in fixes], [f.lat for f in fixes])
             previous = self.state.load_presence([device_id]).get(device_id)
             record, transitions = advance_presence(
-                device_id, previous, list(zip(fixes, matches, strict=True)), index.by_id,
+                device_id,
+                previous,
+                list(zip(fixes, matches, strict=True)),
+                index.by_id,
                 self.max_accuracy_m,
             )
             events = pings.add_events(device.subject_id, transitions, now)
@@ -72,5 +77,7 @@ class PingIngestor:
             for event in events:
                 if event.kind == "enter":
                     coupons.extend(issuer.on_enter(event, device, now))
-            on_commit(session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S))
+            on_commit(
+                session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S)
+            )
         return IngestResult(len(fixes), consent, events, coupons)

@@ -39,7 +39,9 @@ class Offer(Base):
     __tablename__ = "offers"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
     title: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     discount_text: Mapped[str] = mapped_column(String(100))
@@ -70,7 +72,9 @@ class Delivery(Base):
     """The outbox: one row per coupon and channel, written in the coupon's transaction."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("coupon_id", "channel", name="uq_deliveries_coupon_channel"),)
+    __table_args__ = (
+        UniqueConstraint("coupon_id", "channel", name="uq_deliveries_coupon_channel"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id", ondelete="CASCADE"))

@@ -7,7 +7,13 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from offers.domain import CouponAlreadyRedeemed, CouponExpired, CouponStatus, CouponUnknown, normalise_code
+from offers.domain import (
+    CouponAlreadyRedeemed,
+    CouponExpired,
+    CouponStatus,
+    CouponUnknown,
+    normalise_code,
+)
 from offers.models import Offer
 from offers.repository import CouponRepository
 
@@ -39,11 +45,16 @@ class CouponRedeemer:
         self.session.refresh(coupon)
         if not won:
             if coupon.status == CouponStatus.REDEEMED.value:
-                raise CouponAlreadyRedeemed(
-                    f"coupon was already redeemed at {coupon.redeemed_at.isoformat() if coupon.redeemed_at else '?'}"
-                )
+                when = coupon.redeemed_at.isoformat() if coupon.redeemed_at else "an unknown time"
+                raise CouponAlreadyRedeemed(f"coupon was already redeemed at {when}")
             raise CouponExpired(f"coupon expired at {coupon.expires_at.isoformat()}")
         offer = self.session.get(Offer, coupon.offer_id)
         assert offer is not None and coupon.redeemed_at is not None
-        return Redemption(coupon.id, coupon.code, coupon.store_id, offer.title, offer.discount_text,
-                          coupon.redeemed_at)
+        return Redemption(
+            coupon.id,
+            coupon.code,
+            coupon.store_id,
+            offer.title,
+            offer.discount_text,
+            coupon.redeemed_at,
+        )

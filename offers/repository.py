@@ -19,20 +19,31 @@ class CampaignRepository:
     def add(self, campaign: Campaign, store_ids: Sequence[str], offer: Offer) -> None:
         self.session.add(campaign)
         self.session.flush()
-        self.session.add_all([CampaignStore(campaign_id=campaign.id, store_id=s) for s in store_ids])
+        self.session.add_all(
+            [CampaignStore(campaign_id=campaign.id, store_id=s) for s in store_ids]
+        )
         self.session.add(offer)
         self.session.flush()
 
-    def list(self, *, limit: int, offset: int) -> tuple[list[tuple[Campaign, list[str], list[Offer]]], int]:
-        campaigns = list(self.session.scalars(
-            select(Campaign).order_by(Campaign.created_at, Campaign.id).limit(limit).offset(offset)
-        ))
+    def page(
+        self, *, limit: int, offset: int
+    ) -> tuple[list[tuple[Campaign, list[str], list[Offer]]], int]:
+        campaigns = list(
+            self.session.scalars(
+                select(Campaign)
+                .order_by(Campaign.created_at, Campaign.id)
+                .limit(limit)
+                .offset(offset)
+            )
+        )
         total = self.session.scalar(select(func.count()).select_from(Campaign)) or 0
         ids = [c.id for c in campaigns]
         stores: dict[str, list[str]] = {i: [] for i in ids}
         offers: dict[str, list[Offer]] = {i: [] for i in ids}
         if ids:
-            for link in self.session.scalars(select(CampaignStore).where(CampaignStore.campaign_id.in_(ids))):
+            for link in self.session.scalars(
+                select(CampaignStore).where(CampaignStore.campaign_id.in_(ids))
+            ):
                 stores[link.campaign_id].append(link.store_id)
             for offer in self.session.scalars(select(Offer).where(Offer.campaign_id.in_(ids))):
                 offers[offer.campaign_id].append(offer)
@@ -61,8 +72,10 @@ class CouponRepository:
         result = self.session.execute(
             update(Coupon)
             .where(
-                Coupon.code == code, Coupon.store_id == store_id,
-                Coupon.status == CouponStatus.ISSUED.value, Coupon.expires_at > now,
+                Coupon.code == code,
+                Coupon.store_id == store_id,
+                Coupon.status == CouponStatus.ISSUED.value,
+                Coupon.expires_at > now,
             )
             .values(status=CouponStatus.REDEEMED.value, redeemed_at=now)
             .execution_options(synchronize_session=False)
@@ -70,12 +83,17 @@ class CouponRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def live_for_subject(self, subject_id: str, now: datetime) -> list[Coupon]:
-        return list(self.session.scalars(
-            select(Coupon).where(
-                Coupon.subject_id == subject_id, Coupon.status == CouponStatus.ISSUED.value,
-                Coupon.expires_at > now,
-            ).order_by(Coupon.expires_at)
-        ))
+        return list(
+            self.session.scalars(
+                select(Coupon)
+                .where(
+                    Coupon.subject_id == subject_id,
+                    Coupon.status == CouponStatus.ISSUED.value,
+                    Coupon.expires_at > now,
+                )
+                .order_by(Coupon.expires_at)
+            )
+        )
 
 
 class DeliveryRepository:
@@ -90,11 +108,18 @@ class DeliveryRepository:
                 Delivery.id == delivery_id,
                 or_(
                     Delivery.status == DeliveryStatus.PENDING.value,
-                    and_(Delivery.status == DeliveryStatus.SENDING.value, Delivery.claimed_until < now),
+                    and_(
+                        Delivery.status == DeliveryStatus.SENDING.value,
+                        Delivery.claimed_until < now,
+                    ),
                 ),
             )
-            .values(status=DeliveryStatus.SENDING.value, claimed_until=lease_until,
-                    attempts=Delivery.attempts + 1, updated_at=now)
+            .values(
+                status=DeliveryStatus.SENDING.value,
+                claimed_until=lease_until,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+            )
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]

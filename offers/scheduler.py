@@ -30,8 +30,11 @@ _WORKERS: dict[str, DeliveryWorker] = {}
 def run_delivery_job(worker_name: str, delivery_id: str) -> None:
     worker = _WORKERS.get(worker_name)
     if worker is None:
-        log.warning("no delivery worker %r in this process; delivery %s left for the sweep",
-                    worker_name, delivery_id)
+        log.warning(
+            "no delivery worker %r in this process; delivery %s left for the sweep",
+            worker_name,
+            delivery_id,
+        )
         return
     worker.deliver(delivery_id)
 
@@ -47,8 +50,13 @@ _SCHEDULERS: dict[str, DeliveryScheduler] = {}
 
 class DeliveryScheduler:
     def __init__(
-        self, engine: Engine, worker: DeliveryWorker, *, name: str = "default",
-        sweep_interval_s: float = 5.0, threads: int = 4,
+        self,
+        engine: Engine,
+        worker: DeliveryWorker,
+        *,
+        name: str = "default",
+        sweep_interval_s: float = 5.0,
+        threads: int = 4,
     ) -> None:
         self.name = name
         self.worker = worker
@@ -70,8 +78,12 @@ class DeliveryScheduler:
         _SCHEDULERS[self.name] = self
         self._scheduler.start()
         self._scheduler.add_job(
-            run_sweep_job, "interval", seconds=self.sweep_interval_s, args=[self.name],
-            id=f"sweep:{self.name}", replace_existing=True,
+            run_sweep_job,
+            "interval",
+            seconds=self.sweep_interval_s,
+            args=[self.name],
+            id=f"sweep:{self.name}",
+            replace_existing=True,
         )
         self.sweep()
 
@@ -88,8 +100,12 @@ class DeliveryScheduler:
             return
         run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
         self._scheduler.add_job(
-            run_delivery_job, "date", run_date=run_at, args=[self.name, delivery_id],
-            id=f"delivery:{delivery_id}", replace_existing=True,
+            run_delivery_job,
+            "date",
+            run_date=run_at,
+            args=[self.name, delivery_id],
+            id=f"delivery:{delivery_id}",
+            replace_existing=True,
         )
 
     def sweep(self) -> int:

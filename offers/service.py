@@ -15,7 +15,14 @@ from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
 from geo.models import FenceEvent
-from offers.domain import CampaignWindow, CouponStatus, DeliveryStatus, cap_key, coupon_expiry, new_coupon_code
+from offers.domain import (
+    CampaignWindow,
+    CouponStatus,
+    DeliveryStatus,
+    cap_key,
+    coupon_expiry,
+    new_coupon_code,
+)
 from offers.models import Coupon, Delivery
 from offers.repository import CampaignRepository
 
@@ -66,19 +73,34 @@ class OfferIssuer:
             if not self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
                 continue
             coupon = Coupon(
-                id=new_id("cpn"), code=new_coupon_code(), offer_id=offer.id, campaign_id=campaign.id,
-                store_id=event.store_id, subject_id=event.subject_id, device_id=device.id,
-                trigger_event_id=event.id, consent_event_id=marketing.event_id,
-                status=CouponStatus.ISSUED.value, issued_at=now,
+                id=new_id("cpn"),
+                code=new_coupon_code(),
+                offer_id=offer.id,
+                campaign_id=campaign.id,
+                store_id=event.store_id,
+                subject_id=event.subject_id,
+                device_id=device.id,
+                trigger_event_id=event.id,
+                consent_event_id=marketing.event_id,
+                status=CouponStatus.ISSUED.value,
+                issued_at=now,
                 expires_at=coupon_expiry(now, offer.valid_minutes),
             )
             self.session.add(coupon)
             self.session.flush()
             deliveries = self._queue_deliveries(coupon, device, now)
-            issued.append(IssuedCoupon(
-                coupon.id, coupon.code, campaign.id, coupon.store_id, offer.title,
-                offer.discount_text, coupon.expires_at, tuple(d.channel for d in deliveries),
-            ))
+            issued.append(
+                IssuedCoupon(
+                    coupon.id,
+                    coupon.code,
+                    campaign.id,
+                    coupon.store_id,
+                    offer.title,
+                    offer.discount_text,
+                    coupon.expires_at,
+                    tuple(d.channel for d in deliveries),
+                )
+            )
         return issued
 
     def _queue_deliveries(self, coupon: Coupon, device: Device, now: datetime) -> list[Delivery]:
@@ -90,9 +112,15 @@ class OfferIssuer:
             if not self.ledger.check(coupon.subject_id, Purpose.MARKETING_OFFERS, channel).allowed:
                 continue
             delivery = Delivery(
-                id=new_id("dlv"), coupon_id=coupon.id, channel=channel.value, address=address,
-                status=DeliveryStatus.PENDING.value, attempts=0, due_at=now,
-                claimed_until=now - timedelta(seconds=1), updated_at=now,
+                id=new_id("dlv"),
+                coupon_id=coupon.id,
+                channel=channel.value,
+                address=address,
+                status=DeliveryStatus.PENDING.value,
+                attempts=0,
+                due_at=now,
+                claimed_until=now - timedelta(seconds=1),
+                updated_at=now,
             )
             self.session.add(delivery)
             deliveries.append(delivery)

@@ -81,8 +81,10 @@ class Stack:
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
-            "environment": Environment.TEST, "database_url": self.database_url,
-            "redis_url": self.redis_url, "redis_key_prefix": self.redis_prefix,
+            "environment": Environment.TEST,
+            "database_url": self.database_url,
+            "redis_url": self.redis_url,
+            "redis_key_prefix": self.redis_prefix,
         }
         values.update(overrides)
         return Settings(**values)
@@ -137,7 +139,7 @@ class SmtpInbox:
         self._changed = threading.Condition()
         self.refuse_with: str | None = None
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.refuse_with:
             return self.refuse_with
         with self._changed:
@@ -149,7 +151,9 @@ class SmtpInbox:
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
         with self._changed:
             if not self._changed.wait_for(lambda: len(self.messages) >= count, timeout=timeout):
-                raise AssertionError(f"expected {count} email(s) within {timeout} s, got {len(self.messages)}")
+                raise AssertionError(
+                    f"expected {count} email(s) within {timeout} s, got {len(self.messages)}"
+                )
             return list(self.messages)
 
 

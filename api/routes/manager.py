@@ -27,10 +27,10 @@ from offers.campaigns import CampaignCatalog
 from offers.models import Campaign, Offer
 from offers.repository import CampaignRepository
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    s: {"model": ErrorResponse} for s in (401, 409, 422)
-}
-router = APIRouter(prefix="/v1/manager", tags=["manager"], dependencies=[require_manager], responses=ERRORS)
+ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorResponse} for s in (401, 409, 422)}
+router = APIRouter(
+    prefix="/v1/manager", tags=["manager"], dependencies=[require_manager], responses=ERRORS
+)
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
@@ -38,26 +38,54 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 def _store_out(store: Store, fences: list[Fence]) -> StoreOut:
     return StoreOut(
-        id=store.id, name=store.name, external_id=store.external_id, timezone=store.timezone,
-        fences=[FenceOut(id=f.id, kind=f.kind, lon=f.lon, lat=f.lat, radius_m=f.radius_m) for f in fences],
+        id=store.id,
+        name=store.name,
+        external_id=store.external_id,
+        timezone=store.timezone,
+        fences=[
+            FenceOut(id=f.id, kind=f.kind, lon=f.lon, lat=f.lat, radius_m=f.radius_m)
+            for f in fences
+        ],
     )
 
 
 def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer]) -> CampaignOut:
     return CampaignOut(
-        id=campaign.id, name=campaign.name, status=campaign.status, starts_at=campaign.starts_at,
-        ends_at=campaign.ends_at, daily_cap_per_shopper=campaign.daily_cap_per_shopper,
+        id=campaign.id,
+        name=campaign.name,
+        status=campaign.status,
+        starts_at=campaign.starts_at,
+        ends_at=campaign.ends_at,
+        daily_cap_per_shopper=campaign.daily_cap_per_shopper,
         store_ids=store_ids,
-        offers=[OfferOut(id=o.id, title=o.title, body=o.body, discount_text=o.discount_text,
-                         valid_minutes=o.valid_minutes) for o in offers],
+        offers=[
+            OfferOut(
+                id=o.id,
+                title=o.title,
+                body=o.body,
+                discount_text=o.discount_text,
+                valid_minutes=o.valid_minutes,
+            )
+            for o in offers
+        ],
     )
 
 
-@router.post("/stores", status_code=201, response_model=StoreOut, summary="Create a store with a circular fence")
+@router.post(
+    "/stores",
+    status_code=201,
+    response_model=StoreOut,
+    summary="Create a store with a circular fence",
+)
 def create_store(body: StoreIn, session: SessionDep, runtime: RuntimeDep) -> StoreOut:
     store, fence = StoreCatalog(session).create_circle_store(
-        name=body.name, timezone=body.timezone, external_id=body.external_id,
-        lon=body.fence.lon, lat=body.fence.lat, radius_m=body.fence.radius_m, now=runtime.clock.now(),
+        name=body.name,
+        timezone=body.timezone,
+        external_id=body.external_id,
+        lon=body.fence.lon,
+        lat=body.fence.lat,
+        radius_m=body.fence.radius_m,
+        now=runtime.clock.now(),
     )
     on_commit(session, runtime.fences.announce_change)
     return _store_out(store, [fence])
@@ -65,23 +93,39 @@ def create_store(body: StoreIn, session: SessionDep, runtime: RuntimeDep) -> Sto
 
 @router.get("/stores", response_model=StoreList, summary="List stores")
 def list_stores(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> StoreList:
-    rows, total = StoreRepository(session).list(limit=limit, offset=offset)
-    return StoreList(items=[_store_out(s, f) for s, f in rows], page=Page(total=total, limit=limit, offset=offset))
+    rows, total = StoreRepository(session).page(limit=limit, offset=offset)
+    return StoreList(
+        items=[_store_out(s, f) for s, f in rows],
+        page=Page(total=total, limit=limit, offset=offset),
+    )
 
 
-@router.post("/campaigns", status_code=201, response_model=CampaignOut, summary="Create a campaign with one offer")
+@router.post(
+    "/campaigns",
+    status_code=201,
+    response_model=CampaignOut,
+    summary="Create a campaign with one offer",
+)
 def create_campaign(body: CampaignIn, session: SessionDep, runtime: RuntimeDep) -> CampaignOut:
     campaign, store_ids, offer = CampaignCatalog(session).create(
-        name=body.name, store_ids=body.store_ids, starts_at=body.starts_at, ends_at=body.ends_at,
-        daily_cap_per_shopper=body.daily_cap_per_shopper, title=body.offer.title,
-        body=body.offer.body, discount_text=body.offer.discount_text,
-        valid_minutes=body.offer.valid_minutes, now=runtime.clock.now(),
+        name=body.name,
+        store_ids=body.store_ids,
+        starts_at=body.starts_at,
+        ends_at=body.ends_at,
+        daily_cap_per_shopper=body.daily_cap_per_shopper,
+        title=body.offer.title,
+        body=body.offer.body,
+        discount_text=body.offer.discount_text,
+        valid_minutes=body.offer.valid_minutes,
+        now=runtime.clock.now(),
     )
     return _campaign_out(campaign, store_ids, [offer])
 
 
 @router.get("/campaigns", response_model=CampaignList, summary="List campaigns")
 def list_campaigns(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> CampaignList:
-    rows, total = CampaignRepository(session).list(limit=limit, offset=offset)
-    return CampaignList(items=[_campaign_out(c, s, o) for c, s, o in rows],
-                        page=Page(total=total, limit=limit, offset=offset))
+    rows, total = CampaignRepository(session).page(limit=limit, offset=offset)
+    return CampaignList(
+        items=[_campaign_out(c, s, o) for c, s, o in rows],
+        page=Page(total=total, limit=limit, offset=offset),
+    )

@@ -10,13 +10,16 @@ from api.schemas import RedemptionIn, RedemptionOut
 from offers.redemption import CouponRedeemer
 
 router = APIRouter(
-    prefix="/v1/pos", tags=["pos"], dependencies=[require_pos],
+    prefix="/v1/pos",
+    tags=["pos"],
+    dependencies=[require_pos],
     responses={s: {"model": ErrorResponse} for s in (401, 404, 409, 410, 422)},
 )
 
 
 @router.post(
-    "/redemptions", response_model=RedemptionOut,
+    "/redemptions",
+    response_model=RedemptionOut,
     summary="Redeem a coupon (404 unknown or other store, 409 already redeemed, 410 expired)",
 )
 def redeem(body: RedemptionIn, session: SessionDep, runtime: RuntimeDep) -> RedemptionOut:
@@ -24,7 +27,10 @@ def redeem(body: RedemptionIn, session: SessionDep, runtime: RuntimeDep) -> Rede
         raw_code=body.code, store_id=body.store_id, now=runtime.clock.now()
     )
     return RedemptionOut(
-        coupon_id=redemption.coupon_id, code=redemption.code, store_id=redemption.store_id,
-        title=redemption.title, discount_text=redemption.discount_text,
+        coupon_id=redemption.coupon_id,
+        code=redemption.code,
+        store_id=redemption.store_id,
+        title=redemption.title,
+        discount_text=redemption.discount_text,
         redeemed_at=redemption.redeemed_at,
     )

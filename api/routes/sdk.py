@@ -26,32 +26,53 @@ from offers.models import Offer
 from offers.repository import CouponRepository
 
 router = APIRouter(
-    prefix="/v1/sdk", tags=["sdk"],
+    prefix="/v1/sdk",
+    tags=["sdk"],
     responses={s: {"model": ErrorResponse} for s in (401, 403, 422, 503)},
 )
 
 
 def _consent_out(row: ConsentState) -> ConsentOut:
-    return ConsentOut(purpose=row.purpose, channel=row.channel or None, state=row.state,
-                      event_id=row.event_id, event_hash=row.event_hash, occurred_at=row.occurred_at)
+    return ConsentOut(
+        purpose=row.purpose,
+        channel=row.channel or None,
+        state=row.state,
+        event_id=row.event_id,
+        event_hash=row.event_hash,
+        occurred_at=row.occurred_at,
+    )
 
 
-@router.post("/devices", status_code=201, response_model=DeviceOut, dependencies=[require_sdk_key],
-             summary="Register a device; returns its device-bound token")
+@router.post(
+    "/devices",
+    status_code=201,
+    response_model=DeviceOut,
+    dependencies=[require_sdk_key],
+    summary="Register a device; returns its device-bound token",
+)
 def register_device(body: DeviceIn, session: SessionDep, runtime: RuntimeDep) -> DeviceOut:
     now = runtime.clock.now()
     subject, device = SubjectRegistry(session).register_device(
-        customer_ref=body.customer_ref, platform=body.platform, push_token=body.push_token,
-        email=str(body.email) if body.email else None, now=now,
+        customer_ref=body.customer_ref,
+        platform=body.platform,
+        push_token=body.push_token,
+        email=str(body.email) if body.email else None,
+        now=now,
     )
     token, expires = issue_device_token(
         runtime.settings, DeviceClaims(device.id, subject.id, device.token_version), now
     )
-    return DeviceOut(device_id=device.id, subject_id=subject.id, token=token, token_expires_at=expires)
+    return DeviceOut(
+        device_id=device.id, subject_id=subject.id, token=token, token_expires_at=expires
+    )
 
 
-@router.post("/consents", status_code=201, response_model=ConsentOut,
-             summary="Give or withdraw consent for a purpose (and channel)")
+@router.post(
+    "/consents",
+    status_code=201,
+    response_model=ConsentOut,
+    summary="Give or withdraw consent for a purpose (and channel)",
+)
 def record_consent(
     body: ConsentIn, request: Request, device: DeviceDep, session: SessionDep, runtime: RuntimeDep
 ) -> ConsentOut:
@@ -70,21 +91,38 @@ def record_consent(
         "actor": "data_subject",
     }
     event = ledger.record(
-        subject_id=device.subject_id, purpose=body.purpose, channel=body.channel, status=status,
-        notice_version=body.notice_version, method=CollectionMethod.SDK, evidence=evidence,
-        occurred_at=now, recorded_at=now,
+        subject_id=device.subject_id,
+        purpose=body.purpose,
+        channel=body.channel,
+        status=status,
+        notice_version=body.notice_version,
+        method=CollectionMethod.SDK,
+        evidence=evidence,
+        occurred_at=now,
+        recorded_at=now,
     )
-    return ConsentOut(purpose=event.purpose, channel=event.channel or None, state=event.state,
-                      event_id=event.id, event_hash=event.content_hash, occurred_at=event.occurred_at)
+    return ConsentOut(
+        purpose=event.purpose,
+        channel=event.channel or None,
+        state=event.state,
+        event_id=event.id,
+        event_hash=event.content_hash,
+        occurred_at=event.occurred_at,
+    )
 
 
-@router.get("/consents", response_model=list[ConsentOut], summary="The device owner's current consents")
+@router.get(
+    "/consents", response_model=list[ConsentOut], summary="The device owner's current consents"
+)
 def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]:
     return [_consent_out(row) for row in ConsentLedger(session).current(device.subject_id)]
 
 
-@router.post("/pings", response_model=PingResult,
-             summary="Send 1 to 1,000 location fixes (403 without location_tracking consent)")
+@router.post(
+    "/pings",
+    response_model=PingResult,
+    summary="Send 1 to 1,000 location fixes (403 without location_tracking consent)",
+)
 def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) -> PingResult:
     fixes = [Fix(claims.device_id, p.lon, p.lat, p.recorded_at, p.accuracy_m) for p in body.pings]
     result = runtime.ingestor.ingest(claims.device_id, claims.token_version, fixes)
@@ -92,12 +130,29 @@ def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) 
     return PingResult(
         accepted=result.accepted,
         consent_event_id=result.consent.event_id,
-        events=[EventOut(id=e.id, kind=e.kind, store_id=e.store_id, fence_id=e.fence_id,
-                         occurred_at=e.occurred_at) for e in result.events],
-        coupons=[CouponOut(coupon_id=c.coupon_id, code=format_code(c.code), title=c.title,
-                           discount_text=c.discount_text, store_id=c.store_id, expires_at=c.expires_at,
-                           remaining_s=remaining_seconds(c.expires_at, now),
-                           channels=list(c.delivery_channels)) for c in result.coupons],
+        events=[
+            EventOut(
+                id=e.id,
+                kind=e.kind,
+                store_id=e.store_id,
+                fence_id=e.fence_id,
+                occurred_at=e.occurred_at,
+            )
+            for e in result.events
+        ],
+        coupons=[
+            CouponOut(
+                coupon_id=c.coupon_id,
+                code=format_code(c.code),
+                title=c.title,
+                discount_text=c.discount_text,
+                store_id=c.store_id,
+                expires_at=c.expires_at,
+                remaining_s=remaining_seconds(c.expires_at, now),
+                channels=list(c.delivery_channels),
+            )
+            for c in result.coupons
+        ],
     )
 
 
@@ -108,8 +163,16 @@ def offers_inbox(device: DeviceDep, session: SessionDep, runtime: RuntimeDep) ->
     for coupon in CouponRepository(session).live_for_subject(device.subject_id, now):
         offer = session.get(Offer, coupon.offer_id)
         assert offer is not None
-        out.append(CouponOut(coupon_id=coupon.id, code=format_code(coupon.code), title=offer.title,
-                             discount_text=offer.discount_text, store_id=coupon.store_id,
-                             expires_at=coupon.expires_at,
-                             remaining_s=remaining_seconds(coupon.expires_at, now), channels=[]))
+        out.append(
+            CouponOut(
+                coupon_id=coupon.id,
+                code=format_code(coupon.code),
+                title=offer.title,
+                discount_text=offer.discount_text,
+                store_id=coupon.store_id,
+                expires_at=coupon.expires_at,
+                remaining_s=remaining_seconds(coupon.expires_at, now),
+                channels=[],
+            )
+        )
     return out

@@ -30,7 +30,9 @@ OUTSIDE = (STORE_LON + 0.01, STORE_LAT)  # about 550 m east
 class Engine:
     """The engine as its users see it."""
 
-    def __init__(self, runtime: Runtime, client: TestClient, clock: ManualClock, inbox: SmtpInbox) -> None:
+    def __init__(
+        self, runtime: Runtime, client: TestClient, clock: ManualClock, inbox: SmtpInbox
+    ) -> None:
         self.runtime = runtime
         self.client = client
         self.clock = clock
@@ -39,40 +41,80 @@ class Engine:
         runtime.worker.listeners.append(self.reports.put)
 
     # manager
-    def create_store(self, lon: float = STORE_LON, lat: float = STORE_LAT, radius_m: float = 50,
-                     name: str = "Corner Cafe") -> dict[str, Any]:
-        response = self.client.post("/v1/manager/stores", headers=MANAGER, json={
-            "name": name, "timezone": "Europe/Helsinki",
-            "fence": {"lon": lon, "lat": lat, "radius_m": radius_m}})
+    def create_store(
+        self,
+        lon: float = STORE_LON,
+        lat: float = STORE_LAT,
+        radius_m: float = 50,
+        name: str = "Corner Cafe",
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            "/v1/manager/stores",
+            headers=MANAGER,
+            json={
+                "name": name,
+                "timezone": "Europe/Helsinki",
+                "fence": {"lon": lon, "lat": lat, "radius_m": radius_m},
+            },
+        )
         assert response.status_code == 201, response.text
         return dict(response.json())
 
-    def create_campaign(self, store_ids: list[str], valid_minutes: int = 15, cap: int = 1,
-                        **extra: Any) -> dict[str, Any]:
-        response = self.client.post("/v1/manager/campaigns", headers=MANAGER, json={
-            "name": "Coffee now", "store_ids": store_ids, "daily_cap_per_shopper": cap,
-            "offer": {"title": "Coffee break", "body": "Pop in for a coffee.",
-                      "discount_text": "30% off", "valid_minutes": valid_minutes}, **extra})
+    def create_campaign(
+        self, store_ids: list[str], valid_minutes: int = 15, cap: int = 1, **extra: Any
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            "/v1/manager/campaigns",
+            headers=MANAGER,
+            json={
+                "name": "Coffee now",
+                "store_ids": store_ids,
+                "daily_cap_per_shopper": cap,
+                "offer": {
+                    "title": "Coffee break",
+                    "body": "Pop in for a coffee.",
+                    "discount_text": "30% off",
+                    "valid_minutes": valid_minutes,
+                },
+                **extra,
+            },
+        )
         assert response.status_code == 201, response.text
         return dict(response.json())
 
     # sdk
-    def register(self, email: str | None = "shopper@example.com", customer: str = "cust-1") -> dict[str, str]:
-        response = self.client.post("/v1/sdk/devices", headers=SDK_KEY, json={
-            "customer_ref": customer, "platform": "android", "email": email})
+    def register(
+        self, email: str | None = "shopper@example.com", customer: str = "cust-1"
+    ) -> dict[str, str]:
+        response = self.client.post(
+            "/v1/sdk/devices",
+            headers=SDK_KEY,
+            json={"customer_ref": customer, "platform": "android", "email": email},
+        )
         assert response.status_code == 201, response.text
         body = dict(response.json())
         body["auth"] = {"Authorization": f"Bearer {body['token']}"}  # type: ignore[assignment]
         return body
 
-    def consent(self, device: dict[str, Any], purpose: str, granted: bool = True,
-                channel: str | None = None) -> dict[str, Any]:
-        response = self.client.post("/v1/sdk/consents", headers=device["auth"], json={
-            "purpose": purpose, "channel": channel, "granted": granted, "notice_version": "n-1"})
+    def consent(
+        self, device: dict[str, Any], purpose: str, granted: bool = True, channel: str | None = None
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            "/v1/sdk/consents",
+            headers=device["auth"],
+            json={
+                "purpose": purpose,
+                "channel": channel,
+                "granted": granted,
+                "notice_version": "n-1",
+            },
+        )
         assert response.status_code == 201, response.text
         return dict(response.json())
 
-    def shopper(self, *, location: bool = True, offers_by_email: bool = True, **kwargs: Any) -> dict[str, Any]:
+    def shopper(
+        self, *, location: bool = True, offers_by_email: bool = True, **kwargs: Any
+    ) -> dict[str, Any]:
         device = self.register(**kwargs)
         if location:
             self.consent(device, "location_tracking")
@@ -80,15 +122,33 @@ class Engine:
             self.consent(device, "marketing_offers", channel="email")
         return device
 
-    def ping(self, device: dict[str, Any], point: tuple[float, float], at: datetime | None = None,
-             accuracy_m: float | None = 10) -> Any:
-        return self.client.post("/v1/sdk/pings", headers=device["auth"], json={"pings": [
-            {"lon": point[0], "lat": point[1], "accuracy_m": accuracy_m,
-             "recorded_at": (at or self.clock.now()).isoformat()}]})
+    def ping(
+        self,
+        device: dict[str, Any],
+        point: tuple[float, float],
+        at: datetime | None = None,
+        accuracy_m: float | None = 10,
+    ) -> Any:
+        return self.client.post(
+            "/v1/sdk/pings",
+            headers=device["auth"],
+            json={
+                "pings": [
+                    {
+                        "lon": point[0],
+                        "lat": point[1],
+                        "accuracy_m": accuracy_m,
+                        "recorded_at": (at or self.clock.now()).isoformat(),
+                    }
+                ]
+            },
+        )
 
     # pos
     def redeem(self, code: str, store_id: str) -> Any:
-        return self.client.post("/v1/pos/redemptions", headers=POS, json={"code": code, "store_id": store_id})
+        return self.client.post(
+            "/v1/pos/redemptions", headers=POS, json={"code": code, "store_id": store_id}
+        )
 
     # inspection
     def count(self, model: type[Any], *where: Any) -> int:
@@ -103,7 +163,9 @@ EngineFactory = Callable[..., Engine]
 
 
 @pytest.fixture
-def make_engine_api(stack: Stack, smtp: tuple[SmtpInbox, int], clock: ManualClock) -> Iterator[EngineFactory]:
+def make_engine_api(
+    stack: Stack, smtp: tuple[SmtpInbox, int], clock: ManualClock
+) -> Iterator[EngineFactory]:
     """Build (and afterwards stop) engines on this test's stack; settings may be overridden."""
     inbox, port = smtp
     built: list[tuple[Runtime, TestClient]] = []

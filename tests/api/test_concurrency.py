@@ -15,7 +15,9 @@ def test_concurrent_redemptions_of_one_code_have_exactly_one_winner(engine_api: 
     code = engine_api.ping(engine_api.shopper(), INSIDE).json()["coupons"][0]["code"]
     engine_api.clock.advance(timedelta(minutes=1))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(lambda _: engine_api.redeem(code, store["id"]).status_code, range(64)))
+        statuses = list(
+            pool.map(lambda _: engine_api.redeem(code, store["id"]).status_code, range(64))
+        )
     assert statuses.count(200) == 1
     assert statuses.count(409) == 63
     assert engine_api.count(Coupon, Coupon.status == "redeemed") == 1

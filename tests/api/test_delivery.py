@@ -32,7 +32,9 @@ def test_delivery_due_after_expiry_is_dropped_not_sent(make_engine_api: EngineFa
     assert engine.runtime.worker.deliver(delivery.id) is None  # final: never picked up again
 
 
-def test_channel_consent_is_checked_at_the_moment_of_sending(make_engine_api: EngineFactory) -> None:
+def test_channel_consent_is_checked_at_the_moment_of_sending(
+    make_engine_api: EngineFactory,
+) -> None:
     engine = make_engine_api(run_scheduler=False)
     store = engine.create_store()
     engine.create_campaign([store["id"]])

@@ -19,10 +19,16 @@ def _error(response: object, status: int, code: str) -> str:
     return str(body["error"]["message"])
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("post", "/v1/manager/stores"), ("get", "/v1/manager/stores"), ("post", "/v1/manager/campaigns"),
-    ("post", "/v1/pos/redemptions"), ("post", "/v1/sdk/devices"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/v1/manager/stores"),
+        ("get", "/v1/manager/stores"),
+        ("post", "/v1/manager/campaigns"),
+        ("post", "/v1/pos/redemptions"),
+        ("post", "/v1/sdk/devices"),
+    ],
+)
 def test_role_endpoints_need_their_key(engine_api: Engine, method: str, path: str) -> None:
     missing = engine_api.client.request(method, path, json={})
     assert "X-API-Key" in _error(missing, 401, "unauthenticated")
@@ -32,11 +38,22 @@ def test_role_endpoints_need_their_key(engine_api: Engine, method: str, path: st
 
 def test_one_roles_key_does_not_open_another_role(engine_api: Engine) -> None:
     _error(engine_api.client.get("/v1/manager/stores", headers=POS), 401, "unauthenticated")
-    _error(engine_api.client.post("/v1/pos/redemptions", headers=MANAGER,
-                                  json={"code": "ABCDE-12345", "store_id": "x"}), 401, "unauthenticated")
-    _error(engine_api.client.post("/v1/sdk/pings", headers={"Authorization": f"Bearer {SDK_KEY['X-API-Key']}"},
-                                  json={"pings": [{"lon": 0, "lat": 0, "recorded_at": "2026-11-23T09:00:00Z"}]}),
-           401, "unauthenticated")
+    _error(
+        engine_api.client.post(
+            "/v1/pos/redemptions", headers=MANAGER, json={"code": "ABCDE-12345", "store_id": "x"}
+        ),
+        401,
+        "unauthenticated",
+    )
+    _error(
+        engine_api.client.post(
+            "/v1/sdk/pings",
+            headers={"Authorization": f"Bearer {SDK_KEY['X-API-Key']}"},
+            json={"pings": [{"lon": 0, "lat": 0, "recorded_at": "2026-11-23T09:00:00Z"}]},
+        ),
+        401,
+        "unauthenticated",
+    )
 
 
 def test_device_calls_need_an_untampered_device_token(engine_api: Engine) -> None:
@@ -45,51 +62,86 @@ def test_device_calls_need_an_untampered_device_token(engine_api: Engine) -> Non
     _error(engine_api.client.post("/v1/sdk/pings", json=ping), 401, "unauthenticated")
     token = device["token"]
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    _error(engine_api.client.post("/v1/sdk/pings", json=ping, headers={"Authorization": f"Bearer {tampered}"}),
-           401, "unauthenticated")
+    _error(
+        engine_api.client.post(
+            "/v1/sdk/pings", json=ping, headers={"Authorization": f"Bearer {tampered}"}
+        ),
+        401,
+        "unauthenticated",
+    )
     engine_api.clock.advance(timedelta(days=31))  # past the token's 30-day life
-    message = _error(engine_api.client.post("/v1/sdk/pings", json=ping, headers=device["auth"]),
-                     401, "unauthenticated")
+    message = _error(
+        engine_api.client.post("/v1/sdk/pings", json=ping, headers=device["auth"]),
+        401,
+        "unauthenticated",
+    )
     assert "expired" in message
     assert engine_api.count(Ping) == 0
 
 
-@pytest.mark.parametrize(("fence", "needle"), [
-    ({"lon": 181, "lat": 60, "radius_m": 50}, "fence.lon"),
-    ({"lon": 24, "lat": -91, "radius_m": 50}, "fence.lat"),
-    ({"lon": 24, "lat": 60, "radius_m": 0}, "fence.radius_m"),
-    ({"lon": 24, "lat": 60, "radius_m": 60_000}, "fence.radius_m"),
-    ({"lon": 24, "lat": 60}, "fence.radius_m"),
-])
-def test_bad_fence_is_refused_naming_the_field(engine_api: Engine, fence: dict[str, float], needle: str) -> None:
-    response = engine_api.client.post("/v1/manager/stores", headers=MANAGER,
-                                      json={"name": "S", "fence": fence})
+@pytest.mark.parametrize(
+    ("fence", "needle"),
+    [
+        ({"lon": 181, "lat": 60, "radius_m": 50}, "fence.lon"),
+        ({"lon": 24, "lat": -91, "radius_m": 50}, "fence.lat"),
+        ({"lon": 24, "lat": 60, "radius_m": 0}, "fence.radius_m"),
+        ({"lon": 24, "lat": 60, "radius_m": 60_000}, "fence.radius_m"),
+        ({"lon": 24, "lat": 60}, "fence.radius_m"),
+    ],
+)
+def test_bad_fence_is_refused_naming_the_field(
+    engine_api: Engine, fence: dict[str, float], needle: str
+) -> None:
+    response = engine_api.client.post(
+        "/v1/manager/stores", headers=MANAGER, json={"name": "S", "fence": fence}
+    )
     assert needle in _error(response, 422, "invalid_request")
     assert engine_api.count(Store) == 0
 
 
 def test_unknown_time_zone_and_duplicate_external_id(engine_api: Engine) -> None:
     body = {"name": "S", "external_id": "osm-1", "fence": {"lon": 24, "lat": 60, "radius_m": 50}}
-    bad_zone = engine_api.client.post("/v1/manager/stores", headers=MANAGER,
-                                      json={**body, "timezone": "Mars/Olympus"})
+    bad_zone = engine_api.client.post(
+        "/v1/manager/stores", headers=MANAGER, json={**body, "timezone": "Mars/Olympus"}
+    )
     assert "Mars/Olympus" in _error(bad_zone, 422, "invalid_timezone")
-    assert engine_api.client.post("/v1/manager/stores", headers=MANAGER, json=body).status_code == 201
-    _error(engine_api.client.post("/v1/manager/stores", headers=MANAGER, json=body), 409, "store_conflict")
+    assert (
+        engine_api.client.post("/v1/manager/stores", headers=MANAGER, json=body).status_code == 201
+    )
+    _error(
+        engine_api.client.post("/v1/manager/stores", headers=MANAGER, json=body),
+        409,
+        "store_conflict",
+    )
     assert engine_api.count(Store) == 1
 
 
 def test_campaign_validation(engine_api: Engine) -> None:
     store = engine_api.create_store()
     offer = {"title": "t", "body": "b", "discount_text": "d", "valid_minutes": 10}
-    unknown = engine_api.client.post("/v1/manager/campaigns", headers=MANAGER, json={
-        "name": "c", "store_ids": ["st_nope"], "offer": offer})
+    unknown = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={"name": "c", "store_ids": ["st_nope"], "offer": offer},
+    )
     assert "st_nope" in _error(unknown, 422, "invalid_campaign")
-    backwards = engine_api.client.post("/v1/manager/campaigns", headers=MANAGER, json={
-        "name": "c", "store_ids": [store["id"]], "offer": offer,
-        "starts_at": "2026-12-01T00:00:00Z", "ends_at": "2026-11-01T00:00:00Z"})
+    backwards = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={
+            "name": "c",
+            "store_ids": [store["id"]],
+            "offer": offer,
+            "starts_at": "2026-12-01T00:00:00Z",
+            "ends_at": "2026-11-01T00:00:00Z",
+        },
+    )
     assert "ends_at" in _error(backwards, 422, "invalid_campaign")
-    zero = engine_api.client.post("/v1/manager/campaigns", headers=MANAGER, json={
-        "name": "c", "store_ids": [store["id"]], "offer": {**offer, "valid_minutes": 0}})
+    zero = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={"name": "c", "store_ids": [store["id"]], "offer": {**offer, "valid_minutes": 0}},
+    )
     assert "valid_minutes" in _error(zero, 422, "invalid_request")
     assert engine_api.count(Campaign) == 0
 
@@ -108,14 +160,22 @@ def test_bad_pings_are_refused_whole(engine_api: Engine) -> None:
     for body, needle in cases:
         response = engine_api.client.post("/v1/sdk/pings", headers=shopper["auth"], json=body)
         assert needle in _error(response, 422, "invalid_request"), body
-    assert engine_api.client.post("/v1/sdk/pings", headers=shopper["auth"], content=b"{not json",
-                                  ).status_code == 422
+    assert (
+        engine_api.client.post(
+            "/v1/sdk/pings",
+            headers=shopper["auth"],
+            content=b"{not json",
+        ).status_code
+        == 422
+    )
     assert engine_api.count(Ping) == 0
 
 
 def test_openapi_lists_the_sdk_manager_and_pos_routes(engine_api: Engine) -> None:
     spec = engine_api.client.get("/openapi.json").json()
-    tags = {tag for path in spec["paths"].values() for op in path.values() for tag in op.get("tags", [])}
+    tags = {
+        tag for path in spec["paths"].values() for op in path.values() for tag in op.get("tags", [])
+    }
     assert {"sdk", "manager", "pos"} <= tags
     assert "/v1/pos/redemptions" in spec["paths"] and "/v1/sdk/pings" in spec["paths"]
     assert "410" in spec["paths"]["/v1/pos/redemptions"]["post"]["responses"]
