@@ -56,6 +56,7 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per job run
     uvicorn.run(create_app(settings), host=host, port=port)
 
 
@@ -77,3 +78,7 @@ def db_upgrade(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

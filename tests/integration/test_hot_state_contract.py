@@ -1,0 +1,368 @@
+"""One contract for ``core.state.HotState``, run against ``InProcessHotState`` and ``RedisHotState``.
+
+Every test here takes the ``hot`` fixture and so runs twice. Expiry is observed without sleeping on
+the in-process store (a fake monotonic clock is moved); on Redis the TTLs are tiny and the test polls
+until the value is gone, with a generous deadline, so nothing depends on wall-clock luck.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from core.state import HotState, HotStateUnavailable, InProcessHotState, RedisHotState
+
+LONG_TTL_S = 60  # far longer than any test runs: "still there" checks use this
+POLL_S = 0.01
+REDIS_GRACE_S = 5.0  # deadline beyond the TTL when polling Redis for an expiry
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Subject:
+    """A hot-state store under test, with a way to let time pass that suits it."""
+
+    name: str
+    state: HotState
+    fake_time: FakeMonotonic | None
+
+    def pass_time(self, seconds: float) -> None:
+        """Let ``seconds`` pass (used only to show that something did NOT expire)."""
+        if self.fake_time is not None:
+            self.fake_time.now += seconds
+        else:
+            time.sleep(seconds)
+
+    def eventually(self, condition: Callable[[], bool], after_s: float, what: str) -> None:
+        """``condition`` holds once ``after_s`` seconds have passed."""
+        if self.fake_time is not None:
+            self.fake_time.now += after_s
+            assert condition(), f"{self.name}: {what} not true {after_s} s later"
+            return
+        deadline = time.monotonic() + after_s + REDIS_GRACE_S
+        while not condition():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name}: {what} not true within {after_s + REDIS_GRACE_S} s")
+            time.sleep(POLL_S)
+
+
+@pytest.fixture(params=["inprocess", "redis"])
+def hot(request: pytest.FixtureRequest) -> Iterator[Subject]:
+    if request.param == "inprocess":
+        fake = FakeMonotonic()
+        state = InProcessHotState(monotonic=fake)
+        yield Subject("inprocess", state, fake)
+        state.close()
+        return
+    url: str = request.getfixturevalue("redis_available")
+    prefix = f"test:{secrets.token_hex(6)}:"
+    redis_state = RedisHotState(url, prefix=prefix)
+    try:
+        yield Subject("redis", redis_state, None)
+    finally:
+        redis_state.close()
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# --- presence -------------------------------------------------------------------------------
+
+
+def test_presence_of_many_devices_round_trips_and_absent_devices_are_left_out(hot: Subject) -> None:
+    records = {
+        f"dev-{i}": {"inside": {f"fence-{i}": "2026-11-23T09:00:00+00:00"},
+                     "last_fix_at": "2026-11-23T09:00:00+00:00", "n": i}
+        for i in range(300)
+    }
+    hot.state.store_presence(records, ttl_s=LONG_TTL_S)
+
+    wanted = [*records, "never-seen-1", "never-seen-2"]
+    loaded = hot.state.load_presence(wanted)
+
+    assert loaded == records
+    assert "never-seen-1" not in loaded
+
+
+def test_load_presence_accepts_any_iterable_and_a_subset(hot: Subject) -> None:
+    hot.state.store_presence({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}}, ttl_s=LONG_TTL_S)
+
+    assert hot.state.load_presence(d for d in ("c", "a")) == {"a": {"x": 1}, "c": {"x": 3}}
+
+
+def test_presence_with_empty_input_is_a_no_op(hot: Subject) -> None:
+    hot.state.store_presence({}, ttl_s=LONG_TTL_S)
+
+    assert hot.state.load_presence([]) == {}
+    assert hot.state.load_presence(["nobody"]) == {}
+
+
+def test_storing_presence_again_replaces_the_record(hot: Subject) -> None:
+    hot.state.store_presence({"a": {"inside": {"f1": "t1"}}}, ttl_s=LONG_TTL_S)
+    hot.state.store_presence({"a": {"inside": {}}}, ttl_s=LONG_TTL_S)
+
+    assert hot.state.load_presence(["a"]) == {"a": {"inside": {}}}
+
+
+def test_presence_expires_after_its_ttl(hot: Subject) -> None:
+    hot.state.store_presence({"short": {"v": 1}}, ttl_s=1)
+    hot.state.store_presence({"long": {"v": 2}}, ttl_s=LONG_TTL_S)
+    assert hot.state.load_presence(["short"]) == {"short": {"v": 1}}
+
+    hot.eventually(lambda: hot.state.load_presence(["short"]) == {}, 1, "presence expired")
+    assert hot.state.load_presence(["long"]) == {"long": {"v": 2}}
+
+
+# --- counters -------------------------------------------------------------------------------
+
+
+def test_counter_of_a_missing_key_is_zero(hot: Subject) -> None:
+    assert hot.state.counter("cap:nobody") == 0
+
+
+def test_incr_creates_the_counter_and_increments_keep_adding(hot: Subject) -> None:
+    assert hot.state.incr("c", ttl_s=LONG_TTL_S) == 1
+    assert hot.state.incr("c", ttl_s=LONG_TTL_S) == 2
+    assert hot.state.incr("c", ttl_s=LONG_TTL_S, amount=5) == 7
+    assert hot.state.counter("c") == 7
+    assert hot.state.counter("other") == 0
+
+
+def test_incr_with_an_amount_starts_at_that_amount(hot: Subject) -> None:
+    assert hot.state.incr("c", ttl_s=LONG_TTL_S, amount=3) == 3
+    assert hot.state.counter("c") == 3
+
+
+def test_counter_expires_with_the_ttl_set_at_creation(hot: Subject) -> None:
+    assert hot.state.incr("c", ttl_s=1) == 1
+    # A later increment with a long TTL must not push the expiry out.
+    assert hot.state.incr("c", ttl_s=LONG_TTL_S) == 2
+
+    hot.eventually(lambda: hot.state.counter("c") == 0, 1, "counter expired")
+    assert hot.state.incr("c", ttl_s=LONG_TTL_S) == 1, "an expired counter starts again"
+
+
+def test_incr_within_stops_at_the_limit_and_leaves_the_counter_unchanged(hot: Subject) -> None:
+    results = [hot.state.incr_within("cap", limit=3, ttl_s=LONG_TTL_S) for _ in range(5)]
+
+    assert results == [True, True, True, False, False]
+    assert hot.state.counter("cap") == 3
+
+
+def test_incr_within_refuses_a_counter_already_above_the_limit(hot: Subject) -> None:
+    hot.state.incr("cap", ttl_s=LONG_TTL_S, amount=7)
+
+    assert hot.state.incr_within("cap", limit=5, ttl_s=LONG_TTL_S) is False
+    assert hot.state.counter("cap") == 7
+
+
+def test_incr_within_with_limit_zero_never_counts(hot: Subject) -> None:
+    assert hot.state.incr_within("cap", limit=0, ttl_s=LONG_TTL_S) is False
+    assert hot.state.counter("cap") == 0
+    # Nothing was created: a later call with a real limit starts from zero.
+    assert hot.state.incr_within("cap", limit=1, ttl_s=LONG_TTL_S) is True
+    assert hot.state.counter("cap") == 1
+
+
+def test_incr_within_counter_expires_and_the_cap_opens_again(hot: Subject) -> None:
+    assert hot.state.incr_within("cap", limit=2, ttl_s=1) is True
+    assert hot.state.incr_within("cap", limit=2, ttl_s=LONG_TTL_S) is True  # must not extend
+    assert hot.state.incr_within("cap", limit=2, ttl_s=1) is False
+
+    hot.eventually(lambda: hot.state.counter("cap") == 0, 1, "cap counter expired")
+    assert hot.state.incr_within("cap", limit=2, ttl_s=LONG_TTL_S) is True
+    assert hot.state.counter("cap") == 1
+
+
+def test_incr_within_under_contention_admits_exactly_the_limit(hot: Subject) -> None:
+    threads = 50
+    barrier = threading.Barrier(threads)
+
+    def attempt(_: int) -> bool:
+        barrier.wait()
+        return hot.state.incr_within("contended", limit=10, ttl_s=LONG_TTL_S)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(attempt, range(threads)))
+
+    assert results.count(True) == 10
+    assert hot.state.counter("contended") == 10
+
+
+# --- locks ----------------------------------------------------------------------------------
+
+
+def test_a_lock_is_exclusive(hot: Subject) -> None:
+    assert hot.state.acquire_lock("job", "a", LONG_TTL_S) is True
+    assert hot.state.acquire_lock("job", "b", LONG_TTL_S) is False
+    assert hot.state.acquire_lock("job", "a", LONG_TTL_S) is False, "locks are not re-entrant"
+    assert hot.state.acquire_lock("other-job", "b", LONG_TTL_S) is True
+
+
+def test_only_the_owner_can_release_a_lock(hot: Subject) -> None:
+    hot.state.acquire_lock("job", "a", LONG_TTL_S)
+
+    assert hot.state.release_lock("job", "b") is False
+    assert hot.state.acquire_lock("job", "b", LONG_TTL_S) is False, "still held by a"
+    assert hot.state.release_lock("job", "a") is True
+    assert hot.state.release_lock("job", "a") is False, "already released"
+    assert hot.state.acquire_lock("job", "b", LONG_TTL_S) is True
+
+
+def test_releasing_a_lock_nobody_holds_is_refused(hot: Subject) -> None:
+    assert hot.state.release_lock("nothing", "a") is False
+    assert hot.state.extend_lock("nothing", "a", LONG_TTL_S) is False
+
+
+def test_only_the_owner_can_extend_a_lock(hot: Subject) -> None:
+    hot.state.acquire_lock("job", "a", LONG_TTL_S)
+
+    assert hot.state.extend_lock("job", "b", 0.05) is False
+    hot.pass_time(0.2)
+    assert hot.state.acquire_lock("job", "b", LONG_TTL_S) is False, "b's extend changed nothing"
+    assert hot.state.extend_lock("job", "a", LONG_TTL_S) is True
+
+
+def test_extending_a_lock_sets_its_new_expiry(hot: Subject) -> None:
+    hot.state.acquire_lock("job", "a", LONG_TTL_S)
+
+    assert hot.state.extend_lock("job", "a", 0.05) is True
+
+    hot.eventually(lambda: hot.state.acquire_lock("job", "b", LONG_TTL_S), 0.05,
+                   "lock free after the shortened expiry")
+
+
+def test_an_expired_lock_can_be_taken_by_another_owner(hot: Subject) -> None:
+    assert hot.state.acquire_lock("job", "a", 0.05) is True
+
+    hot.eventually(lambda: hot.state.acquire_lock("job", "b", LONG_TTL_S), 0.05,
+                   "expired lock taken by b")
+    assert hot.state.release_lock("job", "a") is False, "a no longer owns it"
+    assert hot.state.extend_lock("job", "a", LONG_TTL_S) is False
+    assert hot.state.release_lock("job", "b") is True
+
+
+# --- cached values --------------------------------------------------------------------------
+
+
+def test_get_of_a_missing_key_is_none(hot: Subject) -> None:
+    assert hot.state.get("missing") is None
+
+
+def test_set_without_ttl_keeps_the_value_and_overwrites(hot: Subject) -> None:
+    hot.state.set("k", "one")
+    assert hot.state.get("k") == "one"
+    hot.state.set("k", "two")
+    assert hot.state.get("k") == "two"
+
+
+def test_set_with_ttl_expires(hot: Subject) -> None:
+    hot.state.set("short", "v", ttl_s=0.05)
+    hot.state.set("long", "w", ttl_s=LONG_TTL_S)
+
+    hot.eventually(lambda: hot.state.get("short") is None, 0.05, "cached value expired")
+    assert hot.state.get("long") == "w"
+
+
+def test_a_plain_set_removes_an_earlier_ttl(hot: Subject) -> None:
+    hot.state.set("k", "v1", ttl_s=0.05)
+    hot.state.set("k", "v2")
+
+    hot.pass_time(0.2)
+    assert hot.state.get("k") == "v2"
+
+
+def test_delete_removes_many_keys_and_ignores_missing_ones(hot: Subject) -> None:
+    hot.state.set("a", "1")
+    hot.state.set("b", "2")
+    hot.state.set("c", "3")
+
+    hot.state.delete("a", "b", "never-set")
+    hot.state.delete()
+
+    assert hot.state.get("a") is None
+    assert hot.state.get("b") is None
+    assert hot.state.get("c") == "3"
+
+
+def test_cached_values_counters_and_locks_of_one_name_are_separate(hot: Subject) -> None:
+    hot.state.set("x", "cached")
+    hot.state.incr("x", ttl_s=LONG_TTL_S, amount=4)
+    hot.state.acquire_lock("x", "owner", LONG_TTL_S)
+    hot.state.store_presence({"x": {"p": 1}}, ttl_s=LONG_TTL_S)
+
+    hot.state.delete("x")
+
+    assert hot.state.get("x") is None
+    assert hot.state.counter("x") == 4
+    assert hot.state.acquire_lock("x", "other", LONG_TTL_S) is False
+    assert hot.state.load_presence(["x"]) == {"x": {"p": 1}}
+
+
+def test_shared_flag_says_whether_other_processes_see_the_state(hot: Subject) -> None:
+    assert hot.state.shared is (hot.name == "redis")
+    hot.state.ping()
+
+
+# --- in-process store: exact expiry boundaries (fake clock) ---------------------------------
+
+
+def test_in_process_values_live_until_just_before_the_deadline() -> None:
+    fake = FakeMonotonic()
+    state = InProcessHotState(monotonic=fake)
+    state.set("k", "v", ttl_s=10)
+    state.incr("c", ttl_s=10)
+    state.acquire_lock("job", "a", 10)
+
+    fake.now += 9.999
+    assert state.get("k") == "v"
+    assert state.counter("c") == 1
+    assert state.acquire_lock("job", "b", 10) is False
+
+    fake.now += 0.001  # exactly at the deadline: gone
+    assert state.get("k") is None
+    assert state.counter("c") == 0
+    assert state.acquire_lock("job", "b", 10) is True
+
+
+# --- unreachable Redis ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        pytest.param(lambda s: s.ping(), id="ping"),
+        pytest.param(lambda s: s.load_presence(["a", "b"]), id="load_presence"),
+        pytest.param(lambda s: s.store_presence({"a": {}}, 60), id="store_presence"),
+        pytest.param(lambda s: s.incr("c", 60), id="incr"),
+        pytest.param(lambda s: s.incr_within("c", 3, 60), id="incr_within"),
+        pytest.param(lambda s: s.acquire_lock("job", "a", 1.0), id="acquire_lock"),
+        pytest.param(lambda s: s.get("k"), id="get"),
+    ],
+)
+def test_unreachable_redis_raises_hot_state_unavailable(
+    operation: Callable[[RedisHotState], object],
+) -> None:
+    state = RedisHotState("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    try:
+        with pytest.raises(HotStateUnavailable, match="unreachable") as caught:
+            operation(state)
+        assert isinstance(caught.value.__cause__, redis.RedisError)
+    finally:
+        state.close()
