@@ -3,9 +3,10 @@ time remains, and never lost across a restart."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from offers.models import Delivery
 from tests.api.conftest import INSIDE, Engine, EngineFactory
@@ -92,3 +93,20 @@ def test_outbox_survives_a_restart_and_is_sent_once(make_engine_api: EngineFacto
     assert with_scheduler.runtime.scheduler.sweep() == 0
     assert with_scheduler.runtime.worker.deliver(report.delivery_id) is None
     assert len(with_scheduler.inbox.messages) == 1
+
+
+def test_a_retry_waits_as_a_job_persisted_in_the_engines_database(
+    make_engine_api: EngineFactory,
+) -> None:
+    engine = make_engine_api(smtp_port=1, smtp_timeout_s=1)  # scheduler on, SMTP unreachable
+    store = engine.create_store()
+    engine.create_campaign([store["id"]])
+    engine.ping(engine.shopper(), INSIDE)
+    report = engine.next_report()
+    assert report.status == "pending" and "retry in" in report.detail
+    with engine.runtime.engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT next_run_time FROM apscheduler_jobs WHERE id = :id"),
+            {"id": f"delivery:{report.delivery_id}"},
+        ).one()
+    assert row.next_run_time > time.time()  # waiting in the job store, not in memory
