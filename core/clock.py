@@ -43,4 +43,6 @@ class ManualClock:
         if instant.tzinfo is None:
             raise ValueError("timezone-aware instants only")
         with self._lock:
+            if instant < self._now:
+                raise ValueError("a clock does not run backwards")
             self._now = instant.astimezone(UTC)

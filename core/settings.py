@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("data")
 
-# Well-known values a development or demo instance may use. Production refuses them.
+# Well-known values only the demo and test environments may use; every other environment refuses
+# them (and any secret or key too short to be random).
 INSECURE_SECRET = "insecure-dev-secret-change-me-0000000000"
 INSECURE_KEYS = {
     "sdk": "dev-sdk-key",

@@ -17,7 +17,8 @@ from numpy.typing import NDArray
 from core.errors import InvalidInput
 
 EARTH_RADIUS_M = 6_371_008.8
-METRES_PER_DEGREE_LAT = 111_320.0
+METRES_PER_DEGREE_LAT = math.pi * EARTH_RADIUS_M / 180.0  # on the same sphere as haversine_m
+ENVELOPE_PADDING = 1.01  # envelopes are a coarse filter: never let rounding cut off an edge
 MIN_RADIUS_M = 1.0
 MAX_RADIUS_M = 50_000.0
 
@@ -79,10 +80,26 @@ def haversine_m(
 
 
 def _circle_envelope(fence: CircleFence) -> shapely.Geometry:
-    dlat = fence.radius_m / METRES_PER_DEGREE_LAT
-    coslat = max(math.cos(math.radians(fence.lat)), 1e-6)
-    dlon = min(fence.radius_m / (METRES_PER_DEGREE_LAT * coslat), 180.0)
-    return shapely.box(fence.lon - dlon, fence.lat - dlat, fence.lon + dlon, fence.lat + dlat)
+    """A lon/lat box (two across the antimeridian) that contains the whole circle."""
+    reach = fence.radius_m * ENVELOPE_PADDING
+    dlat = reach / METRES_PER_DEGREE_LAT
+    south, north = max(-90.0, fence.lat - dlat), min(90.0, fence.lat + dlat)
+    # The widest parallel the circle touches is the one nearest a pole.
+    widest = max(abs(south), abs(north))
+    coslat = math.cos(math.radians(widest))
+    if widest >= 90.0 or reach >= METRES_PER_DEGREE_LAT * 180.0 * coslat:
+        return shapely.box(-180.0, south, 180.0, north)
+    dlon = reach / (METRES_PER_DEGREE_LAT * coslat)
+    west, east = fence.lon - dlon, fence.lon + dlon
+    if west < -180.0:
+        return shapely.union(
+            shapely.box(-180.0, south, east, north), shapely.box(west + 360.0, south, 180.0, north)
+        )
+    if east > 180.0:
+        return shapely.union(
+            shapely.box(west, south, 180.0, north), shapely.box(-180.0, south, east - 360.0, north)
+        )
+    return shapely.box(west, south, east, north)
 
 
 class FenceIndex:
@@ -132,6 +149,12 @@ class Transition:
     occurred_at: datetime
 
 
+def _fix_order(pair: tuple[Fix, list[CircleFence]]) -> tuple[object, ...]:
+    fix, matched = pair
+    accuracy = math.inf if fix.accuracy_m is None else fix.accuracy_m
+    return (fix.recorded_at, accuracy, fix.lon, fix.lat, sorted(f.fence_id for f in matched))
+
+
 def advance_presence(
     device_id: str,
     record: Mapping[str, object] | None,
@@ -148,7 +171,10 @@ def advance_presence(
     last_raw = record.get("last_fix_at") if record else None
     last = datetime.fromisoformat(str(last_raw)) if last_raw else None
     transitions: list[Transition] = []
-    for fix, matched in sorted(fixes, key=lambda pair: pair[0].recorded_at):
+    # Event-time order. Of fixes with the same time only the first counts, so ties are broken
+    # by accuracy (best first), then by content: a batch's arrival order never changes the result.
+    ordered = sorted(fixes, key=_fix_order)
+    for fix, matched in ordered:
         if last is not None and fix.recorded_at <= last:
             continue
         last = fix.recorded_at

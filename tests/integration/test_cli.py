@@ -24,13 +24,25 @@ def _env(**extra: str) -> dict[str, str]:
 def test_demo_prints_the_whole_path_and_can_run_again(tmp_path: Path) -> None:
     for _ in range(2):
         done = subprocess.run(
-            [*CLI, "demo", "--data-dir", str(tmp_path / "demo")], capture_output=True, text=True,
-            timeout=120, env=_env(COLUMNS="200"), cwd=tmp_path, check=False,
+            [*CLI, "demo", "--data-dir", str(tmp_path / "demo")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=_env(COLUMNS="200"),
+            cwd=tmp_path,
+            check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         out = done.stdout
-        for needle in ("enter Kahvila Aukio", "coupon ", "delivery email: sent", "redeemed",
-                       "409", "410", "403"):
+        for needle in (
+            "enter Kahvila Aukio",
+            "coupon ",
+            "delivery email: sent",
+            "redeemed",
+            "409",
+            "410",
+            "403",
+        ):
             assert needle in out, f"{needle!r} missing from demo output:\n{out}"
         assert "in this process only" in done.stderr  # it says hot state is not shared
     emails = list((tmp_path / "demo" / "outbox").glob("*.eml"))
@@ -41,8 +53,11 @@ def test_serve_answers_health_and_openapi(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
         [*CLI, "serve", "--port", str(port), "--database-url", f"sqlite:///{tmp_path / 's.db'}"],
-        env=_env(OFFER_ENGINE_ENVIRONMENT="test"), cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_env(OFFER_ENGINE_ENVIRONMENT="test"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -65,8 +80,13 @@ def test_serve_answers_health_and_openapi(tmp_path: Path) -> None:
 
 def test_production_refuses_default_secrets(tmp_path: Path) -> None:
     done = subprocess.run(
-        [*CLI, "serve", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
-        env=_env(OFFER_ENGINE_ENVIRONMENT="production"), cwd=tmp_path, check=False,
+        [*CLI, "serve", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(OFFER_ENGINE_ENVIRONMENT="production"),
+        cwd=tmp_path,
+        check=False,
     )
     assert done.returncode != 0
     assert "OFFER_ENGINE_SECRET_KEY" in done.stdout + done.stderr

@@ -1,8 +1,8 @@
-"""One contract for ``core.state.HotState``, run against ``InProcessHotState`` and ``RedisHotState``.
+"""One contract for ``core.state.HotState``: ``InProcessHotState`` and ``RedisHotState``.
 
-Every test here takes the ``hot`` fixture and so runs twice. Expiry is observed without sleeping on
-the in-process store (a fake monotonic clock is moved); on Redis the TTLs are tiny and the test polls
-until the value is gone, with a generous deadline, so nothing depends on wall-clock luck.
+Every test here takes the ``hot`` fixture and so runs twice. Expiry is observed without sleeping
+on the in-process store (a fake monotonic clock is moved); on Redis the TTLs are tiny and the test
+polls until the value is gone, with a generous deadline, so nothing depends on wall-clock luck.
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ def hot(request: pytest.FixtureRequest) -> Iterator[Subject]:
 
 def test_presence_of_many_devices_round_trips_and_absent_devices_are_left_out(hot: Subject) -> None:
     records = {
-        f"dev-{i}": {"inside": {f"fence-{i}": "2026-11-23T09:00:00+00:00"},
-                     "last_fix_at": "2026-11-23T09:00:00+00:00", "n": i}
+        f"dev-{i}": {
+            "inside": {f"fence-{i}": "2026-11-23T09:00:00+00:00"},
+            "last_fix_at": "2026-11-23T09:00:00+00:00",
+            "n": i,
+        }
         for i in range(300)
     }
     hot.state.store_presence(records, ttl_s=LONG_TTL_S)
@@ -244,15 +247,19 @@ def test_extending_a_lock_sets_its_new_expiry(hot: Subject) -> None:
 
     assert hot.state.extend_lock("job", "a", 0.05) is True
 
-    hot.eventually(lambda: hot.state.acquire_lock("job", "b", LONG_TTL_S), 0.05,
-                   "lock free after the shortened expiry")
+    hot.eventually(
+        lambda: hot.state.acquire_lock("job", "b", LONG_TTL_S),
+        0.05,
+        "lock free after the shortened expiry",
+    )
 
 
 def test_an_expired_lock_can_be_taken_by_another_owner(hot: Subject) -> None:
     assert hot.state.acquire_lock("job", "a", 0.05) is True
 
-    hot.eventually(lambda: hot.state.acquire_lock("job", "b", LONG_TTL_S), 0.05,
-                   "expired lock taken by b")
+    hot.eventually(
+        lambda: hot.state.acquire_lock("job", "b", LONG_TTL_S), 0.05, "expired lock taken by b"
+    )
     assert hot.state.release_lock("job", "a") is False, "a no longer owns it"
     assert hot.state.extend_lock("job", "a", LONG_TTL_S) is False
     assert hot.state.release_lock("job", "b") is True
