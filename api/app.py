@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import install_error_handlers
-from api.routes import manager, pos, sdk
+from api.routes import imports, manager, pos, sdk
 from api.runtime import Runtime
 from core.settings import Settings
 
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(sdk.router)
     app.include_router(manager.router)
+    app.include_router(imports.router)
     app.include_router(pos.router)
 
     @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,6 +17,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+stores_app = typer.Typer(help="Stores and their fences.", no_args_is_help=True)
+app.add_typer(stores_app, name="stores")
 
 
 @app.command()
@@ -74,6 +77,97 @@ def db_upgrade(
     upgrade_database(engine)
     engine.dispose()
     typer.echo(f"schema up to date: {engine.url.render_as_string(hide_password=True)}")
+
+
+@stores_app.command("import")
+def stores_import(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help=".geojson/.json, .gpkg, .zip (zipped Shapefile) or .csv (lon/lat columns)."
+        ),
+    ],
+    radius: Annotated[
+        float, typer.Option(help="Circle radius in metres for points without a radius column.")
+    ] = 50.0,
+    id_column: Annotated[
+        str | None, typer.Option(help="External id column (default: external_id, id, osm_id).")
+    ] = None,
+    name_column: Annotated[str | None, typer.Option(help="Name column (default: name).")] = None,
+    timezone: Annotated[str, typer.Option(help="IANA time zone of every imported store.")] = "UTC",
+    layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer file.")] = None,
+    crs: Annotated[
+        str | None,
+        typer.Option(help="CRS of the coordinates when the file declares none (CSV: EPSG:4326)."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Overrides OFFER_ENGINE_REDIS_URL.")] = None,
+) -> None:
+    """Create or update stores from a file, by external id; re-importing changes nothing."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from api.runtime import Runtime
+    from core.errors import InvalidInput
+    from geo.ingest import ImportOptions, StoreImporter
+
+    errors = Console(stderr=True)
+    if not file.is_file():
+        errors.print(f"error: file not found: {file}", markup=False, highlight=False)
+        raise typer.Exit(2)
+    overrides: dict[str, object] = {"run_scheduler": False}
+    if database_url:
+        overrides["database_url"] = database_url
+    if redis_url:
+        overrides["redis_url"] = redis_url
+    runtime = Runtime.build(Settings(**overrides))  # type: ignore[arg-type]
+    options = ImportOptions(
+        radius_m=radius,
+        id_column=id_column,
+        name_column=name_column,
+        timezone=timezone,
+        layer=layer,
+        crs=crs,
+    )
+    try:
+        runtime.start(migrate=True)
+        columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*Progress.get_default_columns()[:1], *columns, console=errors) as bar:
+            task = bar.add_task(f"importing {file.name}", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = StoreImporter(runtime.sessions, runtime.clock).run(
+                file, options, progress=progress, on_done=runtime.fences.announce_change
+            )
+    except InvalidInput as exc:
+        errors.print(f"error: {exc.message}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        runtime.stop()
+    _print_report(report.to_dict(max_rejected=20))
+
+
+def _print_report(report: dict[str, object]) -> None:
+    layer = f", layer {report['layer']}" if report["layer"] else ""
+    typer.echo(
+        f"{report['file']} ({report['format']}{layer}, {report['source_crs']}): "
+        f"imported {report['imported']} of {report['total_rows']} rows"
+    )
+    typer.echo(
+        f"  created {report['created']}, updated {report['updated']}, "
+        f"unchanged {report['unchanged']}, rejected {report['rejected_count']}"
+    )
+    for note in report["notes"]:  # type: ignore[attr-defined]
+        typer.echo(f"  note: {note}")
+    rejected: list[dict[str, object]] = report["rejected"]  # type: ignore[assignment]
+    if rejected:
+        typer.echo(f"rejected rows (first {len(rejected)} of {report['rejected_count']}):")
+        for item in rejected:
+            typer.echo(f"  row {item['row']}: {item['reason']}")
 
 
 def main() -> None:

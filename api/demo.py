@@ -200,6 +200,8 @@ async def _walk(
         line = f"{clock.now():%H:%M:%S} ping ({lon}, {lat})"
         for event in result["events"]:
             line += f"  [cyan]{event['kind']} {names[event['store_id']]}[/]"
+            if event["kind"] == "approaching":
+                line += f" (ETA {event['details']['eta_s']:.0f} s, {event['details']['distance_m']:.0f} m)"
         console.print(line)
         for coupon in result["coupons"]:
             coupons.append(coupon)

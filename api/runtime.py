@@ -17,6 +17,9 @@ from core.db import make_engine, make_session_factory, upgrade_database
 from core.settings import EmailBackend, Settings
 from core.state import HotState, make_hot_state
 from geo.index import LiveFenceIndex
+from geo.matcher import BatchMatcher
+from geo.prediction import PredictionRules
+from geo.tracking import TrackingRules
 from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
 from offers.delivery import DeliveryWorker
@@ -35,6 +38,22 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_timeout_s
         )
     return channels
+
+
+def build_matcher(settings: Settings) -> BatchMatcher:
+    tracking = TrackingRules(
+        max_accuracy_m=settings.max_ping_accuracy_m,
+        entry_accuracy_weight=settings.entry_accuracy_weight,
+        exit_buffer_m=settings.exit_buffer_m,
+        exit_confirm_fixes=settings.exit_confirm_fixes,
+        exit_confirm_s=settings.exit_confirm_s,
+        max_speed_mps=settings.max_speed_kmh / 3.6,
+        default_dwell_s=settings.default_dwell_s,
+    )
+    prediction = None
+    if settings.prediction_horizon_s > 0:
+        prediction = PredictionRules(horizon_s=settings.prediction_horizon_s)
+    return BatchMatcher(tracking, prediction)
 
 
 @dataclass
@@ -65,19 +84,13 @@ class Runtime:
         sessions = make_session_factory(engine)
         state = state or make_hot_state(settings.redis_url, settings.redis_key_prefix)
         channels = channels if channels is not None else build_channels(settings)
-        fences = LiveFenceIndex(sessions, state)
+        fences = LiveFenceIndex(sessions, state, settings.fence_index_check_s)
         worker = DeliveryWorker(
             sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s)
         )
         scheduler = DeliveryScheduler(engine, worker)
         ingestor = PingIngestor(
-            sessions,
-            state,
-            fences,
-            clock,
-            set(channels),
-            scheduler.enqueue,
-            settings.max_ping_accuracy_m,
+            sessions, state, fences, clock, build_matcher(settings), set(channels), scheduler.enqueue
         )
         return cls(
             settings, clock, engine, sessions, state, fences, channels, worker, scheduler, ingestor
@@ -93,11 +106,13 @@ class Runtime:
                 "OFFER_ENGINE_REDIS_URL is not set: hot state (presence, caps, locks) is held in "
                 "this process only. Run a single process, or set a Redis URL to run several."
             )
+        self.fences.start()
         if self.settings.run_scheduler:
             self.scheduler.start()
         self.started = True
 
     def stop(self) -> None:
+        self.fences.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.state.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from consent.domain import Channel, Purpose
 
@@ -34,17 +34,38 @@ class Page(BaseModel):
 # --- manager ---------------------------------------------------------------------------------
 
 
-class CircleIn(Strict):
-    lon: Longitude
-    lat: Latitude
-    radius_m: float = Field(gt=0, le=50_000, allow_inf_nan=False, description="metres")
+class FenceIn(Strict):
+    """A circle (lon, lat, radius_m) or a GeoJSON Polygon/MultiPolygon ``geometry`` (RFC 7946)."""
+
+    lon: Longitude | None = None
+    lat: Latitude | None = None
+    radius_m: float | None = Field(default=None, gt=0, le=50_000, allow_inf_nan=False)
+    geometry: dict[str, Any] | None = Field(
+        default=None, examples=[{"type": "Polygon", "coordinates": [[[24.94, 60.17],
+                                 [24.95, 60.17], [24.95, 60.175], [24.94, 60.17]]]}])
+    dwell_s: int | None = Field(default=None, ge=1, le=86_400,
+                                description="seconds inside before a dwell event")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> FenceIn:
+        circle = (self.lon, self.lat, self.radius_m)
+        if self.geometry is not None:
+            if any(v is not None for v in circle):
+                raise ValueError("give either a circle (lon, lat, radius_m) or a geometry, not both")
+        elif any(v is None for v in circle):
+            missing = [n for n, v in zip(("lon", "lat", "radius_m"), circle, strict=True) if v is None]
+            raise ValueError(f"a circle fence needs {', '.join(missing)} (or give a geometry)")
+        return self
 
 
 class StoreIn(Strict):
     name: str = Field(min_length=1, max_length=200)
     external_id: str | None = Field(default=None, min_length=1, max_length=200)
     timezone: str = Field(default="UTC", min_length=1, max_length=64, examples=["Europe/Helsinki"])
-    fence: CircleIn
+    opening_hours: dict[str, list[list[str]]] | None = Field(
+        default=None, examples=[{"mon": [["08:00", "20:00"]], "sat": [["10:00", "16:00"]]}],
+        description="per day, [open, close] in the store's time zone; absent = always open")
+    fence: FenceIn
 
 
 class FenceOut(BaseModel):
@@ -53,6 +74,8 @@ class FenceOut(BaseModel):
     lon: float
     lat: float
     radius_m: float | None
+    geometry: dict[str, Any] | None = None
+    dwell_s: int | None = None
 
 
 class StoreOut(BaseModel):
@@ -60,6 +83,7 @@ class StoreOut(BaseModel):
     name: str
     external_id: str | None
     timezone: str
+    opening_hours: dict[str, list[list[str]]] | None = None
     fences: list[FenceOut]
 
 
@@ -144,9 +168,14 @@ class ConsentOut(BaseModel):
 
 
 class PingIn(Strict):
+    id: str | None = Field(default=None, min_length=1, max_length=64,
+                           description="the app's id for this fix; a repeated id is ignored")
     lon: Longitude
     lat: Latitude
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    speed_mps: float | None = Field(default=None, ge=0, le=350, allow_inf_nan=False)
+    heading_deg: float | None = Field(default=None, ge=0, lt=360, allow_inf_nan=False)
+    mock: bool = Field(default=False, description="the OS flagged this fix as a mock location")
     recorded_at: AwareDatetime
 
 
@@ -160,6 +189,10 @@ class EventOut(BaseModel):
     store_id: str
     fence_id: str
     occurred_at: datetime
+    details: dict[str, float] = Field(
+        default_factory=dict, description="approaching: eta_s, distance_m; exit: duration_s")
+    eligible: bool = True
+    reason: str | None = None
 
 
 class CouponOut(BaseModel):
@@ -175,6 +208,9 @@ class CouponOut(BaseModel):
 
 class PingResult(BaseModel):
     accepted: int
+    ignored: dict[str, int] = Field(
+        default_factory=dict,
+        description="fixes stored but not used, by reason: stale, duplicate, inaccurate, jump, mock")
     consent_event_id: int | None
     events: list[EventOut]
     coupons: list[CouponOut]

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
         default=5, ge=0, description="A delivery is not handed over with less life left than this."
     )
     max_ping_accuracy_m: float = Field(default=100.0, gt=0)
+    entry_accuracy_weight: float = Field(default=0.5, ge=0, le=2)
+    exit_buffer_m: float = Field(default=20.0, ge=0, le=1000)
+    exit_confirm_fixes: int = Field(default=2, ge=1, le=20)
+    exit_confirm_s: float = Field(default=60.0, gt=0, le=3600)
+    max_speed_kmh: float = Field(default=300.0, gt=0)
+    default_dwell_s: int | None = Field(default=120, gt=0, le=86400)
+    prediction_horizon_s: float = Field(default=600.0, ge=0, le=3600)
+    fence_index_check_s: float = Field(default=0.5, gt=0, le=60)
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

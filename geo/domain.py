@@ -8,23 +8,25 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from core.errors import InvalidInput
+from geo.geometry import (
+    EARTH_RADIUS_M,
+    METRES_PER_DEGREE,
+    FloatArray,
+    InvalidFence,
+    PolygonShape,
+    to_local,
+)
 
-EARTH_RADIUS_M = 6_371_008.8
-METRES_PER_DEGREE_LAT = math.pi * EARTH_RADIUS_M / 180.0  # on the same sphere as haversine_m
-ENVELOPE_PADDING = 1.01  # envelopes are a coarse filter: never let rounding cut off an edge
 MIN_RADIUS_M = 1.0
 MAX_RADIUS_M = 50_000.0
-
-
-class InvalidFence(InvalidInput):
-    code = "invalid_fence"
+ENVELOPE_PADDING = 1.01  # envelopes are a coarse filter: never let rounding cut off an edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +36,29 @@ class CircleFence:
     lon: float
     lat: float
     radius_m: float
+    dwell_s: int | None = None
 
     def __post_init__(self) -> None:
         validate_circle(self.lon, self.lat, self.radius_m)
+
+    @property
+    def anchor(self) -> tuple[float, float]:
+        return self.lon, self.lat
+
+
+@dataclass(frozen=True, slots=True)
+class PolygonFence:
+    fence_id: str
+    store_id: str
+    shape: PolygonShape
+    dwell_s: int | None = None
+
+    @property
+    def anchor(self) -> tuple[float, float]:
+        return self.shape.anchor
+
+
+Fence = CircleFence | PolygonFence
 
 
 def validate_circle(lon: float, lat: float, radius_m: float) -> None:
@@ -55,42 +77,44 @@ def validate_circle(lon: float, lat: float, radius_m: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Fix:
-    """One location fix of one device."""
+    """One location fix of one device. ``speed_mps``/``heading_deg`` are as reported, if at all."""
 
     device_id: str
     lon: float
     lat: float
     recorded_at: datetime
     accuracy_m: float | None = None
+    speed_mps: float | None = None
+    heading_deg: float | None = None
+    mock: bool = False
+    ping_id: str | None = None
 
 
 def haversine_m(
-    lon1: NDArray[np.float64],
-    lat1: NDArray[np.float64],
-    lon2: NDArray[np.float64],
-    lat2: NDArray[np.float64],
-) -> NDArray[np.float64]:
+    lon1: FloatArray | float,
+    lat1: FloatArray | float,
+    lon2: FloatArray | float,
+    lat2: FloatArray | float,
+) -> FloatArray:
     """Great-circle distance in metres, element-wise."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dphi = p2 - p1
-    dlmb = np.radians(lon2 - lon1)
+    dlmb = np.radians(np.asarray(lon2) - np.asarray(lon1))
     a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
-    distance: NDArray[np.float64] = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+    distance: FloatArray = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
     return distance
 
 
-def _circle_envelope(fence: CircleFence) -> shapely.Geometry:
-    """A lon/lat box (two across the antimeridian) that contains the whole circle."""
-    reach = fence.radius_m * ENVELOPE_PADDING
-    dlat = reach / METRES_PER_DEGREE_LAT
-    south, north = max(-90.0, fence.lat - dlat), min(90.0, fence.lat + dlat)
-    # The widest parallel the circle touches is the one nearest a pole.
-    widest = max(abs(south), abs(north))
+def _box_around(lon: float, lat: float, reach_m: float) -> shapely.Geometry:
+    """A lon/lat box (two across the antimeridian) containing every point within ``reach_m``."""
+    dlat = reach_m / METRES_PER_DEGREE
+    south, north = max(-90.0, lat - dlat), min(90.0, lat + dlat)
+    widest = max(abs(south), abs(north))  # the parallel nearest a pole is the widest in degrees
     coslat = math.cos(math.radians(widest))
-    if widest >= 90.0 or reach >= METRES_PER_DEGREE_LAT * 180.0 * coslat:
+    if widest >= 90.0 or reach_m >= METRES_PER_DEGREE * 180.0 * coslat:
         return shapely.box(-180.0, south, 180.0, north)
-    dlon = reach / (METRES_PER_DEGREE_LAT * coslat)
-    west, east = fence.lon - dlon, fence.lon + dlon
+    dlon = reach_m / (METRES_PER_DEGREE * coslat)
+    west, east = lon - dlon, lon + dlon
     if west < -180.0:
         return shapely.union(
             shapely.box(-180.0, south, east, north), shapely.box(west + 360.0, south, 180.0, north)
@@ -102,95 +126,147 @@ def _circle_envelope(fence: CircleFence) -> shapely.Geometry:
     return shapely.box(west, south, east, north)
 
 
+def _envelope(fence: Fence) -> shapely.Geometry:
+    if isinstance(fence, CircleFence):
+        return _box_around(fence.lon, fence.lat, fence.radius_m * ENVELOPE_PADDING)
+    parts = shapely.get_parts(fence.shape.lonlat)
+    return shapely.union_all([shapely.envelope(p) for p in parts])
+
+
 class FenceIndex:
     """An immutable snapshot of fences with an STRtree over their envelopes.
 
-    Matching is vectorised: one bulk tree query for all fixes, then an exact distance test on the
-    candidate pairs only. A new snapshot is built off the hot path and swapped in whole.
+    Matching is vectorised: one bulk tree query for a whole batch, then exact signed distances
+    (metres; negative inside) for the candidate pairs only: great-circle for circles, the local
+    metric frame for polygons (prepared geometries). A new snapshot is built off the hot path and
+    swapped in whole.
     """
 
-    def __init__(self, fences: Sequence[CircleFence], version: int = 0) -> None:
+    def __init__(self, fences: Sequence[Fence], version: int = 0) -> None:
         self.version = version
-        self.fences = tuple(fences)
+        self.fences: tuple[Fence, ...] = tuple(fences)
         self.by_id = {f.fence_id: f for f in self.fences}
-        self._tree = shapely.STRtree([_circle_envelope(f) for f in self.fences])
-        self._lon = np.array([f.lon for f in self.fences], dtype=np.float64)
-        self._lat = np.array([f.lat for f in self.fences], dtype=np.float64)
-        self._radius = np.array([f.radius_m for f in self.fences], dtype=np.float64)
+        self.position = {f.fence_id: i for i, f in enumerate(self.fences)}
+        self.tree = shapely.STRtree([_envelope(f) for f in self.fences])
+        anchors = np.array([f.anchor for f in self.fences], dtype=np.float64).reshape(-1, 2)
+        self._lon0, self._lat0 = anchors[:, 0], anchors[:, 1]
+        self._is_circle = np.array([isinstance(f, CircleFence) for f in self.fences], dtype=bool)
+        self._radius = np.array(
+            [f.radius_m if isinstance(f, CircleFence) else 0.0 for f in self.fences], np.float64
+        )
+        local = [None if isinstance(f, CircleFence) else f.shape.local for f in self.fences]
+        self._local = np.array(local, dtype=object)
+        self._boundary = np.array(
+            [None if g is None else shapely.boundary(g) for g in local], dtype=object
+        )
+        shapely.prepare(self._local[~self._is_circle])
 
     def __len__(self) -> int:
         return len(self.fences)
 
-    def match(self, lons: Sequence[float], lats: Sequence[float]) -> list[list[CircleFence]]:
+    def signed_distances(
+        self, lons: FloatArray, lats: FloatArray, fence_idx: NDArray[np.intp]
+    ) -> FloatArray:
+        """Signed distance in metres (negative inside) from each point to the paired fence."""
+        signed = np.empty(len(fence_idx), dtype=np.float64)
+        circle = self._is_circle[fence_idx]
+        if circle.any():
+            f = fence_idx[circle]
+            signed[circle] = (
+                haversine_m(lons[circle], lats[circle], self._lon0[f], self._lat0[f])
+                - self._radius[f]
+            )
+        polygon = ~circle
+        if polygon.any():
+            f = fence_idx[polygon]
+            x, y = to_local(lons[polygon], lats[polygon], self._lon0[f], self._lat0[f])
+            inside = shapely.contains_xy(self._local[f], x, y)
+            edge = shapely.distance(self._boundary[f], shapely.points(x, y))
+            signed[polygon] = np.where(inside, -edge, edge)
+        return signed
+
+    def signed_distance(self, lon: float, lat: float, f: int) -> float:
+        """One point to one fence (by position), scalar: for the few fixes a state machine needs."""
+        if self._is_circle[f]:
+            lon0, lat0 = float(self._lon0[f]), float(self._lat0[f])
+            p1, p2 = math.radians(lat0), math.radians(lat)
+            h = (math.sin((p2 - p1) / 2) ** 2
+                 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - lon0) / 2) ** 2)
+            distance = 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, max(0.0, h))))
+            return distance - float(self._radius[f])
+        return float(self.signed_distances(np.array([lon]), np.array([lat]),
+                                           np.array([f], dtype=np.intp))[0])
+
+    def candidates(
+        self, lons: FloatArray, lats: FloatArray
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:
+        """Every (point, fence) pair whose point lies inside the fence, with its signed distance."""
+        empty = np.empty(0, dtype=np.intp)
+        if not self.fences or len(lons) == 0:
+            return empty, empty, np.empty(0, dtype=np.float64)
+        point_idx, fence_idx = self.tree.query(shapely.points(lons, lats))
+        if point_idx.size == 0:
+            return empty, empty, np.empty(0, dtype=np.float64)
+        signed = self.signed_distances(lons[point_idx], lats[point_idx], fence_idx)
+        keep = signed <= 0.0
+        return point_idx[keep], fence_idx[keep], signed[keep]
+
+    def match(self, lons: Sequence[float], lats: Sequence[float]) -> list[list[Fence]]:
         """For each point, the fences that contain it (boundary included)."""
-        result: list[list[CircleFence]] = [[] for _ in range(len(lons))]
-        if not self.fences or not result:
-            return result
-        points = shapely.points(
+        result: list[list[Fence]] = [[] for _ in range(len(lons))]
+        point_idx, fence_idx, _ = self.candidates(
             np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
         )
-        point_idx, fence_idx = self._tree.query(points, predicate="intersects")
-        if point_idx.size == 0:
-            return result
-        plon = np.asarray(lons, dtype=np.float64)[point_idx]
-        plat = np.asarray(lats, dtype=np.float64)[point_idx]
-        distance = haversine_m(plon, plat, self._lon[fence_idx], self._lat[fence_idx])
-        inside = distance <= self._radius[fence_idx]
-        for p, f in zip(point_idx[inside].tolist(), fence_idx[inside].tolist(), strict=True):
+        for p, f in zip(point_idx.tolist(), fence_idx.tolist(), strict=True):
             result[p].append(self.fences[f])
         return result
 
 
-@dataclass(frozen=True, slots=True)
-class Transition:
-    device_id: str
-    fence: CircleFence
-    kind: str  # "enter" | "exit"
-    occurred_at: datetime
+@dataclass(slots=True)
+class FixBatch:
+    """Fixes as columns, the shape the matcher works on. ``nan`` marks an absent value."""
 
+    device_ids: list[str]
+    lon: FloatArray
+    lat: FloatArray
+    t: FloatArray  # UNIX seconds
+    accuracy: FloatArray
+    speed: FloatArray
+    heading: FloatArray
+    mock: NDArray[np.bool_]
+    ping_ids: list[str | None] | None = None
 
-def _fix_order(pair: tuple[Fix, list[CircleFence]]) -> tuple[object, ...]:
-    fix, matched = pair
-    accuracy = math.inf if fix.accuracy_m is None else fix.accuracy_m
-    return (fix.recorded_at, accuracy, fix.lon, fix.lat, sorted(f.fence_id for f in matched))
+    def __len__(self) -> int:
+        return len(self.device_ids)
 
+    @classmethod
+    def of(cls, fixes: Sequence[Fix]) -> FixBatch:
+        n = len(fixes)
+        nan = float("nan")
 
-def advance_presence(
-    device_id: str,
-    record: Mapping[str, object] | None,
-    fixes: Sequence[tuple[Fix, list[CircleFence]]],
-    fences_by_id: Mapping[str, CircleFence],
-    max_accuracy_m: float,
-) -> tuple[dict[str, object], list[Transition]]:
-    """Fold a device's fixes (in event-time order) into its presence record.
+        def column(values: Any) -> FloatArray:
+            return np.fromiter(values, dtype=np.float64, count=n)
 
-    A fix older than the last one processed changes nothing; a fix less accurate than
-    ``max_accuracy_m`` is not used for transitions. Returns the new record and the transitions.
-    """
-    inside: dict[str, str] = dict(record.get("inside", {})) if record else {}  # type: ignore[call-overload]
-    last_raw = record.get("last_fix_at") if record else None
-    last = datetime.fromisoformat(str(last_raw)) if last_raw else None
-    transitions: list[Transition] = []
-    # Event-time order. Of fixes with the same time only the first counts, so ties are broken
-    # by accuracy (best first), then by content: a batch's arrival order never changes the result.
-    ordered = sorted(fixes, key=_fix_order)
-    for fix, matched in ordered:
-        if last is not None and fix.recorded_at <= last:
-            continue
-        last = fix.recorded_at
-        if fix.accuracy_m is not None and fix.accuracy_m > max_accuracy_m:
-            continue
-        now_inside = {f.fence_id: f for f in matched}
-        for fence_id, fence in now_inside.items():
-            if fence_id not in inside:
-                inside[fence_id] = fix.recorded_at.isoformat()
-                transitions.append(Transition(device_id, fence, "enter", fix.recorded_at))
-        for fence_id in [fid for fid in inside if fid not in now_inside]:
-            del inside[fence_id]
-            left = fences_by_id.get(fence_id)
-            if left is not None:
-                transitions.append(Transition(device_id, left, "exit", fix.recorded_at))
-    new_record: dict[str, object] = {"inside": inside}
-    if last is not None:
-        new_record["last_fix_at"] = last.isoformat()
-    return new_record, transitions
+        ids = [f.ping_id for f in fixes]
+        return cls(
+            device_ids=[f.device_id for f in fixes],
+            lon=column(f.lon for f in fixes),
+            lat=column(f.lat for f in fixes),
+            t=column(f.recorded_at.timestamp() for f in fixes),
+            accuracy=column(nan if f.accuracy_m is None else f.accuracy_m for f in fixes),
+            speed=column(nan if f.speed_mps is None else f.speed_mps for f in fixes),
+            heading=column(nan if f.heading_deg is None else f.heading_deg for f in fixes),
+            mock=np.fromiter((f.mock for f in fixes), dtype=bool, count=n),
+            ping_ids=ids if any(i is not None for i in ids) else None,
+        )
+
+    def fix(self, i: int) -> Fix:
+        def opt(value: float) -> float | None:
+            return None if math.isnan(value) else float(value)
+
+        return Fix(
+            self.device_ids[i], float(self.lon[i]), float(self.lat[i]),
+            datetime.fromtimestamp(float(self.t[i]), UTC), opt(self.accuracy[i]),
+            opt(self.speed[i]), opt(self.heading[i]), bool(self.mock[i]),
+            self.ping_ids[i] if self.ping_ids is not None else None,
+        )

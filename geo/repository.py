@@ -9,41 +9,16 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from core.ids import new_id
-from geo.domain import CircleFence, Fix, Transition
+from geo.domain import CircleFence, Fix, PolygonFence
+from geo.domain import Fence as DomainFence
+from geo.geometry import PolygonShape
+from geo.tracking import Transition
 from geo.models import Fence, FenceEvent, Ping, Store
 
 
 class StoreRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
-
-    def create_with_circle(
-        self,
-        *,
-        name: str,
-        timezone: str,
-        external_id: str | None,
-        fence: CircleFence,
-        now: datetime,
-    ) -> tuple[Store, Fence]:
-        store = Store(
-            id=fence.store_id, name=name, timezone=timezone, external_id=external_id, created_at=now
-        )
-        row = Fence(
-            id=fence.fence_id,
-            store_id=store.id,
-            kind="circle",
-            lon=fence.lon,
-            lat=fence.lat,
-            radius_m=fence.radius_m,
-            version=1,
-            updated_at=now,
-        )
-        self.session.add(store)
-        self.session.flush()
-        self.session.add(row)
-        self.session.flush()
-        return store, row
 
     def get(self, store_id: str) -> Store | None:
         return self.session.get(Store, store_id)
@@ -70,53 +45,52 @@ class StoreRepository:
             return set()
         return set(self.session.scalars(select(Store.id).where(Store.id.in_(list(store_ids)))))
 
-    def all_circle_fences(self) -> list[CircleFence]:
-        rows = self.session.execute(
-            select(Fence.id, Fence.store_id, Fence.lon, Fence.lat, Fence.radius_m).where(
-                Fence.kind == "circle"
-            )
-        )
-        return [CircleFence(r.id, r.store_id, r.lon, r.lat, float(r.radius_m or 0)) for r in rows]
+    def all_fences(self) -> list[DomainFence]:
+        """Every fence as a domain object (geometry validated again: stored data is not trusted)."""
+        fences: list[DomainFence] = []
+        for row in self.session.scalars(select(Fence)):
+            if row.kind == "circle":
+                fences.append(CircleFence(row.id, row.store_id, row.lon, row.lat,
+                                          float(row.radius_m or 0), row.dwell_s))
+            else:
+                fences.append(PolygonFence(row.id, row.store_id, PolygonShape(row.geojson),
+                                           row.dwell_s))
+        return fences
 
 
 class PingRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def add_fixes(self, subject_id: str, fixes: Sequence[Fix], received_at: datetime) -> None:
+    def add_fixes(
+        self, subject_id: str, fixes: Sequence[Fix], statuses: Sequence[str], received_at: datetime
+    ) -> None:
         if not fixes:
             return
         self.session.execute(
             insert(Ping),
             [
-                {
-                    "device_id": f.device_id,
-                    "subject_id": subject_id,
-                    "lon": f.lon,
-                    "lat": f.lat,
-                    "accuracy_m": f.accuracy_m,
-                    "recorded_at": f.recorded_at,
-                    "received_at": received_at,
-                }
-                for f in fixes
+                {"device_id": f.device_id, "subject_id": subject_id, "lon": f.lon, "lat": f.lat,
+                 "accuracy_m": f.accuracy_m, "speed_mps": f.speed_mps, "heading_deg": f.heading_deg,
+                 "is_mock": f.mock, "client_id": f.ping_id, "status": status,
+                 "recorded_at": f.recorded_at, "received_at": received_at}
+                for f, status in zip(fixes, statuses, strict=True)
             ],
         )
 
     def add_events(
-        self, subject_id: str, transitions: Sequence[Transition], created_at: datetime
+        self,
+        subject_id: str,
+        judged: Sequence[tuple[Transition, bool, str | None]],
+        created_at: datetime,
     ) -> list[FenceEvent]:
+        """Store events (eligible for offers or not, with the reason) in event-time order."""
         events = [
-            FenceEvent(
-                id=new_id("ev"),
-                device_id=t.device_id,
-                subject_id=subject_id,
-                fence_id=t.fence.fence_id,
-                store_id=t.fence.store_id,
-                kind=t.kind,
-                occurred_at=t.occurred_at,
-                created_at=created_at,
-            )
-            for t in transitions
+            FenceEvent(id=new_id("ev"), device_id=t.device_id, subject_id=subject_id,
+                       fence_id=t.fence.fence_id, store_id=t.fence.store_id, kind=t.kind,
+                       occurred_at=t.occurred_at, details=dict(t.details), eligible=eligible,
+                       reason=reason, created_at=created_at)
+            for t, eligible, reason in judged
         ]
         self.session.add_all(events)
         self.session.flush()

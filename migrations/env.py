@@ -8,7 +8,10 @@ import os
 from alembic import context
 from sqlalchemy import Engine
 
-import offers.models  # noqa: F401  (registers the tables on the metadata)
+# Importing the model modules registers their tables on the metadata.
+import consent.models  # noqa: F401
+import geo.models  # noqa: F401
+import offers.models  # noqa: F401
 from core.db import Base, make_engine
 
 config = context.config

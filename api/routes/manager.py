@@ -22,7 +22,7 @@ from api.schemas import (
 from core.db import on_commit
 from geo.models import Fence, Store
 from geo.repository import StoreRepository
-from geo.service import StoreCatalog
+from geo.service import FenceSpec, StoreCatalog, StoreSpec
 from offers.campaigns import CampaignCatalog
 from offers.models import Campaign, Offer
 from offers.repository import CampaignRepository
@@ -38,12 +38,14 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 
 def _store_out(store: Store, fences: list[Fence]) -> StoreOut:
     return StoreOut(
+        opening_hours=store.opening_hours,
         id=store.id,
         name=store.name,
         external_id=store.external_id,
         timezone=store.timezone,
         fences=[
-            FenceOut(id=f.id, kind=f.kind, lon=f.lon, lat=f.lat, radius_m=f.radius_m)
+            FenceOut(id=f.id, kind=f.kind, lon=f.lon, lat=f.lat, radius_m=f.radius_m,
+                     geometry=f.geojson, dwell_s=f.dwell_s)
             for f in fences
         ],
     )
@@ -78,17 +80,13 @@ def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer])
     summary="Create a store with a circular fence",
 )
 def create_store(body: StoreIn, session: SessionDep, runtime: RuntimeDep) -> StoreOut:
-    store, fence = StoreCatalog(session).create_circle_store(
-        name=body.name,
-        timezone=body.timezone,
-        external_id=body.external_id,
-        lon=body.fence.lon,
-        lat=body.fence.lat,
-        radius_m=body.fence.radius_m,
-        now=runtime.clock.now(),
-    )
+    fence = FenceSpec(lon=body.fence.lon, lat=body.fence.lat, radius_m=body.fence.radius_m,
+                      geojson=body.fence.geometry, dwell_s=body.fence.dwell_s)
+    spec = StoreSpec(name=body.name, fence=fence, external_id=body.external_id,
+                     timezone=body.timezone, opening_hours=body.opening_hours)
+    store, fence_row = StoreCatalog(session).create(spec, runtime.clock.now())
     on_commit(session, runtime.fences.announce_change)
-    return _store_out(store, [fence])
+    return _store_out(store, [fence_row])
 
 
 @router.get("/stores", response_model=StoreList, summary="List stores")

@@ -124,11 +124,16 @@ def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]
     summary="Send 1 to 1,000 location fixes (403 without location_tracking consent)",
 )
 def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) -> PingResult:
-    fixes = [Fix(claims.device_id, p.lon, p.lat, p.recorded_at, p.accuracy_m) for p in body.pings]
+    fixes = [
+        Fix(claims.device_id, p.lon, p.lat, p.recorded_at, p.accuracy_m, p.speed_mps,
+            p.heading_deg, p.mock, p.id)
+        for p in body.pings
+    ]
     result = runtime.ingestor.ingest(claims.device_id, claims.token_version, fixes)
     now = runtime.clock.now()
     return PingResult(
         accepted=result.accepted,
+        ignored=result.ignored,
         consent_event_id=result.consent.event_id,
         events=[
             EventOut(
@@ -137,6 +142,9 @@ def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) 
                 store_id=e.store_id,
                 fence_id=e.fence_id,
                 occurred_at=e.occurred_at,
+                details=e.details,
+                eligible=e.eligible,
+                reason=e.reason,
             )
             for e in result.events
         ],

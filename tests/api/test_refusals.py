@@ -86,7 +86,7 @@ def test_device_calls_need_an_untampered_device_token(engine_api: Engine) -> Non
         ({"lon": 24, "lat": -91, "radius_m": 50}, "fence.lat"),
         ({"lon": 24, "lat": 60, "radius_m": 0}, "fence.radius_m"),
         ({"lon": 24, "lat": 60, "radius_m": 60_000}, "fence.radius_m"),
-        ({"lon": 24, "lat": 60}, "fence.radius_m"),
+        ({"lon": 24, "lat": 60}, "needs radius_m"),
     ],
 )
 def test_bad_fence_is_refused_naming_the_field(

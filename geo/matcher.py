@@ -1,0 +1,264 @@
+"""A whole batch of fixes (any number of devices) through matching, tracking and prediction.
+
+Pure: records in, records out. The spatial work is vectorised over the batch (one tree query for
+all fixes, one for all corridors). A device that is in no fence and whose fixes touch none takes a
+vectorised path (ordering, duplicates, accuracy, jumps as array operations); only devices at a
+fence go through the per-fix state machine in ``geo.tracking``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from geo.domain import FenceIndex, FixBatch, haversine_m
+from geo.prediction import Motion, PredictionRules, motion_of, predict
+from geo.tracking import (
+    FixStatus,
+    Record,
+    TrackingRules,
+    Transition,
+    fence_step,
+    track_device,
+)
+
+STATUS_CODES = list(FixStatus)
+USED = STATUS_CODES.index(FixStatus.USED)
+_DUPLICATE = STATUS_CODES.index(FixStatus.DUPLICATE)
+_MOCK = STATUS_CODES.index(FixStatus.MOCK)
+_STALE = STATUS_CODES.index(FixStatus.STALE)
+_INACCURATE = STATUS_CODES.index(FixStatus.INACCURATE)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    records: dict[str, Record]
+    transitions: list[Transition]
+    status_codes: NDArray[np.int8]  # index into STATUS_CODES, one per input fix
+    predicted: int = 0
+
+    @property
+    def statuses(self) -> list[FixStatus]:
+        return [STATUS_CODES[c] for c in self.status_codes.tolist()]
+
+
+class BatchMatcher:
+    def __init__(self, tracking: TrackingRules, prediction: PredictionRules | None) -> None:
+        self.tracking = tracking
+        self.prediction = prediction
+
+    def process(
+        self, index: FenceIndex, batch: FixBatch, records: Mapping[str, Record]
+    ) -> BatchOutcome:
+        point_idx, fence_idx, signed = index.candidates(batch.lon, batch.lat)
+        codes = np.full(len(batch), USED, dtype=np.int8)
+        transitions: list[Transition] = []
+        new_records: dict[str, Record] = {}
+        motions: list[Motion] = []
+        skips: list[set[str]] = []
+        for device_id, positions in _segments(batch.device_ids):
+            record = records.get(device_id) or {}
+            checked = None if "j" in record else self._validity(batch, positions, record)
+            if checked is None:  # a jump to judge: the per-fix state machine decides
+                new_record, seg_codes, seg_transitions = self._scalar(
+                    index, batch, positions, record, point_idx, fence_idx, signed)
+                codes[positions] = seg_codes
+            else:
+                seg, seg_codes, ids = checked
+                codes[seg] = seg_codes
+                used = seg[seg_codes == USED]
+                new_record, seg_transitions = self._fences(
+                    index, batch, used, record, ids, point_idx, fence_idx, signed)
+            new_records[device_id] = new_record
+            transitions.extend(seg_transitions)
+            self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
+        predicted = self._predict(index, motions, skips, new_records, transitions)
+        transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
+        return BatchOutcome(new_records, transitions, codes, predicted)
+
+    def _validity(
+        self, batch: FixBatch, positions: NDArray[np.intp], record: Mapping[str, Any]
+    ) -> tuple[NDArray[np.intp], NDArray[np.int8], list[str]] | None:
+        """Ordering, duplicates, mock, accuracy and jumps as array operations, in event-time
+        order. None when a jump needs the state machine to judge it."""
+        rules = self.tracking
+        accuracy = np.nan_to_num(batch.accuracy[positions], nan=0.0)
+        order = np.lexsort((batch.lat[positions], batch.lon[positions], accuracy, batch.t[positions]))
+        seg = positions[order]
+        t = batch.t[seg]
+        codes = np.full(len(seg), USED, dtype=np.int8)
+        ids = list(record.get("ids", []))
+        if batch.ping_ids is not None:
+            seen = set(ids)
+            for k, i in enumerate(seg.tolist()):
+                ping_id = batch.ping_ids[i]
+                if ping_id is None:
+                    continue
+                if ping_id in seen:
+                    codes[k] = _DUPLICATE
+                else:
+                    seen.add(ping_id)
+                    ids.append(ping_id)
+        codes[(codes == USED) & batch.mock[seg]] = _MOCK
+        watermark = record.get("w")
+        if watermark is not None:
+            codes[(codes == USED) & (t <= watermark)] = _STALE
+        codes[(codes == USED) & (accuracy[order] > rules.max_accuracy_m)] = _INACCURATE
+        used = np.flatnonzero(codes == USED)
+        if used.size > 1:  # of fixes with the same time only the first counts
+            codes[used[1:][np.diff(t[used]) == 0]] = _STALE
+            used = np.flatnonzero(codes == USED)
+        if used.size:
+            lons, lats, times = batch.lon[seg[used]], batch.lat[seg[used]], t[used]
+            previous = record.get("p")
+            if previous is not None:
+                lons = np.concatenate(([previous[0]], lons))
+                lats = np.concatenate(([previous[1]], lats))
+                times = np.concatenate(([previous[2]], times))
+            if lons.size > 1:
+                moved = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:])
+                if np.any(moved > rules.max_speed_mps * np.maximum(np.diff(times), 1.0)):
+                    return None
+        return seg, codes, ids
+
+    def _fences(
+        self, index: FenceIndex, batch: FixBatch, used: NDArray[np.intp], record: Mapping[str, Any],
+        ids: list[str], point_idx: NDArray[np.intp], fence_idx: NDArray[np.intp],
+        signed: NDArray[np.float64],
+    ) -> tuple[Record, list[Transition]]:
+        """Run the fence state machine over the used fixes (in time order) that can matter: those
+        touching a fence, and every fix while the device is inside one."""
+        device_id = batch.device_ids[int(used[0])] if used.size else ""
+        new: Record = dict(record)
+        new["ids"] = ids[-self.tracking.remembered_ping_ids :]
+        inside: dict[str, dict[str, Any]] = {k: dict(v) for k, v in record.get("in", {}).items()}
+        transitions: list[Transition] = []
+        if used.size:
+            hit = np.isin(point_idx, used)
+            touching = np.flatnonzero(np.isin(used, point_idx[hit]))
+            if inside or touching.size:
+                near: dict[int, dict[str, float]] = {}
+                fences = index.fences
+                for p, f, d in zip(point_idx[hit].tolist(), fence_idx[hit].tolist(),
+                                   signed[hit].tolist(), strict=True):
+                    near.setdefault(p, {})[fences[f].fence_id] = d
+                times = batch.t[used].tolist()
+                accuracies = np.nan_to_num(batch.accuracy[used], nan=0.0).tolist()
+                k = 0 if inside else int(touching[0])
+                while k < used.size:
+                    if not inside:
+                        nxt = int(np.searchsorted(touching, k))
+                        if nxt == touching.size:
+                            break
+                        k = int(touching[nxt])
+                    row = int(used[k])
+                    distances = near.get(row, {})
+                    for fence_id in inside:
+                        if fence_id not in distances and fence_id in index.position:
+                            distances[fence_id] = index.signed_distance(
+                                float(batch.lon[row]), float(batch.lat[row]), index.position[fence_id])
+                    transitions.extend(fence_step(
+                        device_id, inside, times[k], accuracies[k], distances, index.by_id,
+                        self.tracking, new))
+                    k += 1
+            last = int(used[-1])
+            if used.size > 1:
+                before = int(used[-2])
+                new["q"] = [float(batch.lon[before]), float(batch.lat[before]), float(batch.t[before])]
+            elif "p" in record:
+                new["q"] = record["p"]
+            new["p"] = [float(batch.lon[last]), float(batch.lat[last]), float(batch.t[last])]
+            new["w"] = float(batch.t[last])
+        new["in"] = inside
+        return new, transitions
+
+    @staticmethod
+    def _distances(
+        index: FenceIndex, batch: FixBatch, rows: NDArray[np.intp], inside: Mapping[str, Any],
+        point_idx: NDArray[np.intp], fence_idx: NDArray[np.intp], signed: NDArray[np.float64],
+    ) -> dict[int, dict[str, float]]:
+        """Signed distance of each row to every fence it is in and every fence the device holds
+        or may come to hold in this batch (for exit hysteresis), in one vectorised call."""
+        fences = index.fences
+        found: dict[int, dict[str, float]] = {}
+        for p, f, s in zip(point_idx.tolist(), fence_idx.tolist(), signed.tolist(), strict=True):
+            found.setdefault(p, {})[fences[f].fence_id] = s
+        held = {index.position[f] for f in inside if f in index.position}
+        held.update(fence_idx.tolist())
+        if held:
+            fs = np.fromiter(held, dtype=np.intp)
+            grid_rows = np.repeat(rows, fs.size)
+            grid_fences = np.tile(fs, rows.size)
+            values = index.signed_distances(batch.lon[grid_rows], batch.lat[grid_rows], grid_fences)
+            for p, f, s in zip(grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True):
+                found.setdefault(p, {})[fences[f].fence_id] = s
+        return found
+
+    def _scalar(
+        self, index: FenceIndex, batch: FixBatch, positions: NDArray[np.intp],
+        record: Mapping[str, Any], point_idx: NDArray[np.intp], fence_idx: NDArray[np.intp],
+        signed: NDArray[np.float64],
+    ) -> tuple[Record, NDArray[np.int8], list[Transition]]:
+        hit = np.isin(point_idx, positions)
+        distances = self._distances(index, batch, positions, record.get("in", {}),
+                                    point_idx[hit], fence_idx[hit], signed[hit])
+        fixes = [batch.fix(int(i)) for i in positions.tolist()]
+        per_fix = [distances.get(int(i), {}) for i in positions.tolist()]
+        result = track_device(batch.device_ids[int(positions[0])], record, fixes, per_fix,
+                              index.by_id, self.tracking)
+        codes = np.array([STATUS_CODES.index(s) for s in result.statuses], dtype=np.int8)
+        return result.record, codes, result.transitions
+
+    # --- prediction ----------------------------------------------------------------------------
+
+    def _motion(
+        self, batch: FixBatch, positions: NDArray[np.intp], codes: NDArray[np.int8],
+        device_id: str, record: Record, motions: list[Motion], skips: list[set[str]],
+    ) -> None:
+        if self.prediction is None:
+            return
+        used = positions[codes == USED]
+        if used.size == 0:
+            return
+        last = batch.fix(int(used[np.argmax(batch.t[used])]))
+        motion = motion_of(device_id, record, last, self.prediction)
+        if motion is None:
+            return
+        announced = record.get("ap", {})
+        motions.append(motion)
+        skips.append(set(record["in"]) | {f for f, until in announced.items() if until > motion.t})
+
+    def _predict(
+        self, index: FenceIndex, motions: list[Motion], skips: list[set[str]],
+        records: dict[str, Record], transitions: list[Transition],
+    ) -> int:
+        if self.prediction is None or not motions:
+            return 0
+        by_device = {m.device_id: m for m in motions}
+        found = predict(index, motions, skips, self.prediction)
+        for approach in found:
+            fence = index.fences[approach.fence_idx]
+            motion = by_device[approach.device_id]
+            until = motion.t + approach.eta_s + self.prediction.repeat_after_s
+            records[approach.device_id].setdefault("ap", {})[fence.fence_id] = until
+            transitions.append(Transition(
+                approach.device_id, fence, "approaching", datetime.fromtimestamp(motion.t, UTC),
+                {"eta_s": round(approach.eta_s, 1), "distance_m": round(approach.distance_m, 1),
+                 "speed_mps": round(motion.speed_mps, 2)},
+            ))
+        return len(found)
+
+
+def _segments(device_ids: list[str]) -> list[tuple[str, NDArray[np.intp]]]:
+    """Positions of each device's fixes, in first-seen order."""
+    if device_ids and device_ids.count(device_ids[0]) == len(device_ids):
+        return [(device_ids[0], np.arange(len(device_ids), dtype=np.intp))]
+    groups: dict[str, list[int]] = {}
+    for i, device_id in enumerate(device_ids):
+        groups.setdefault(device_id, []).append(i)
+    return [(d, np.asarray(p, dtype=np.intp)) for d, p in groups.items()]
