@@ -126,11 +126,12 @@ def _box_around(lon: float, lat: float, reach_m: float) -> shapely.Geometry:
     return shapely.box(west, south, east, north)
 
 
-def _envelope(fence: Fence) -> shapely.Geometry:
+def _tree_shape(fence: Fence) -> shapely.Geometry:
+    """What the tree holds: a polygon's own lon/lat geometry (containment in lon/lat equals
+    containment in the local metric frame, an affine image), a circle's enclosing box."""
     if isinstance(fence, CircleFence):
         return _box_around(fence.lon, fence.lat, fence.radius_m * ENVELOPE_PADDING)
-    parts = shapely.get_parts(fence.shape.lonlat)
-    return shapely.union_all([shapely.envelope(p) for p in parts])
+    return fence.shape.lonlat
 
 
 class FenceIndex:
@@ -147,7 +148,7 @@ class FenceIndex:
         self.fences: tuple[Fence, ...] = tuple(fences)
         self.by_id = {f.fence_id: f for f in self.fences}
         self.position = {f.fence_id: i for i, f in enumerate(self.fences)}
-        self.tree = shapely.STRtree([_envelope(f) for f in self.fences])
+        self.tree = shapely.STRtree([_tree_shape(f) for f in self.fences])
         anchors = np.array([f.anchor for f in self.fences], dtype=np.float64).reshape(-1, 2)
         self._lon0, self._lat0 = anchors[:, 0], anchors[:, 1]
         self._is_circle = np.array([isinstance(f, CircleFence) for f in self.fences], dtype=bool)
@@ -204,10 +205,24 @@ class FenceIndex:
         empty = np.empty(0, dtype=np.intp)
         if not self.fences or len(lons) == 0:
             return empty, empty, np.empty(0, dtype=np.float64)
-        point_idx, fence_idx = self.tree.query(shapely.points(lons, lats))
+        point_idx, fence_idx = self.tree.query(shapely.points(lons, lats), predicate="intersects")
         if point_idx.size == 0:
             return empty, empty, np.empty(0, dtype=np.float64)
-        signed = self.signed_distances(lons[point_idx], lats[point_idx], fence_idx)
+        # Polygons are exact already (inside or on the edge); circles were only box hits.
+        signed = np.zeros(point_idx.size, dtype=np.float64)
+        circle = self._is_circle[fence_idx]
+        if circle.any():
+            f = fence_idx[circle]
+            signed[circle] = (
+                haversine_m(lons[point_idx[circle]], lats[point_idx[circle]], self._lon0[f],
+                            self._lat0[f]) - self._radius[f]
+            )
+        polygon = ~circle
+        if polygon.any():
+            f = fence_idx[polygon]
+            p = point_idx[polygon]
+            x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
+            signed[polygon] = -shapely.distance(self._boundary[f], shapely.points(x, y))
         keep = signed <= 0.0
         return point_idx[keep], fence_idx[keep], signed[keep]
 

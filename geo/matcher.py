@@ -157,11 +157,10 @@ class BatchMatcher:
                             break
                         k = int(touching[nxt])
                     row = int(used[k])
-                    distances = near.get(row, {})
-                    for fence_id in inside:
-                        if fence_id not in distances and fence_id in index.position:
-                            distances[fence_id] = index.signed_distance(
-                                float(batch.lon[row]), float(batch.lat[row]), index.position[fence_id])
+                    distances = near.setdefault(row, {})
+                    missing = [f for f in inside if f not in distances and f in index.position]
+                    if missing:  # look ahead: the device usually stays a while, so do a window
+                        _fill_ahead(index, batch, used[k : k + LOOKAHEAD], missing, near)
                     transitions.extend(fence_step(
                         device_id, inside, times[k], accuracies[k], distances, index.by_id,
                         self.tracking, new))
@@ -252,6 +251,22 @@ class BatchMatcher:
                  "speed_mps": round(motion.speed_mps, 2)},
             ))
         return len(found)
+
+
+LOOKAHEAD = 32
+
+
+def _fill_ahead(
+    index: FenceIndex, batch: FixBatch, rows: NDArray[np.intp], fence_ids: list[str],
+    near: dict[int, dict[str, float]],
+) -> None:
+    """Signed distances of the next few fixes to the given fences, in one vectorised call."""
+    positions = np.array([index.position[f] for f in fence_ids], dtype=np.intp)
+    grid_rows = np.repeat(rows, positions.size)
+    grid_fences = np.tile(positions, rows.size)
+    values = index.signed_distances(batch.lon[grid_rows], batch.lat[grid_rows], grid_fences)
+    for row, f, value in zip(grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True):
+        near.setdefault(row, {}).setdefault(index.fences[f].fence_id, value)
 
 
 def _segments(device_ids: list[str]) -> list[tuple[str, NDArray[np.intp]]]:
