@@ -201,7 +201,8 @@ async def _walk(
         for event in result["events"]:
             line += f"  [cyan]{event['kind']} {names[event['store_id']]}[/]"
             if event["kind"] == "approaching":
-                line += f" (ETA {event['details']['eta_s']:.0f} s, {event['details']['distance_m']:.0f} m)"
+                details = event["details"]
+                line += f" (ETA {details['eta_s']:.0f} s, {details['distance_m']:.0f} m)"
         console.print(line)
         for coupon in result["coupons"]:
             coupons.append(coupon)

@@ -41,19 +41,30 @@ class FenceIn(Strict):
     lat: Latitude | None = None
     radius_m: float | None = Field(default=None, gt=0, le=50_000, allow_inf_nan=False)
     geometry: dict[str, Any] | None = Field(
-        default=None, examples=[{"type": "Polygon", "coordinates": [[[24.94, 60.17],
-                                 [24.95, 60.17], [24.95, 60.175], [24.94, 60.17]]]}])
-    dwell_s: int | None = Field(default=None, ge=1, le=86_400,
-                                description="seconds inside before a dwell event")
+        default=None,
+        examples=[
+            {
+                "type": "Polygon",
+                "coordinates": [[[24.94, 60.17], [24.95, 60.17], [24.95, 60.175], [24.94, 60.17]]],
+            }
+        ],
+    )
+    dwell_s: int | None = Field(
+        default=None, ge=1, le=86_400, description="seconds inside before a dwell event"
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> FenceIn:
         circle = (self.lon, self.lat, self.radius_m)
         if self.geometry is not None:
             if any(v is not None for v in circle):
-                raise ValueError("give either a circle (lon, lat, radius_m) or a geometry, not both")
+                raise ValueError(
+                    "give either a circle (lon, lat, radius_m) or a geometry, not both"
+                )
         elif any(v is None for v in circle):
-            missing = [n for n, v in zip(("lon", "lat", "radius_m"), circle, strict=True) if v is None]
+            missing = [
+                n for n, v in zip(("lon", "lat", "radius_m"), circle, strict=True) if v is None
+            ]
             raise ValueError(f"a circle fence needs {', '.join(missing)} (or give a geometry)")
         return self
 
@@ -63,8 +74,10 @@ class StoreIn(Strict):
     external_id: str | None = Field(default=None, min_length=1, max_length=200)
     timezone: str = Field(default="UTC", min_length=1, max_length=64, examples=["Europe/Helsinki"])
     opening_hours: dict[str, list[list[str]]] | None = Field(
-        default=None, examples=[{"mon": [["08:00", "20:00"]], "sat": [["10:00", "16:00"]]}],
-        description="per day, [open, close] in the store's time zone; absent = always open")
+        default=None,
+        examples=[{"mon": [["08:00", "20:00"]], "sat": [["10:00", "16:00"]]}],
+        description="per day, [open, close] in the store's time zone; absent = always open",
+    )
     fence: FenceIn
 
 
@@ -168,8 +181,12 @@ class ConsentOut(BaseModel):
 
 
 class PingIn(Strict):
-    id: str | None = Field(default=None, min_length=1, max_length=64,
-                           description="the app's id for this fix; a repeated id is ignored")
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the app's id for this fix; a repeated id is ignored",
+    )
     lon: Longitude
     lat: Latitude
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
@@ -190,7 +207,8 @@ class EventOut(BaseModel):
     fence_id: str
     occurred_at: datetime
     details: dict[str, float] = Field(
-        default_factory=dict, description="approaching: eta_s, distance_m; exit: duration_s")
+        default_factory=dict, description="approaching: eta_s, distance_m; exit: duration_s"
+    )
     eligible: bool = True
     reason: str | None = None
 
@@ -210,7 +228,9 @@ class PingResult(BaseModel):
     accepted: int
     ignored: dict[str, int] = Field(
         default_factory=dict,
-        description="fixes stored but not used, by reason: stale, duplicate, inaccurate, jump, mock")
+        description="fixes stored but not used, by reason: stale, duplicate, inaccurate, jump, "
+        "mock",
+    )
     consent_event_id: int | None
     events: list[EventOut]
     coupons: list[CouponOut]

@@ -6,7 +6,7 @@ Coordinates are (lon, lat) in EPSG:4326; every distance is in metres. No I/O her
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -165,6 +165,23 @@ class FenceIndex:
     def __len__(self) -> int:
         return len(self.fences)
 
+    @property
+    def anchors(self) -> tuple[FloatArray, FloatArray]:
+        return self._lon0, self._lat0
+
+    @property
+    def is_circle(self) -> NDArray[np.bool_]:
+        return self._is_circle
+
+    @property
+    def radii(self) -> FloatArray:
+        return self._radius
+
+    @property
+    def local_shapes(self) -> NDArray[np.object_]:
+        """Each polygon fence in its own metric frame (None for circles)."""
+        return self._local
+
     def signed_distances(
         self, lons: FloatArray, lats: FloatArray, fence_idx: NDArray[np.intp]
     ) -> FloatArray:
@@ -191,12 +208,15 @@ class FenceIndex:
         if self._is_circle[f]:
             lon0, lat0 = float(self._lon0[f]), float(self._lat0[f])
             p1, p2 = math.radians(lat0), math.radians(lat)
-            h = (math.sin((p2 - p1) / 2) ** 2
-                 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - lon0) / 2) ** 2)
+            h = (
+                math.sin((p2 - p1) / 2) ** 2
+                + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - lon0) / 2) ** 2
+            )
             distance = 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, max(0.0, h))))
             return distance - float(self._radius[f])
-        return float(self.signed_distances(np.array([lon]), np.array([lat]),
-                                           np.array([f], dtype=np.intp))[0])
+        return float(
+            self.signed_distances(np.array([lon]), np.array([lat]), np.array([f], dtype=np.intp))[0]
+        )
 
     def candidates(
         self, lons: FloatArray, lats: FloatArray
@@ -214,8 +234,10 @@ class FenceIndex:
         if circle.any():
             f = fence_idx[circle]
             signed[circle] = (
-                haversine_m(lons[point_idx[circle]], lats[point_idx[circle]], self._lon0[f],
-                            self._lat0[f]) - self._radius[f]
+                haversine_m(
+                    lons[point_idx[circle]], lats[point_idx[circle]], self._lon0[f], self._lat0[f]
+                )
+                - self._radius[f]
             )
         polygon = ~circle
         if polygon.any():
@@ -280,8 +302,13 @@ class FixBatch:
             return None if math.isnan(value) else float(value)
 
         return Fix(
-            self.device_ids[i], float(self.lon[i]), float(self.lat[i]),
-            datetime.fromtimestamp(float(self.t[i]), UTC), opt(self.accuracy[i]),
-            opt(self.speed[i]), opt(self.heading[i]), bool(self.mock[i]),
+            self.device_ids[i],
+            float(self.lon[i]),
+            float(self.lat[i]),
+            datetime.fromtimestamp(float(self.t[i]), UTC),
+            opt(self.accuracy[i]),
+            opt(self.speed[i]),
+            opt(self.heading[i]),
+            bool(self.mock[i]),
             self.ping_ids[i] if self.ping_ids is not None else None,
         )

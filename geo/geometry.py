@@ -7,6 +7,7 @@ equirectangular frame (x east, y north, metres) is exact to well under a metre a
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -65,9 +66,7 @@ def _ring_problems(ring: Any, where: str) -> list[Any]:
 
 
 def _crosses_antimeridian(rings: Sequence[Sequence[tuple[float, float]]]) -> bool:
-    return any(
-        abs(b[0] - a[0]) > 180.0 for ring in rings for a, b in zip(ring, ring[1:], strict=False)
-    )
+    return any(abs(b[0] - a[0]) > 180.0 for ring in rings for a, b in itertools.pairwise(ring))
 
 
 def _polygons_from_geojson(geojson: Any) -> list[list[list[tuple[float, float]]]]:
@@ -88,7 +87,9 @@ def _polygons_from_geojson(geojson: Any) -> list[list[list[tuple[float, float]]]
     for i, polygon in enumerate(polygons):
         if not isinstance(polygon, list) or not polygon:
             raise InvalidFence(f"polygon {i} must be a non-empty list of linear rings")
-        result.append([_ring_problems(r, f"ring {j} of polygon {i}") for j, r in enumerate(polygon)])
+        result.append(
+            [_ring_problems(r, f"ring {j} of polygon {i}") for j, r in enumerate(polygon)]
+        )
     return result
 
 
@@ -110,7 +111,7 @@ def _translate(geometry: shapely.Geometry, dx: float) -> shapely.Geometry:
 class PolygonShape:
     """A validated polygon fence: lon/lat geometry (split at ±180 if needed) and its local form."""
 
-    __slots__ = ("anchor", "geojson", "lonlat", "local")
+    __slots__ = ("anchor", "geojson", "local", "lonlat")
 
     def __init__(self, geojson: Any) -> None:
         polygons = _polygons_from_geojson(geojson)
@@ -127,14 +128,19 @@ class PolygonShape:
             parts.append(polygon)
         geometry = parts[0] if len(parts) == 1 else MultiPolygon(parts)
         if not geometry.is_valid:
-            raise InvalidFence(f"polygons overlap or touch badly: {shapely.is_valid_reason(geometry)}")
+            raise InvalidFence(
+                f"polygons overlap or touch badly: {shapely.is_valid_reason(geometry)}"
+            )
         centroid = geometry.centroid
         lon0, lat0 = float(centroid.x), float(centroid.y)
         coslat0 = math.cos(math.radians(lat0))
         local = shapely.transform(
             geometry,
             lambda c: np.column_stack(
-                ((c[:, 0] - lon0) * coslat0 * METRES_PER_DEGREE, (c[:, 1] - lat0) * METRES_PER_DEGREE)
+                (
+                    (c[:, 0] - lon0) * coslat0 * METRES_PER_DEGREE,
+                    (c[:, 1] - lat0) * METRES_PER_DEGREE,
+                )
             ),
         )
         minx, miny, maxx, maxy = local.bounds

@@ -45,7 +45,7 @@ def validate_hours(hours: Any) -> OpeningHours | None:
                 or len(pair) != 2
                 or not all(isinstance(v, str) and _HHMM.match(v) for v in pair)
             ):
-                raise InvalidOpeningHours(f"{day}: {pair!r} is not an [\"HH:MM\", \"HH:MM\"] pair")
+                raise InvalidOpeningHours(f'{day}: {pair!r} is not an ["HH:MM", "HH:MM"] pair')
             if pair[0] == "24:00" or pair[0] == pair[1]:
                 raise InvalidOpeningHours(f"{day}: {pair!r} is an empty range")
     return {day: [list(p) for p in ranges] for day, ranges in hours.items()}

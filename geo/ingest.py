@@ -1,62 +1,40 @@
 """Import stores and their fences from files: GeoJSON, GeoPackage, zipped Shapefile and CSV.
 
-A file is read in chunks (geopandas with the pyogrio engine for vector formats, pandas for CSV),
-reprojected to EPSG:4326 and turned into ``StoreSpec`` rows that ``StoreCatalog.upsert`` writes by
-external id, one transaction per chunk: memory stays bounded, a re-import of the same file changes
-nothing, and a row is either written whole or reported with a reason. Rows are numbered from 1 in
-file order (a CSV's header is not a row).
+A file is read in chunks (``geo.feature_files``: EPSG:4326 whatever the source CRS), its rows turned
+into ``StoreSpec`` and written by ``StoreCatalog.upsert`` by external id, one transaction per chunk:
+memory stays bounded, a re-import of the same file changes nothing, and a row is either written
+whole or reported with a reason. Rows are numbered from 1 in file order (a CSV's header is not a
+row).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import geopandas as gpd
 import pandas as pd  # type: ignore[import-untyped]
-import pyogrio  # type: ignore[import-untyped]
 import shapely
-from pyproj import CRS
-from pyproj.exceptions import CRSError
 from shapely.geometry import mapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import Clock
 from core.db import transaction
-from core.errors import InvalidInput
 from geo.domain import validate_circle
+from geo.feature_files import Chunk, ImportFileError, open_feature_file
 from geo.service import FenceSpec, StoreCatalog, StoreSpec, validate_timezone
 
-log = logging.getLogger(__name__)
-
-WGS84 = CRS.from_epsg(4326)
 CHUNK_ROWS = 2_000
 MAX_TEXT = 200  # length of stores.name and stores.external_id
-FORMATS = {
-    ".geojson": "GeoJSON",
-    ".json": "GeoJSON",
-    ".gpkg": "GeoPackage",
-    ".zip": "zipped Shapefile",
-    ".shp": "Shapefile",
-    ".csv": "CSV",
-}
 ID_COLUMNS = ("external_id", "id", "osm_id")
 RADIUS_COLUMNS = ("radius_m", "radius")
-COORDINATE_COLUMNS = (("lon", "lat"), ("longitude", "latitude"), ("x", "y"))
 LABEL_COLUMNS = ("fclass", "value", "kind", "amenity", "shop")  # for a name when it is empty
 TRUE_TEXT, FALSE_TEXT = {"true", "1", "yes", "t"}, {"false", "0", "no", "f"}
 
 Progress = Callable[[int, int], None]
-
-
-class ImportFileError(InvalidInput):
-    """The file as a whole cannot be imported: missing, unreadable, unknown format or columns."""
-
-    code = "unreadable_file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,24 +82,6 @@ class ImportReport:
         }
 
 
-@dataclass(slots=True)
-class _Chunk:
-    first_row: int
-    frame: Any  # GeoDataFrame in EPSG:4326; geometry None where ``problems`` says why
-    problems: dict[int, str] = field(default_factory=dict)  # position in chunk -> reason
-
-
-@dataclass(slots=True)
-class _Source:
-    format: str
-    layer: str | None
-    crs: str
-    columns: list[str]
-    total: int
-    chunks: Callable[[int], Iterator[_Chunk]]
-    notes: list[str] = field(default_factory=list)
-
-
 class StoreImporter:
     """Reads a file and upserts its rows as stores; see the module docstring."""
 
@@ -145,7 +105,7 @@ class StoreImporter:
         e.g. to have every process rebuild its fence index."""
         options = options or ImportOptions()
         _check_options(options)
-        source = open_source(Path(path), options)
+        source = open_feature_file(Path(path), layer=options.layer, crs=options.crs)
         columns = _Columns.resolve(source.columns, options)
         report = ImportReport(
             file=Path(path).name,
@@ -175,11 +135,11 @@ class StoreImporter:
 
     def _write_chunk(
         self,
-        chunk: _Chunk,
+        chunk: Chunk,
         columns: _Columns,
         options: ImportOptions,
         seen: dict[str, int],
-        now: Any,
+        now: datetime,
         report: ImportReport,
     ) -> None:
         rows: list[int] = []
@@ -195,8 +155,9 @@ class StoreImporter:
                 continue
             first = seen.setdefault(str(spec.external_id), row)
             if first != row:
-                report.rejected.append((row, f"external id '{spec.external_id}' is already "
-                                             f"used by row {first}"))
+                report.rejected.append(
+                    (row, f"external id '{spec.external_id}' is already used by row {first}")
+                )
                 continue
             rows.append(row)
             specs.append(spec)
@@ -213,138 +174,6 @@ class StoreImporter:
 def _check_options(options: ImportOptions) -> None:
     validate_timezone(options.timezone)
     validate_circle(0.0, 0.0, options.radius_m)
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def open_source(path: Path, options: ImportOptions) -> _Source:
-    """What the file is, its CRS, columns and row count, and a way to read it chunk by chunk."""
-    if not path.is_file():
-        raise ImportFileError(f"file not found: {path}", code="file_not_found")
-    suffix = path.suffix.lower()
-    if suffix not in FORMATS:
-        raise ImportFileError(
-            f"unsupported file type '{suffix or path.name}': use .geojson/.json (GeoJSON), "
-            ".gpkg (GeoPackage), .zip (zipped Shapefile) or .csv (lon/lat columns)",
-            code="unsupported_format",
-        )
-    assumed = _user_crs(options.crs) if options.crs else WGS84
-    if suffix == ".csv":
-        return _csv_source(path, assumed)
-    return _vector_source(path, FORMATS[suffix], options.layer, assumed)
-
-
-def _user_crs(text: str) -> CRS:
-    try:
-        return CRS.from_user_input(text)
-    except CRSError as exc:
-        raise ImportFileError(f"unknown CRS '{text}'", code="invalid_crs") from exc
-
-
-def _crs_name(crs: CRS) -> str:
-    authority = crs.to_authority()
-    return f"{authority[0]}:{authority[1]}" if authority else str(crs.name)
-
-
-def _to_wgs84(frame: Any, crs: CRS) -> Any:
-    return frame if crs.to_epsg() == 4326 else frame.to_crs(WGS84)
-
-
-def _vector_source(path: Path, kind: str, layer: str | None, assumed: CRS) -> _Source:
-    notes: list[str] = []
-    try:
-        layers = [(str(n), g) for n, g in pyogrio.list_layers(path)]
-        spatial = [name for name, geometry_type in layers if geometry_type is not None]
-        if layer is None and len(spatial) > 1:
-            raise ImportFileError(
-                f"the file has {len(spatial)} layers with geometry ({', '.join(spatial)}); "
-                "choose one with the layer option",
-                code="layer_required",
-            )
-        if layer is not None and layer not in (name for name, _ in layers):
-            names = ", ".join(name for name, _ in layers)
-            raise ImportFileError(f"no layer '{layer}' in the file; its layers: {names}",
-                                  code="unknown_layer")
-        layer = layer or (spatial[0] if spatial else None)
-        info = pyogrio.read_info(path, layer=layer, force_feature_count=True)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as exc:
-        raise ImportFileError(f"cannot read the file as {kind}: {exc}") from exc
-    if info.get("crs"):
-        crs = CRS.from_user_input(info["crs"])
-        crs_text = _crs_name(crs)
-        if kind == "GeoJSON" and crs.to_epsg() == 4326:
-            notes.append("GeoJSON coordinates read as lon/lat on WGS 84 (EPSG:4326, RFC 7946)")
-    else:
-        crs, crs_text = assumed, f"{_crs_name(assumed)} (assumed: the file declares no CRS)"
-        notes.append(f"the file declares no CRS; its coordinates were taken as {_crs_name(assumed)}")
-    total = max(int(info.get("features") or 0), 0)
-    columns = [str(c) for c in info.get("fields", [])]
-
-    def chunks(size: int) -> Iterator[_Chunk]:
-        start = 0
-        while True:
-            try:
-                frame = gpd.read_file(path, engine="pyogrio", layer=layer, skip_features=start,
-                                      max_features=size)
-            except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
-                raise ImportFileError(f"cannot read rows from {start + 1}: {exc}") from exc
-            if frame.empty:
-                return
-            if frame.crs is None:
-                frame = frame.set_crs(crs)
-            yield _Chunk(start + 1, _to_wgs84(frame, crs))
-            start += len(frame)
-            if len(frame) < size:
-                return
-
-    shown_layer = layer if len(layers) > 1 or kind == "GeoPackage" else None
-    return _Source(kind, shown_layer, crs_text, columns, total, chunks, notes)
-
-
-def _csv_source(path: Path, crs: CRS) -> _Source:
-    read: dict[str, Any] = {"dtype": str, "keep_default_na": False, "encoding": "utf-8-sig"}
-    try:
-        columns = [str(c) for c in pd.read_csv(path, nrows=0, **read).columns]
-        total = sum(len(c) for c in pd.read_csv(path, usecols=[0], chunksize=50_000, **read))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
-            ValueError) as exc:
-        raise ImportFileError(f"cannot read the file as CSV (UTF-8, comma-separated): {exc}") from exc
-    lookup = {c.lower(): c for c in columns}
-    pair = next(((lookup[x], lookup[y]) for x, y in COORDINATE_COLUMNS
-                 if x in lookup and y in lookup), None)
-    if pair is None:
-        raise ImportFileError(
-            "the CSV has no coordinate columns: expected lon/lat, longitude/latitude or x/y; "
-            f"its columns: {', '.join(columns) or '(none)'}",
-            code="no_coordinates",
-        )
-    x_column, y_column = pair
-    stated = _crs_name(crs)
-    note = f"CSV coordinates ({x_column}/{y_column}) taken as {stated}"
-
-    def chunks(size: int) -> Iterator[_Chunk]:
-        first = 1
-        try:
-            for frame in pd.read_csv(path, chunksize=size, **read):
-                frame = frame.reset_index(drop=True)
-                x = pd.to_numeric(frame[x_column].str.strip(), errors="coerce")
-                y = pd.to_numeric(frame[y_column].str.strip(), errors="coerce")
-                usable = x.notna() & y.notna() & x.map(math.isfinite) & y.map(math.isfinite)
-                points = gpd.GeoSeries([None] * len(frame), crs=crs)
-                points[usable] = gpd.points_from_xy(x[usable], y[usable])
-                problems = {
-                    int(i): f"{x_column}/{y_column} missing or not numbers "
-                    f"({frame.at[i, x_column]!r}, {frame.at[i, y_column]!r})"
-                    for i in frame.index[~usable]
-                }
-                geo_frame = gpd.GeoDataFrame(frame, geometry=points, crs=crs)
-                yield _Chunk(first, _to_wgs84(geo_frame, crs), problems)
-                first += len(frame)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise ImportFileError(f"cannot read CSV rows from {first}: {exc}") from exc
-
-    return _Source("CSV", None, stated, columns, total, chunks, [note])
 
 
 # ---------------------------------------------------------------- rows -> store specs
@@ -369,8 +198,9 @@ class _Columns:
 
         def chosen(name: str, what: str) -> str:
             if name.lower() not in lookup:
-                raise ImportFileError(f"no column '{name}' for the {what}; columns: {listed}",
-                                      code="unknown_column")
+                raise ImportFileError(
+                    f"no column '{name}' for the {what}; columns: {listed}", code="unknown_column"
+                )
             return lookup[name.lower()]
 
         osm_type = from_way = None
@@ -389,8 +219,10 @@ class _Columns:
                 osm_type = lookup.get("osm_type")
                 from_way = None if osm_type else lookup.get("from_way")
                 if osm_type or from_way:
-                    notes.append("external ids are OpenStreetMap references like 'way/123' "
-                                 f"(from {osm_type or from_way} and osm_id)")
+                    notes.append(
+                        "external ids are OpenStreetMap references like 'way/123' "
+                        f"(from {osm_type or from_way} and osm_id)"
+                    )
         name = chosen(options.name_column, "name") if options.name_column else lookup.get("name")
         radius = next((lookup[c] for c in RADIUS_COLUMNS if c in lookup), None)
         labels = tuple(lookup[c] for c in LABEL_COLUMNS if c in lookup)

@@ -66,14 +66,16 @@ class BatchMatcher:
             checked = None if "j" in record else self._validity(batch, positions, record)
             if checked is None:  # a jump to judge: the per-fix state machine decides
                 new_record, seg_codes, seg_transitions = self._scalar(
-                    index, batch, positions, record, point_idx, fence_idx, signed)
+                    index, batch, positions, record, point_idx, fence_idx, signed
+                )
                 codes[positions] = seg_codes
             else:
                 seg, seg_codes, ids = checked
                 codes[seg] = seg_codes
                 used = seg[seg_codes == USED]
                 new_record, seg_transitions = self._fences(
-                    index, batch, used, record, ids, point_idx, fence_idx, signed)
+                    index, batch, used, record, ids, point_idx, fence_idx, signed
+                )
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
             self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
@@ -88,7 +90,9 @@ class BatchMatcher:
         order. None when a jump needs the state machine to judge it."""
         rules = self.tracking
         accuracy = np.nan_to_num(batch.accuracy[positions], nan=0.0)
-        order = np.lexsort((batch.lat[positions], batch.lon[positions], accuracy, batch.t[positions]))
+        order = np.lexsort(
+            (batch.lat[positions], batch.lon[positions], accuracy, batch.t[positions])
+        )
         seg = positions[order]
         t = batch.t[seg]
         codes = np.full(len(seg), USED, dtype=np.int8)
@@ -127,8 +131,14 @@ class BatchMatcher:
         return seg, codes, ids
 
     def _fences(
-        self, index: FenceIndex, batch: FixBatch, used: NDArray[np.intp], record: Mapping[str, Any],
-        ids: list[str], point_idx: NDArray[np.intp], fence_idx: NDArray[np.intp],
+        self,
+        index: FenceIndex,
+        batch: FixBatch,
+        used: NDArray[np.intp],
+        record: Mapping[str, Any],
+        ids: list[str],
+        point_idx: NDArray[np.intp],
+        fence_idx: NDArray[np.intp],
         signed: NDArray[np.float64],
     ) -> tuple[Record, list[Transition]]:
         """Run the fence state machine over the used fixes (in time order) that can matter: those
@@ -144,8 +154,12 @@ class BatchMatcher:
             if inside or touching.size:
                 near: dict[int, dict[str, float]] = {}
                 fences = index.fences
-                for p, f, d in zip(point_idx[hit].tolist(), fence_idx[hit].tolist(),
-                                   signed[hit].tolist(), strict=True):
+                for p, f, d in zip(
+                    point_idx[hit].tolist(),
+                    fence_idx[hit].tolist(),
+                    signed[hit].tolist(),
+                    strict=True,
+                ):
                     near.setdefault(p, {})[fences[f].fence_id] = d
                 times = batch.t[used].tolist()
                 accuracies = np.nan_to_num(batch.accuracy[used], nan=0.0).tolist()
@@ -161,14 +175,27 @@ class BatchMatcher:
                     missing = [f for f in inside if f not in distances and f in index.position]
                     if missing:  # look ahead: the device usually stays a while, so do a window
                         _fill_ahead(index, batch, used[k : k + LOOKAHEAD], missing, near)
-                    transitions.extend(fence_step(
-                        device_id, inside, times[k], accuracies[k], distances, index.by_id,
-                        self.tracking, new))
+                    transitions.extend(
+                        fence_step(
+                            device_id,
+                            inside,
+                            times[k],
+                            accuracies[k],
+                            distances,
+                            index.by_id,
+                            self.tracking,
+                            new,
+                        )
+                    )
                     k += 1
             last = int(used[-1])
             if used.size > 1:
                 before = int(used[-2])
-                new["q"] = [float(batch.lon[before]), float(batch.lat[before]), float(batch.t[before])]
+                new["q"] = [
+                    float(batch.lon[before]),
+                    float(batch.lat[before]),
+                    float(batch.t[before]),
+                ]
             elif "p" in record:
                 new["q"] = record["p"]
             new["p"] = [float(batch.lon[last]), float(batch.lat[last]), float(batch.t[last])]
@@ -178,8 +205,13 @@ class BatchMatcher:
 
     @staticmethod
     def _distances(
-        index: FenceIndex, batch: FixBatch, rows: NDArray[np.intp], inside: Mapping[str, Any],
-        point_idx: NDArray[np.intp], fence_idx: NDArray[np.intp], signed: NDArray[np.float64],
+        index: FenceIndex,
+        batch: FixBatch,
+        rows: NDArray[np.intp],
+        inside: Mapping[str, Any],
+        point_idx: NDArray[np.intp],
+        fence_idx: NDArray[np.intp],
+        signed: NDArray[np.float64],
     ) -> dict[int, dict[str, float]]:
         """Signed distance of each row to every fence it is in and every fence the device holds
         or may come to hold in this batch (for exit hysteresis), in one vectorised call."""
@@ -194,30 +226,51 @@ class BatchMatcher:
             grid_rows = np.repeat(rows, fs.size)
             grid_fences = np.tile(fs, rows.size)
             values = index.signed_distances(batch.lon[grid_rows], batch.lat[grid_rows], grid_fences)
-            for p, f, s in zip(grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True):
+            for p, f, s in zip(
+                grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True
+            ):
                 found.setdefault(p, {})[fences[f].fence_id] = s
         return found
 
     def _scalar(
-        self, index: FenceIndex, batch: FixBatch, positions: NDArray[np.intp],
-        record: Mapping[str, Any], point_idx: NDArray[np.intp], fence_idx: NDArray[np.intp],
+        self,
+        index: FenceIndex,
+        batch: FixBatch,
+        positions: NDArray[np.intp],
+        record: Mapping[str, Any],
+        point_idx: NDArray[np.intp],
+        fence_idx: NDArray[np.intp],
         signed: NDArray[np.float64],
     ) -> tuple[Record, NDArray[np.int8], list[Transition]]:
         hit = np.isin(point_idx, positions)
-        distances = self._distances(index, batch, positions, record.get("in", {}),
-                                    point_idx[hit], fence_idx[hit], signed[hit])
+        distances = self._distances(
+            index,
+            batch,
+            positions,
+            record.get("in", {}),
+            point_idx[hit],
+            fence_idx[hit],
+            signed[hit],
+        )
         fixes = [batch.fix(int(i)) for i in positions.tolist()]
         per_fix = [distances.get(int(i), {}) for i in positions.tolist()]
-        result = track_device(batch.device_ids[int(positions[0])], record, fixes, per_fix,
-                              index.by_id, self.tracking)
+        result = track_device(
+            batch.device_ids[int(positions[0])], record, fixes, per_fix, index.by_id, self.tracking
+        )
         codes = np.array([STATUS_CODES.index(s) for s in result.statuses], dtype=np.int8)
         return result.record, codes, result.transitions
 
     # --- prediction ----------------------------------------------------------------------------
 
     def _motion(
-        self, batch: FixBatch, positions: NDArray[np.intp], codes: NDArray[np.int8],
-        device_id: str, record: Record, motions: list[Motion], skips: list[set[str]],
+        self,
+        batch: FixBatch,
+        positions: NDArray[np.intp],
+        codes: NDArray[np.int8],
+        device_id: str,
+        record: Record,
+        motions: list[Motion],
+        skips: list[set[str]],
     ) -> None:
         if self.prediction is None:
             return
@@ -233,8 +286,12 @@ class BatchMatcher:
         skips.append(set(record["in"]) | {f for f, until in announced.items() if until > motion.t})
 
     def _predict(
-        self, index: FenceIndex, motions: list[Motion], skips: list[set[str]],
-        records: dict[str, Record], transitions: list[Transition],
+        self,
+        index: FenceIndex,
+        motions: list[Motion],
+        skips: list[set[str]],
+        records: dict[str, Record],
+        transitions: list[Transition],
     ) -> int:
         if self.prediction is None or not motions:
             return 0
@@ -245,11 +302,19 @@ class BatchMatcher:
             motion = by_device[approach.device_id]
             until = motion.t + approach.eta_s + self.prediction.repeat_after_s
             records[approach.device_id].setdefault("ap", {})[fence.fence_id] = until
-            transitions.append(Transition(
-                approach.device_id, fence, "approaching", datetime.fromtimestamp(motion.t, UTC),
-                {"eta_s": round(approach.eta_s, 1), "distance_m": round(approach.distance_m, 1),
-                 "speed_mps": round(motion.speed_mps, 2)},
-            ))
+            transitions.append(
+                Transition(
+                    approach.device_id,
+                    fence,
+                    "approaching",
+                    datetime.fromtimestamp(motion.t, UTC),
+                    {
+                        "eta_s": round(approach.eta_s, 1),
+                        "distance_m": round(approach.distance_m, 1),
+                        "speed_mps": round(motion.speed_mps, 2),
+                    },
+                )
+            )
         return len(found)
 
 
@@ -257,7 +322,10 @@ LOOKAHEAD = 32
 
 
 def _fill_ahead(
-    index: FenceIndex, batch: FixBatch, rows: NDArray[np.intp], fence_ids: list[str],
+    index: FenceIndex,
+    batch: FixBatch,
+    rows: NDArray[np.intp],
+    fence_ids: list[str],
     near: dict[int, dict[str, float]],
 ) -> None:
     """Signed distances of the next few fixes to the given fences, in one vectorised call."""
@@ -265,7 +333,9 @@ def _fill_ahead(
     grid_rows = np.repeat(rows, positions.size)
     grid_fences = np.tile(positions, rows.size)
     values = index.signed_distances(batch.lon[grid_rows], batch.lat[grid_rows], grid_fences)
-    for row, f, value in zip(grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True):
+    for row, f, value in zip(
+        grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True
+    ):
         near.setdefault(row, {}).setdefault(index.fences[f].fence_id, value)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from geo.domain import CircleFence, FenceIndex, Fix
+from geo.domain import FenceIndex, Fix
 from geo.geometry import METRES_PER_DEGREE, to_local
 
 
@@ -71,7 +71,11 @@ def motion_of(
     lon, lat, t = position
     accuracy = (last.accuracy_m or 0.0) if last is not None else 0.0
     if last is not None and last.speed_mps is not None and last.heading_deg is not None:
-        speed, heading, sigma = last.speed_mps, last.heading_deg % 360.0, rules.reported_heading_sigma_deg
+        speed, heading, sigma = (
+            last.speed_mps,
+            last.heading_deg % 360.0,
+            rules.reported_heading_sigma_deg,
+        )
     else:
         previous = record.get("q")
         if previous is None or not 0 < t - previous[2] <= rules.max_track_age_s:
@@ -84,7 +88,10 @@ def motion_of(
         heading = _bearing_deg(previous[0], previous[1], lon, lat)
         # Two positions, each off by about ``accuracy``, leave the direction this uncertain.
         sigma = math.degrees(math.atan2(math.sqrt(2) * accuracy, moved)) + 5.0
-    if not rules.min_speed_mps <= speed <= rules.max_speed_mps or sigma > rules.max_heading_sigma_deg:
+    if (
+        not rules.min_speed_mps <= speed <= rules.max_speed_mps
+        or sigma > rules.max_heading_sigma_deg
+    ):
         return None
     return Motion(device_id, lon, lat, t, speed, heading, sigma, accuracy)
 
@@ -105,7 +112,8 @@ def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
     coslat = np.cos(np.radians(lat0))[:, None]
     lons = lon0[:, None] + x / (coslat * METRES_PER_DEGREE)
     lats = lat0[:, None] + y / METRES_PER_DEGREE
-    return shapely.polygons(np.stack([lons, lats], axis=2)), length, w0, w1
+    corners = np.stack([lons, lats], axis=2)
+    return shapely.polygons(corners), corners, length, w0, w1
 
 
 def predict(
@@ -117,58 +125,70 @@ def predict(
     """Fences each motion's corridor reaches within the horizon, with ETA and distance.
 
     ``skip[i]`` holds fence ids not to predict for ``motions[i]`` (inside, or already announced).
+    All pairs are computed at once: circles in closed form, polygons by intersecting each
+    corridor with the fence in the fence's own metric frame (shapely, element-wise).
     """
     if not motions or not len(index):
         return []
-    corridors, length, w0, w1 = _corridors(motions, rules)
+    corridors, corners, length, w0, w1 = _corridors(motions, rules)
     motion_idx, fence_idx = index.tree.query(corridors)
-    approaches: list[Approach] = []
-    for m_i, f_i in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True):
-        motion, fence = motions[m_i], index.fences[f_i]
-        if fence.fence_id in skip[m_i]:
-            continue
-        found = _along_track(motion, fence, index, f_i, float(length[m_i]),
-                             float(w0[m_i]), float(w1[m_i]))
-        if found is None:
-            continue
-        along, distance = found
-        approaches.append(Approach(motion.device_id, f_i, along / motion.speed_mps, distance))
-    return approaches
-
-
-def _along_track(
-    motion: Motion, fence: Any, index: FenceIndex, f_i: int, length: float, w0: float, w1: float
-) -> tuple[float, float] | None:
-    """(metres along the path to where it first meets the fence, straight-line metres to it)."""
-    theta = math.radians(motion.heading_deg)
-    sin, cos = math.sin(theta), math.cos(theta)
-    if isinstance(fence, CircleFence):
-        x, y = to_local(np.array([fence.lon]), np.array([fence.lat]), motion.lon, motion.lat)
-        fx, fy, r = float(x[0]), float(y[0]), fence.radius_m
-        u, v = fx * sin + fy * cos, fx * cos - fy * sin
-        if u + r < 0 or u - r > length:
-            return None
-        half_width = w0 + (w1 - w0) * min(max(u, 0.0), length) / length
-        if abs(v) > r + half_width:
-            return None
-        along = u - math.sqrt(r * r - v * v) if abs(v) < r else u
-        distance = max(0.0, math.hypot(fx, fy) - r)
-        return (along, distance) if along > 0 else None
-    # Polygon: intersect the corridor and the fence in the device's frame.
-    local = shapely.transform(
-        fence.shape.lonlat,
-        lambda c: np.column_stack(to_local(c[:, 0], c[:, 1], motion.lon, motion.lat)),
+    if motion_idx.size == 0:
+        return []
+    fences = index.fences
+    keep = np.array(
+        [
+            fences[f].fence_id not in skip[m]
+            for m, f in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True)
+        ],
+        bool,
     )
-    corridor = shapely.polygons([
-        (-w0 * cos, w0 * sin),
-        (length * sin - w1 * cos, length * cos + w1 * sin),
-        (length * sin + w1 * cos, length * cos - w1 * sin),
-        (w0 * cos, -w0 * sin),
-    ])
-    meeting = shapely.intersection(corridor, local)
-    if meeting.is_empty:
-        return None
-    coords = shapely.get_coordinates(meeting)
-    along = float(np.min(coords[:, 0] * sin + coords[:, 1] * cos))
-    distance = float(shapely.distance(local, shapely.Point(0.0, 0.0)))
-    return (along, distance) if along > 0 else None
+    motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
+    mlon = np.array([m.lon for m in motions])[motion_idx]
+    mlat = np.array([m.lat for m in motions])[motion_idx]
+    theta = np.radians(np.array([m.heading_deg for m in motions]))[motion_idx]
+    sin, cos = np.sin(theta), np.cos(theta)
+    along = np.full(motion_idx.size, np.nan)
+    distance = np.full(motion_idx.size, np.nan)
+    lon0, lat0 = index.anchors
+    circle = index.is_circle[fence_idx]
+    if circle.any():
+        f = fence_idx[circle]
+        fx, fy = to_local(lon0[f], lat0[f], mlon[circle], mlat[circle])
+        r = index.radii[f]
+        u = fx * sin[circle] + fy * cos[circle]
+        v = fx * cos[circle] - fy * sin[circle]
+        m = motion_idx[circle]
+        half = w0[m] + (w1[m] - w0[m]) * np.clip(u, 0.0, length[m]) / length[m]
+        hit = (u + r >= 0) & (u - r <= length[m]) & (np.abs(v) <= r + half)
+        chord = np.sqrt(np.clip(r * r - v * v, 0.0, None))
+        along[circle] = np.where(hit, np.where(np.abs(v) < r, u - chord, u), np.nan)
+        distance[circle] = np.maximum(0.0, np.hypot(fx, fy) - r)
+    polygon = ~circle
+    if polygon.any():
+        f = fence_idx[polygon]
+        m = motion_idx[polygon]
+        quad = corners[m]  # (k, 4, 2) lon/lat corners of each pair's corridor
+        qx, qy = to_local(quad[:, :, 0], quad[:, :, 1], lon0[f][:, None], lat0[f][:, None])
+        local_corridors = shapely.polygons(np.stack([qx, qy], axis=2))
+        dx, dy = to_local(mlon[polygon], mlat[polygon], lon0[f], lat0[f])
+        shapes = index.local_shapes[f]
+        meeting = shapely.intersection(local_corridors, shapes)
+        coords, owner = shapely.get_coordinates(meeting, return_index=True)
+        projected = (coords[:, 0] - dx[owner]) * sin[polygon][owner] + (
+            coords[:, 1] - dy[owner]
+        ) * cos[polygon][owner]
+        nearest = np.full(f.size, np.inf)
+        np.minimum.at(nearest, owner, projected)
+        along[polygon] = np.where(np.isfinite(nearest), nearest, np.nan)
+        distance[polygon] = shapely.distance(shapes, shapely.points(dx, dy))
+    found = np.flatnonzero(np.nan_to_num(along, nan=-1.0) > 0)
+    speeds = np.array([m.speed_mps for m in motions])
+    return [
+        Approach(
+            motions[int(motion_idx[k])].device_id,
+            int(fence_idx[k]),
+            float(along[k] / speeds[motion_idx[k]]),
+            float(distance[k]),
+        )
+        for k in found.tolist()
+    ]

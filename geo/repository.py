@@ -12,8 +12,8 @@ from core.ids import new_id
 from geo.domain import CircleFence, Fix, PolygonFence
 from geo.domain import Fence as DomainFence
 from geo.geometry import PolygonShape
-from geo.tracking import Transition
 from geo.models import Fence, FenceEvent, Ping, Store
+from geo.tracking import Transition
 
 
 class StoreRepository:
@@ -50,11 +50,20 @@ class StoreRepository:
         fences: list[DomainFence] = []
         for row in self.session.scalars(select(Fence)):
             if row.kind == "circle":
-                fences.append(CircleFence(row.id, row.store_id, row.lon, row.lat,
-                                          float(row.radius_m or 0), row.dwell_s))
+                fences.append(
+                    CircleFence(
+                        row.id,
+                        row.store_id,
+                        row.lon,
+                        row.lat,
+                        float(row.radius_m or 0),
+                        row.dwell_s,
+                    )
+                )
             else:
-                fences.append(PolygonFence(row.id, row.store_id, PolygonShape(row.geojson),
-                                           row.dwell_s))
+                fences.append(
+                    PolygonFence(row.id, row.store_id, PolygonShape(row.geojson), row.dwell_s)
+                )
         return fences
 
 
@@ -70,10 +79,20 @@ class PingRepository:
         self.session.execute(
             insert(Ping),
             [
-                {"device_id": f.device_id, "subject_id": subject_id, "lon": f.lon, "lat": f.lat,
-                 "accuracy_m": f.accuracy_m, "speed_mps": f.speed_mps, "heading_deg": f.heading_deg,
-                 "is_mock": f.mock, "client_id": f.ping_id, "status": status,
-                 "recorded_at": f.recorded_at, "received_at": received_at}
+                {
+                    "device_id": f.device_id,
+                    "subject_id": subject_id,
+                    "lon": f.lon,
+                    "lat": f.lat,
+                    "accuracy_m": f.accuracy_m,
+                    "speed_mps": f.speed_mps,
+                    "heading_deg": f.heading_deg,
+                    "is_mock": f.mock,
+                    "client_id": f.ping_id,
+                    "status": status,
+                    "recorded_at": f.recorded_at,
+                    "received_at": received_at,
+                }
                 for f, status in zip(fixes, statuses, strict=True)
             ],
         )
@@ -86,10 +105,19 @@ class PingRepository:
     ) -> list[FenceEvent]:
         """Store events (eligible for offers or not, with the reason) in event-time order."""
         events = [
-            FenceEvent(id=new_id("ev"), device_id=t.device_id, subject_id=subject_id,
-                       fence_id=t.fence.fence_id, store_id=t.fence.store_id, kind=t.kind,
-                       occurred_at=t.occurred_at, details=dict(t.details), eligible=eligible,
-                       reason=reason, created_at=created_at)
+            FenceEvent(
+                id=new_id("ev"),
+                device_id=t.device_id,
+                subject_id=subject_id,
+                fence_id=t.fence.fence_id,
+                store_id=t.fence.store_id,
+                kind=t.kind,
+                occurred_at=t.occurred_at,
+                details=dict(t.details),
+                eligible=eligible,
+                reason=reason,
+                created_at=created_at,
+            )
             for t, eligible, reason in judged
         ]
         self.session.add_all(events)

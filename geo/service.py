@@ -15,7 +15,7 @@ from core.errors import EngineError, InvalidInput
 from core.ids import new_id
 from geo.domain import CircleFence, Fence, PolygonFence
 from geo.geometry import PolygonShape
-from geo.hours import OpeningHours, validate_hours
+from geo.hours import validate_hours
 from geo.models import Fence as FenceRow
 from geo.models import Store
 from geo.repository import StoreRepository
@@ -47,8 +47,9 @@ class FenceSpec:
 
     def build(self, fence_id: str, store_id: str) -> Fence:
         if self.dwell_s is not None and not 0 < self.dwell_s <= MAX_DWELL_S:
-            raise InvalidInput(f"dwell_s must be between 1 and {MAX_DWELL_S} seconds",
-                               code="invalid_fence")
+            raise InvalidInput(
+                f"dwell_s must be between 1 and {MAX_DWELL_S} seconds", code="invalid_fence"
+            )
         if self.geojson is not None:
             return PolygonFence(fence_id, store_id, PolygonShape(self.geojson), self.dwell_s)
         if self.lon is None or self.lat is None or self.radius_m is None:
@@ -76,12 +77,30 @@ class UpsertReport:
 def fence_row(fence: Fence, now: datetime, version: int = 1) -> FenceRow:
     lon, lat = fence.anchor
     if isinstance(fence, CircleFence):
-        return FenceRow(id=fence.fence_id, store_id=fence.store_id, kind="circle", lon=lon, lat=lat,
-                        radius_m=fence.radius_m, geojson=None, dwell_s=fence.dwell_s,
-                        version=version, updated_at=now)
-    return FenceRow(id=fence.fence_id, store_id=fence.store_id, kind="polygon", lon=lon, lat=lat,
-                    radius_m=None, geojson=fence.shape.geojson, dwell_s=fence.dwell_s,
-                    version=version, updated_at=now)
+        return FenceRow(
+            id=fence.fence_id,
+            store_id=fence.store_id,
+            kind="circle",
+            lon=lon,
+            lat=lat,
+            radius_m=fence.radius_m,
+            geojson=None,
+            dwell_s=fence.dwell_s,
+            version=version,
+            updated_at=now,
+        )
+    return FenceRow(
+        id=fence.fence_id,
+        store_id=fence.store_id,
+        kind="polygon",
+        lon=lon,
+        lat=lat,
+        radius_m=None,
+        geojson=fence.shape.geojson,
+        dwell_s=fence.dwell_s,
+        version=version,
+        updated_at=now,
+    )
 
 
 class StoreCatalog:
@@ -96,8 +115,14 @@ class StoreCatalog:
             raise StoreConflict(f"a store with external_id '{spec.external_id}' already exists")
         store_id = new_id("st")
         fence = spec.fence.build(new_id("fn"), store_id)
-        store = Store(id=store_id, name=spec.name, timezone=spec.timezone,
-                      external_id=spec.external_id, opening_hours=hours, created_at=now)
+        store = Store(
+            id=store_id,
+            name=spec.name,
+            timezone=spec.timezone,
+            external_id=spec.external_id,
+            opening_hours=hours,
+            created_at=now,
+        )
         self.session.add(store)
         self.session.flush()
         row = fence_row(fence, now)
@@ -119,7 +144,9 @@ class StoreCatalog:
                 existing[str(known.external_id)] = known
             store_ids = [s.id for s in existing.values()]
             if store_ids:
-                for row in self.session.scalars(select(FenceRow).where(FenceRow.store_id.in_(store_ids))):
+                for row in self.session.scalars(
+                    select(FenceRow).where(FenceRow.store_id.in_(store_ids))
+                ):
                     fences[row.store_id] = row
         new_stores: list[Store] = []
         new_fences: list[FenceRow] = []
@@ -138,8 +165,14 @@ class StoreCatalog:
                 report.rejected.append((number, exc.message))
                 continue
             if store is None:
-                store = Store(id=store_id, name=spec.name, timezone=spec.timezone,
-                              external_id=spec.external_id, opening_hours=hours, created_at=now)
+                store = Store(
+                    id=store_id,
+                    name=spec.name,
+                    timezone=spec.timezone,
+                    external_id=spec.external_id,
+                    opening_hours=hours,
+                    created_at=now,
+                )
                 existing[spec.external_id] = store
                 new_stores.append(store)
                 new_fences.append(fence_row(fence, now))
@@ -147,7 +180,10 @@ class StoreCatalog:
                 continue
             candidate = fence_row(fence, now, version=(old.version + 1) if old else 1)
             same_store = (store.name, store.timezone, store.opening_hours) == (
-                spec.name, spec.timezone, hours)
+                spec.name,
+                spec.timezone,
+                hours,
+            )
             same_fence = old is not None and _same_fence(old, candidate)
             if same_store and same_fence:
                 report.unchanged += 1
@@ -156,8 +192,16 @@ class StoreCatalog:
             if old is None:
                 new_fences.append(candidate)
             elif not same_fence:
-                for attr in ("kind", "lon", "lat", "radius_m", "geojson", "dwell_s", "version",
-                             "updated_at"):
+                for attr in (
+                    "kind",
+                    "lon",
+                    "lat",
+                    "radius_m",
+                    "geojson",
+                    "dwell_s",
+                    "version",
+                    "updated_at",
+                ):
                     setattr(old, attr, getattr(candidate, attr))
             report.updated += 1
         self.session.add_all(new_stores)
@@ -169,4 +213,10 @@ class StoreCatalog:
 
 def _same_fence(a: FenceRow, b: FenceRow) -> bool:
     return (a.kind, a.lon, a.lat, a.radius_m, a.geojson, a.dwell_s) == (
-        b.kind, b.lon, b.lat, b.radius_m, b.geojson, b.dwell_s)
+        b.kind,
+        b.lon,
+        b.lat,
+        b.radius_m,
+        b.geojson,
+        b.dwell_s,
+    )

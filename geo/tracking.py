@@ -5,7 +5,8 @@ Record (times are UNIX seconds):
     w    last used fix time (the ordering watermark)
     p    [lon, lat, t] last used position;  q  the one before it (for derived heading)
     j    [lon, lat, t] a pending jump: an implausible fix kept to see if the next agrees
-    in   {fence_id: {"s": entered, "d": dwell fired (0/1), "o": first clearly-outside time, "n": count}}
+    in   {fence_id: {"s": entered, "d": dwell fired (0/1), "o": first clearly-outside time,
+         "n": clearly-outside fixes in a row}}
     ap   {fence_id: t until which an `approaching` is not repeated}
     ids  recent ping ids (bounded)
 """
@@ -79,8 +80,10 @@ def fix_order(fix: Fix) -> tuple[object, ...]:
 def _distance(a: Sequence[float], lon: float, lat: float) -> float:
     """Great-circle metres between two points (scalar: this runs once per fix)."""
     p1, p2 = math.radians(a[1]), math.radians(lat)
-    h = (math.sin((p2 - p1) / 2) ** 2
-         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - a[0]) / 2) ** 2)
+    h = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - a[0]) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, max(0.0, h))))
 
 

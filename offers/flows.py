@@ -82,8 +82,10 @@ class PingIngestor:
             statuses = outcome.statuses
             pings = PingRepository(session)
             pings.add_fixes(device.subject_id, fixes, [s.value for s in statuses], now)
-            judged = [(t, *eligibility(t, snapshot.stores.get(t.fence.store_id)))
-                      for t in outcome.transitions]
+            judged = [
+                (t, *eligibility(t, snapshot.stores.get(t.fence.store_id)))
+                for t in outcome.transitions
+            ]
             events = pings.add_events(device.subject_id, judged, now)
             issuer = OfferIssuer(session, self.state, self.channels, self.enqueue_delivery)
             coupons: list[IssuedCoupon] = []
@@ -91,6 +93,10 @@ class PingIngestor:
                 if event.kind in OFFER_TRIGGERS and event.eligible:
                     coupons.extend(issuer.on_enter(event, device, now))
             record = outcome.records[device_id]
-            on_commit(session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S))
+            on_commit(
+                session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S)
+            )
         ignored = Counter(s.value for s in statuses if s.value != "used")
-        return IngestResult(len(fixes) - sum(ignored.values()), consent, dict(ignored), events, coupons)
+        return IngestResult(
+            len(fixes) - sum(ignored.values()), consent, dict(ignored), events, coupons
+        )

@@ -52,7 +52,9 @@ class GeoBenchResult:
         return self.engine_pings_per_s / self.engine_predict_pings_per_s - 1.0
 
     def result_line(self) -> str:
-        postgis = "skipped" if self.postgis_pings_per_s is None else f"{self.postgis_pings_per_s:.0f}"
+        postgis = (
+            "skipped" if self.postgis_pings_per_s is None else f"{self.postgis_pings_per_s:.0f}"
+        )
         return (
             f"RESULT engine_pings_per_s={self.engine_pings_per_s:.0f} "
             f"strtree_pings_per_s={self.strtree_pings_per_s:.0f} postgis_pings_per_s={postgis} "
@@ -60,7 +62,9 @@ class GeoBenchResult:
         )
 
 
-def _offset(lon0: float, lat0: float, east: np.ndarray, north: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _offset(
+    lon0: float, lat0: float, east: np.ndarray, north: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     lat = lat0 + north / METRES_PER_DEGREE
     lon = lon0 + east / (METRES_PER_DEGREE * math.cos(math.radians(lat0)))
     return lon, lat
@@ -80,12 +84,14 @@ def make_fences(count: int, rng: np.random.Generator) -> tuple[list[PolygonFence
     angles = np.linspace(0, 2 * math.pi, SIDES, endpoint=False)
     fences = []
     for i in range(count):
-        ring_lon, ring_lat = _offset(float(lon[i]), float(lat[i]), radius[i] * np.sin(angles),
-                                     radius[i] * np.cos(angles))
+        ring_lon, ring_lat = _offset(
+            float(lon[i]), float(lat[i]), radius[i] * np.sin(angles), radius[i] * np.cos(angles)
+        )
         ring = [[float(a), float(b)] for a, b in zip(ring_lon, ring_lat, strict=True)]
         ring.append(ring[0])
-        fences.append(PolygonFence(f"f{i}", f"s{i}", PolygonShape({"type": "Polygon",
-                                                                    "coordinates": [ring]})))
+        fences.append(
+            PolygonFence(f"f{i}", f"s{i}", PolygonShape({"type": "Polygon", "coordinates": [ring]}))
+        )
     centres = np.column_stack(_offset(*ORIGIN, c_east, c_north))
     return fences, centres
 
@@ -102,11 +108,21 @@ def make_batches(pings: int, centres: np.ndarray, rng: np.random.Generator) -> l
         east = rng.normal(0, 800) + np.cumsum(step * np.sin(heading))
         north = rng.normal(0, 800) + np.cumsum(step * np.cos(heading))
         lon, lat = _offset(float(centre[0]), float(centre[1]), east, north)
-        nan = np.full(n, np.nan)
-        batches.append(FixBatch(
-            device_ids=[f"d{b}"] * n, lon=lon, lat=lat, t=t0 + 5.0 * np.arange(n),
-            accuracy=rng.uniform(5, 30, n), speed=nan, heading=nan, mock=np.zeros(n, bool),
-        ))
+        # Phones report speed and course with every fix; both carry noise.
+        speed = np.clip(1.4 + rng.normal(0, 0.2, n), 0.0, None)
+        course = (np.degrees(heading) + rng.normal(0, 8, n)) % 360.0
+        batches.append(
+            FixBatch(
+                device_ids=[f"d{b}"] * n,
+                lon=lon,
+                lat=lat,
+                t=t0 + 5.0 * np.arange(n, dtype=np.float64),
+                accuracy=rng.uniform(5, 30, n),
+                speed=speed,
+                heading=course,
+                mock=np.zeros(n, bool),
+            )
+        )
     return batches
 
 
@@ -116,7 +132,9 @@ def _rate(pings: int, run: Callable[[], object]) -> float:
     return pings / (time.perf_counter() - start)
 
 
-def _engine(index: FenceIndex, batches: list[FixBatch], prediction: PredictionRules | None) -> tuple[int, int]:
+def _engine(
+    index: FenceIndex, batches: list[FixBatch], prediction: PredictionRules | None
+) -> tuple[int, int]:
     matcher = BatchMatcher(TrackingRules(), prediction)
     records: dict[str, dict[str, object]] = {}
     transitions = approaching = 0
@@ -128,8 +146,9 @@ def _engine(index: FenceIndex, batches: list[FixBatch], prediction: PredictionRu
     return transitions, approaching
 
 
-def _postgis(database_url: str | None, fences: list[PolygonFence], batches: list[FixBatch],
-             sample: int) -> tuple[float | None, str]:
+def _postgis(
+    database_url: str | None, fences: list[PolygonFence], batches: list[FixBatch], sample: int
+) -> tuple[float | None, str]:
     if not database_url or not database_url.startswith("postgresql"):
         return None, "skipped: the database URL is not PostgreSQL"
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
@@ -138,18 +157,24 @@ def _postgis(database_url: str | None, fences: list[PolygonFence], batches: list
             connection.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
     except SQLAlchemyError as exc:
         engine.dispose()
-        reason = str(exc.orig).splitlines()[0] if getattr(exc, "orig", None) else str(exc)
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         return None, f"skipped: PostGIS is not available here ({reason})"
     try:
         with engine.begin() as connection:
-            connection.execute(text("CREATE TEMP TABLE bench_fences (id int, geom geometry(Polygon, 4326))"))
+            connection.execute(
+                text("CREATE TEMP TABLE bench_fences (id int, geom geometry(Polygon, 4326))")
+            )
             wkb = [shapely.to_wkb(f.shape.lonlat, hex=True) for f in fences]
             for start in range(0, len(wkb), 5_000):
                 connection.execute(
-                    text("INSERT INTO bench_fences SELECT i, ST_GeomFromWKB(decode(w, 'hex'), 4326) "
-                         "FROM unnest(CAST(:ids AS int[]), CAST(:wkb AS text[])) AS u(i, w)"),
-                    {"ids": list(range(start, start + len(wkb[start:start + 5_000]))),
-                     "wkb": wkb[start:start + 5_000]},
+                    text(
+                        "INSERT INTO bench_fences SELECT i, ST_GeomFromWKB(decode(w, 'hex'), 4326) "
+                        "FROM unnest(CAST(:ids AS int[]), CAST(:wkb AS text[])) AS u(i, w)"
+                    ),
+                    {
+                        "ids": list(range(start, start + len(wkb[start : start + 5_000]))),
+                        "wkb": wkb[start : start + 5_000],
+                    },
                 )
             connection.execute(text("CREATE INDEX ON bench_fences USING gist (geom)"))
             connection.execute(text("ANALYZE bench_fences"))
@@ -158,10 +183,13 @@ def _postgis(database_url: str | None, fences: list[PolygonFence], batches: list
             start_t = time.perf_counter()
             for s in range(0, sample, BATCH):
                 connection.execute(
-                    text("SELECT p.i, f.id FROM unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[])) "
-                         "WITH ORDINALITY AS p(lon, lat, i) JOIN bench_fences f "
-                         "ON ST_Intersects(f.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))"),
-                    {"lon": lons[s:s + BATCH].tolist(), "lat": lats[s:s + BATCH].tolist()},
+                    text(
+                        "SELECT p.i, f.id FROM "
+                        "unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[])) "
+                        "WITH ORDINALITY AS p(lon, lat, i) JOIN bench_fences f "
+                        "ON ST_Intersects(f.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))"
+                    ),
+                    {"lon": lons[s : s + BATCH].tolist(), "lat": lats[s : s + BATCH].tolist()},
                 ).fetchall()
             rate = len(lons) / (time.perf_counter() - start_t)
         return rate, f"measured on {len(lons):,} pings, batches of {BATCH}, GiST index"
@@ -170,15 +198,21 @@ def _postgis(database_url: str | None, fences: list[PolygonFence], batches: list
 
 
 def run_geo_bench(
-    fences: int, pings: int, database_url: str | None, postgis_sample: int = 100_000,
-    seed: int = 7, say: Callable[[str], None] = print,
+    fences: int,
+    pings: int,
+    database_url: str | None,
+    postgis_sample: int = 100_000,
+    seed: int = 7,
+    say: Callable[[str], None] = print,
 ) -> GeoBenchResult:
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     fence_list, centres = make_fences(fences, rng)
     batches = make_batches(pings, centres, rng)
-    say(f"data: {fences:,} 16-gon fences around {len(centres)} centres, {pings:,} pings "
-        f"in {len(batches):,} batches ({time.perf_counter() - start:.1f} s)")
+    say(
+        f"data: {fences:,} 16-gon fences around {len(centres)} centres, {pings:,} pings "
+        f"in {len(batches):,} batches ({time.perf_counter() - start:.1f} s)"
+    )
     start = time.perf_counter()
     index = FenceIndex(fence_list)
     say(f"engine index built in {time.perf_counter() - start:.1f} s")
@@ -196,6 +230,19 @@ def run_geo_bench(
     predict_rate = _rate(pings, lambda: counts.append(_engine(index, batches, PredictionRules())))
     say(f"engine with prediction: {predict_rate:,.0f} pings/s ({counts[-1][1]:,} approaching)")
     postgis_rate, note = _postgis(database_url, fence_list, batches, min(postgis_sample, pings))
-    say(f"PostGIS ST_Intersects: {'-' if postgis_rate is None else f'{postgis_rate:,.0f} pings/s'} ({note})")
-    return GeoBenchResult(fences, pings, engine_rate, predict_rate, strtree_rate, postgis_rate,
-                          note, counts[-1][0], counts[-1][1])
+    say(
+        "PostGIS ST_Intersects: "
+        + ("-" if postgis_rate is None else f"{postgis_rate:,.0f} pings/s")
+        + f" ({note})"
+    )
+    return GeoBenchResult(
+        fences,
+        pings,
+        engine_rate,
+        predict_rate,
+        strtree_rate,
+        postgis_rate,
+        note,
+        counts[-1][0],
+        counts[-1][1],
+    )
