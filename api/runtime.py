@@ -90,7 +90,13 @@ class Runtime:
         )
         scheduler = DeliveryScheduler(engine, worker)
         ingestor = PingIngestor(
-            sessions, state, fences, clock, build_matcher(settings), set(channels), scheduler.enqueue
+            sessions,
+            state,
+            fences,
+            clock,
+            build_matcher(settings),
+            set(channels),
+            scheduler.enqueue,
         )
         return cls(
             settings, clock, engine, sessions, state, fences, channels, worker, scheduler, ingestor

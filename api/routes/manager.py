@@ -44,8 +44,15 @@ def _store_out(store: Store, fences: list[Fence]) -> StoreOut:
         external_id=store.external_id,
         timezone=store.timezone,
         fences=[
-            FenceOut(id=f.id, kind=f.kind, lon=f.lon, lat=f.lat, radius_m=f.radius_m,
-                     geometry=f.geojson, dwell_s=f.dwell_s)
+            FenceOut(
+                id=f.id,
+                kind=f.kind,
+                lon=f.lon,
+                lat=f.lat,
+                radius_m=f.radius_m,
+                geometry=f.geojson,
+                dwell_s=f.dwell_s,
+            )
             for f in fences
         ],
     )
@@ -80,10 +87,20 @@ def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer])
     summary="Create a store with a circular fence",
 )
 def create_store(body: StoreIn, session: SessionDep, runtime: RuntimeDep) -> StoreOut:
-    fence = FenceSpec(lon=body.fence.lon, lat=body.fence.lat, radius_m=body.fence.radius_m,
-                      geojson=body.fence.geometry, dwell_s=body.fence.dwell_s)
-    spec = StoreSpec(name=body.name, fence=fence, external_id=body.external_id,
-                     timezone=body.timezone, opening_hours=body.opening_hours)
+    fence = FenceSpec(
+        lon=body.fence.lon,
+        lat=body.fence.lat,
+        radius_m=body.fence.radius_m,
+        geojson=body.fence.geometry,
+        dwell_s=body.fence.dwell_s,
+    )
+    spec = StoreSpec(
+        name=body.name,
+        fence=fence,
+        external_id=body.external_id,
+        timezone=body.timezone,
+        opening_hours=body.opening_hours,
+    )
     store, fence_row = StoreCatalog(session).create(spec, runtime.clock.now())
     on_commit(session, runtime.fences.announce_change)
     return _store_out(store, [fence_row])

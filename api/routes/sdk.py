@@ -125,8 +125,17 @@ def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]
 )
 def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) -> PingResult:
     fixes = [
-        Fix(claims.device_id, p.lon, p.lat, p.recorded_at, p.accuracy_m, p.speed_mps,
-            p.heading_deg, p.mock, p.id)
+        Fix(
+            claims.device_id,
+            p.lon,
+            p.lat,
+            p.recorded_at,
+            p.accuracy_m,
+            p.speed_mps,
+            p.heading_deg,
+            p.mock,
+            p.id,
+        )
         for p in body.pings
     ]
     result = runtime.ingestor.ingest(claims.device_id, claims.token_version, fixes)
