@@ -12,15 +12,14 @@ from starlette.exceptions import HTTPException
 
 from api.deps import RuntimeDep, require_manager
 from api.errors import ErrorResponse
-from geo.ingest import FORMATS, ImportFileError, ImportOptions, StoreImporter
+from geo.feature_files import FORMATS, ImportFileError
+from geo.ingest import ImportOptions, StoreImporter
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_REJECTED_SHOWN = 1_000
 COPY_BLOCK = 1024 * 1024
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    s: {"model": ErrorResponse} for s in (401, 413, 422)
-}
+ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorResponse} for s in (401, 413, 422)}
 router = APIRouter(
     prefix="/v1/manager", tags=["manager"], dependencies=[require_manager], responses=ERRORS
 )
