@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 stores_app = typer.Typer(help="Stores and their fences.", no_args_is_help=True)
 app.add_typer(stores_app, name="stores")
+bench_app = typer.Typer(
+    help="Benchmarks (run by hand; each ends with a RESULT line).", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
 
 
 @app.command()
@@ -168,6 +173,27 @@ def _print_report(report: dict[str, object]) -> None:
         typer.echo(f"rejected rows (first {len(rejected)} of {report['rejected_count']}):")
         for item in rejected:
             typer.echo(f"  row {item['row']}: {item['reason']}")
+
+
+@bench_app.command("geo")
+def bench_geo(
+    fences: Annotated[
+        int, typer.Option(min=1, help="Store fences (16-gons, clustered).")
+    ] = 100_000,
+    pings: Annotated[
+        int, typer.Option(min=1, help="Pings, in one-device batches of 1,000.")
+    ] = 1_000_000,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL for the PostGIS comparison.")
+    ] = None,
+    postgis_pings: Annotated[int, typer.Option(min=1000, help="Pings sent to PostGIS.")] = 100_000,
+) -> None:
+    """Engine batch matcher vs bare STRtree vs PostGIS on the same data."""
+    from api.bench.geo import run_geo_bench
+
+    url = database_url or os.environ.get("OFFER_ENGINE_DATABASE_URL")
+    result = run_geo_bench(fences, pings, url, postgis_sample=postgis_pings, say=typer.echo)
+    typer.echo(result.result_line())
 
 
 def main() -> None:
