@@ -143,6 +143,12 @@ async def _walk(
     )
     console.print(f"campaign {campaign['name']!r}: 30% off, valid 10 min, at 3 of 4 stores\n")
 
+    for purpose, text in (
+        ("location_tracking", "We use your location near our stores to send you offers."),
+        ("marketing_offers", "We send you short-lived offers by the channels you choose."),
+    ):
+        notice = {"purpose": purpose, "version": "demo-1", "text": text}
+        _check(await client.post("/v1/manager/notices", headers=manager, json=notice), 201)
     device = _check(
         await client.post(
             "/v1/sdk/devices",

@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consent.domain import ConsentRequired
+from consent.service import NoticeConflict
 from core.errors import EngineError, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable
 from core.state import HotStateUnavailable
 from geo.service import StoreConflict
@@ -27,6 +28,7 @@ STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
     (NotFound, 404),
     (CouponAlreadyRedeemed, 409),
     (StoreConflict, 409),
+    (NoticeConflict, 409),
     (CouponExpired, 410),
     (InvalidInput, 422),
     (Unavailable, 503),

@@ -12,6 +12,8 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from consent.crypto import CheckpointSigner, EvidenceSealer
+from consent.ledger import LedgerConfig
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, upgrade_database
 from core.settings import EmailBackend, Settings
@@ -68,6 +70,7 @@ class Runtime:
     worker: DeliveryWorker
     scheduler: DeliveryScheduler
     ingestor: PingIngestor
+    ledger_config: LedgerConfig
     started: bool = field(default=False)
 
     @classmethod
@@ -86,7 +89,7 @@ class Runtime:
         channels = channels if channels is not None else build_channels(settings)
         fences = LiveFenceIndex(sessions, state, settings.fence_index_check_s)
         worker = DeliveryWorker(
-            sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s)
+            sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s), state
         )
         scheduler = DeliveryScheduler(engine, worker)
         ingestor = PingIngestor(
@@ -98,8 +101,25 @@ class Runtime:
             set(channels),
             scheduler.enqueue,
         )
+        secret = settings.secret_key.get_secret_value()
+        ledger_config = LedgerConfig(
+            EvidenceSealer(secret),
+            CheckpointSigner(secret),
+            timedelta(days=settings.consent_max_age_days),
+            settings.ledger_checkpoint_every,
+        )
         return cls(
-            settings, clock, engine, sessions, state, fences, channels, worker, scheduler, ingestor
+            settings,
+            clock,
+            engine,
+            sessions,
+            state,
+            fences,
+            channels,
+            worker,
+            scheduler,
+            ingestor,
+            ledger_config,
         )
 
     def start(self, *, migrate: bool = True) -> None:

@@ -145,6 +145,23 @@ class CampaignList(BaseModel):
     page: Page
 
 
+class NoticeIn(Strict):
+    purpose: Purpose
+    version: str = Field(min_length=1, max_length=64, examples=["offers-2026-11"])
+    language: str = Field(default="en", min_length=2, max_length=16)
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class NoticeOut(BaseModel):
+    id: str
+    purpose: str
+    version: str
+    language: str
+    text: str
+    content_hash: str
+    published_at: datetime
+
+
 # --- sdk -------------------------------------------------------------------------------------
 
 
@@ -178,6 +195,7 @@ class ConsentOut(BaseModel):
     event_id: int
     event_hash: str
     occurred_at: datetime
+    valid_until: datetime | None = None
 
 
 class PingIn(Strict):

@@ -1,4 +1,4 @@
-"""Pure consent rules: purposes, channels, states and the decision they lead to."""
+"""Pure consent rules: purposes, channels, states, decisions and the ledger's hash chain."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class ConsentStatus(StrEnum):
     GIVEN = "given"
     REFUSED = "refused"
     WITHDRAWN = "withdrawn"
+    PENDING_CONFIRMATION = "pending_confirmation"
+    CONFIRMED = "confirmed"
+    EXPIRED = "expired"
+    INVALIDATED = "invalidated"
 
 
 class CollectionMethod(StrEnum):
@@ -37,8 +41,9 @@ class CollectionMethod(StrEnum):
     API = "api"
 
 
-GRANTING_STATES = frozenset({ConsentStatus.GIVEN})
+GRANTING_STATES = frozenset({ConsentStatus.GIVEN, ConsentStatus.CONFIRMED})
 NO_CHANNEL = ""
+GENESIS_HASH = "0" * 64
 
 
 class ConsentRequired(EngineError):
@@ -64,28 +69,55 @@ class ConsentDecision:
         return self
 
 
-def decide(
-    purpose: str, channel: str, state: str | None, event_id: int | None, event_hash: str | None
-) -> ConsentDecision:
-    """Default deny: only a current ``given`` state allows."""
+@dataclass(frozen=True, slots=True)
+class ConsentView:
+    """The current state of one (purpose, channel) of a subject, from the projection."""
+
+    state: str
+    event_id: int
+    event_hash: str
+    valid_until: datetime | None
+
+
+def decide(purpose: str, channel: str, view: ConsentView | None, now: datetime) -> ConsentDecision:
+    """Default deny: only a current granting state that has not expired allows."""
     label = purpose if not channel else f"{purpose} on channel '{channel}'"
-    if state is None:
+    if view is None:
         return ConsentDecision(
             False, purpose, channel, None, None, f"no recorded consent for {label}"
         )
-    if state not in GRANTING_STATES:
+    if view.state not in GRANTING_STATES:
         return ConsentDecision(
-            False, purpose, channel, event_id, event_hash, f"consent for {label} is '{state}'"
+            False,
+            purpose,
+            channel,
+            view.event_id,
+            view.event_hash,
+            f"consent for {label} is '{view.state}'",
+        )
+    if view.valid_until is not None and now >= view.valid_until:
+        return ConsentDecision(
+            False,
+            purpose,
+            channel,
+            view.event_id,
+            view.event_hash,
+            f"consent for {label} expired at {view.valid_until.isoformat()}; "
+            "ask the shopper to renew it",
         )
     return ConsentDecision(
-        True, purpose, channel, event_id, event_hash, f"consent for {label} given"
+        True, purpose, channel, view.event_id, view.event_hash, f"consent for {label} {view.state}"
     )
 
 
-def content_hash(fields: dict[str, Any]) -> str:
-    """SHA-256 over a canonical JSON encoding of an event's fields."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_encode)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def canonical(fields: dict[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=_encode).encode()
+
+
+def chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """The ledger entry's hash: SHA-256 over the previous entry's hash and this entry's fields,
+    so an edit, deletion, insertion or reordering anywhere breaks every later hash."""
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(fields)).hexdigest()
 
 
 def _encode(value: object) -> str:

@@ -1,130 +1,66 @@
-"""The consent ledger (append-only) with its current-state projection, and subject registry."""
+"""Subjects and their devices; notices (versioned, immutable once published)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consent.domain import (
-    NO_CHANNEL,
-    Channel,
-    CollectionMethod,
-    ConsentDecision,
-    ConsentStatus,
-    Purpose,
-    content_hash,
-    decide,
-)
-from consent.models import ConsentEvent, ConsentState, Device, Subject
-from core.errors import NotFound
+from consent.domain import Purpose
+from consent.models import Device, Notice, Subject
+from core.errors import EngineError, NotFound
 from core.ids import new_id
 
 
-class ConsentLedger:
-    """Appends consent events and keeps the projection in the same transaction."""
+class NoticeConflict(EngineError):
+    code = "notice_conflict"
 
+
+class NoticeRegistry:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def record(
-        self,
-        *,
-        subject_id: str,
-        purpose: Purpose,
-        channel: Channel | None,
-        status: ConsentStatus,
-        notice_version: str,
-        method: CollectionMethod,
-        evidence: dict[str, Any],
-        occurred_at: datetime,
-        recorded_at: datetime,
-    ) -> ConsentEvent:
-        channel_value = channel.value if channel else NO_CHANNEL
-        fields = {
-            "subject_id": subject_id,
-            "purpose": purpose.value,
-            "channel": channel_value,
-            "state": status.value,
-            "notice_version": notice_version,
-            "method": method.value,
-            "evidence": evidence,
-            "occurred_at": occurred_at,
-            "recorded_at": recorded_at,
-        }
-        event = ConsentEvent(
-            subject_id=subject_id,
-            purpose=purpose.value,
-            channel=channel_value,
-            state=status.value,
-            notice_version=notice_version,
-            method=method.value,
-            evidence=evidence,
-            occurred_at=occurred_at,
-            recorded_at=recorded_at,
-            content_hash=content_hash(fields),
+    def publish(
+        self, *, purpose: Purpose, version: str, language: str, text: str, now: datetime
+    ) -> Notice:
+        """Publish a notice. The same version again with the same text is a no-op; with other
+        text it is refused: what people were shown can never change after the fact."""
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        existing = self.session.scalar(
+            select(Notice).where(
+                Notice.purpose == purpose.value,
+                Notice.version == version,
+                Notice.language == language,
+            )
         )
-        self.session.add(event)
-        self.session.flush()
-        current = self.session.get(ConsentState, (subject_id, purpose.value, channel_value))
-        if current is None:
-            self.session.add(
-                ConsentState(
-                    subject_id=subject_id,
-                    purpose=purpose.value,
-                    channel=channel_value,
-                    state=status.value,
-                    event_id=event.id,
-                    event_hash=event.content_hash,
-                    occurred_at=occurred_at,
+        if existing is not None:
+            if existing.content_hash != digest:
+                raise NoticeConflict(
+                    f"notice {purpose.value} '{version}' ({language}) is already published with "
+                    "other text; publish a new version"
                 )
-            )
-        elif current.occurred_at <= occurred_at:
-            current.state = status.value
-            current.event_id = event.id
-            current.event_hash = event.content_hash
-            current.occurred_at = occurred_at
-        self.session.flush()
-        return event
-
-    def check(
-        self, subject_id: str, purpose: Purpose, channel: Channel | None = None
-    ) -> ConsentDecision:
-        channel_value = channel.value if channel else NO_CHANNEL
-        row = self.session.get(ConsentState, (subject_id, purpose.value, channel_value))
-        if row is None:
-            return decide(purpose.value, channel_value, None, None, None)
-        return decide(purpose.value, channel_value, row.state, row.event_id, row.event_hash)
-
-    def check_any_channel(self, subject_id: str, purpose: Purpose) -> ConsentDecision:
-        """Allowed when the purpose is given on at least one channel (e.g. offers by email)."""
-        rows = self.session.scalars(
-            select(ConsentState)
-            .where(ConsentState.subject_id == subject_id, ConsentState.purpose == purpose.value)
-            .order_by(ConsentState.occurred_at.desc())
-        ).all()
-        for row in rows:
-            decision = decide(purpose.value, row.channel, row.state, row.event_id, row.event_hash)
-            if decision.allowed:
-                return decision
-        if rows:
-            latest = rows[0]
-            return decide(
-                purpose.value, latest.channel, latest.state, latest.event_id, latest.event_hash
-            )
-        return decide(purpose.value, NO_CHANNEL, None, None, None)
-
-    def current(self, subject_id: str) -> list[ConsentState]:
-        return list(
-            self.session.scalars(
-                select(ConsentState)
-                .where(ConsentState.subject_id == subject_id)
-                .order_by(ConsentState.purpose, ConsentState.channel)
-            )
+            return existing
+        notice = Notice(
+            id=new_id("ntc"),
+            purpose=purpose.value,
+            version=version,
+            language=language,
+            text=text,
+            content_hash=digest,
+            published_at=now,
         )
+        self.session.add(notice)
+        self.session.flush()
+        return notice
+
+    def latest(self, purpose: Purpose, language: str | None = None) -> Notice | None:
+        query = select(Notice).where(Notice.purpose == purpose.value)
+        if language:
+            query = query.where(Notice.language == language)
+        return self.session.scalar(query.order_by(Notice.published_at.desc()).limit(1))
 
 
 class SubjectRegistry:

@@ -55,6 +55,10 @@ class HotState(Protocol):
 
     def get(self, key: str) -> str | None: ...
 
+    def get_versioned(self, key: str, version_counter: str) -> tuple[str | None, int]:
+        """A cached value and the current value of the counter that versions it, read together."""
+        ...
+
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
 
     def delete(self, *keys: str) -> None: ...
@@ -151,6 +155,12 @@ class InProcessHotState:
         with self._lock:
             value = self._live(f"kv:{key}")
         return None if value is None else str(value)
+
+    def get_versioned(self, key: str, version_counter: str) -> tuple[str | None, int]:
+        with self._lock:
+            value = self._live(f"kv:{key}")
+            version = self._live(version_counter)
+        return (None if value is None else str(value)), (0 if version is None else int(version))
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         with self._lock:
@@ -271,6 +281,12 @@ class RedisHotState:
     def get(self, key: str) -> str | None:
         value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))
         return None if value is None else str(value)
+
+    def get_versioned(self, key: str, version_counter: str) -> tuple[str | None, int]:
+        value, version = self._call(
+            lambda: self._redis.mget([self._k(f"kv:{key}"), self._k(version_counter)])
+        )
+        return (None if value is None else str(value)), (0 if version is None else int(version))
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))

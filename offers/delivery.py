@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consent.domain import Channel as ConsentChannel
 from consent.domain import Purpose
-from consent.service import ConsentLedger
+from consent.gate import ConsentGate
 from core.clock import Clock
 from core.db import on_commit, transaction
+from core.state import HotState
 from geo.models import Store
 from notify.channel import Channel, OfferMessage, PermanentSendError, TransientSendError
 from offers.domain import CouponStatus, DeliveryStatus, format_code, remaining_seconds
@@ -58,9 +59,11 @@ class DeliveryWorker:
         channels: Mapping[str, Channel],
         clock: Clock,
         margin: timedelta,
+        state: HotState,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.sessions = sessions
+        self.state = state
         self.channels = channels
         self.clock = clock
         self.margin = margin
@@ -116,9 +119,11 @@ class DeliveryWorker:
             return DeliveryStatus.FAILED, f"coupon is {coupon.status}; nothing to send"
         if delivery.channel not in self.channels:
             return DeliveryStatus.FAILED, f"no {delivery.channel} channel configured"
-        decision = ConsentLedger(session).check(
-            coupon.subject_id, Purpose.MARKETING_OFFERS, ConsentChannel(delivery.channel)
+        gate = ConsentGate(session, self.state)
+        decision = gate.check(
+            coupon.subject_id, Purpose.MARKETING_OFFERS, ConsentChannel(delivery.channel), now
         )
+        gate.receipt(coupon.subject_id, "delivery", decision, now, ref=delivery.id)
         delivery.consent_event_id = decision.event_id
         if not decision.allowed:
             return DeliveryStatus.NO_CONSENT, decision.reason

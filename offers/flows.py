@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from consent.domain import ConsentDecision, Purpose
-from consent.service import ConsentLedger, SubjectRegistry
+from consent.domain import ConsentDecision, ConsentRequired, Purpose
+from consent.gate import ConsentGate
+from consent.models import Device
+from consent.service import SubjectRegistry
 from core.clock import Clock
 from core.db import on_commit, transaction
 from core.errors import Unauthenticated
@@ -67,36 +69,68 @@ class PingIngestor:
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
 
-    def ingest(self, device_id: str, token_version: int, fixes: Sequence[Fix]) -> IngestResult:
-        """Process one device's batch. Raises ``ConsentRequired`` before anything is stored."""
+    def ingest(
+        self,
+        device_id: str,
+        token_version: int,
+        fixes: Sequence[Fix],
+        privacy_signal: str | None = None,
+    ) -> IngestResult:
+        """Process one device's batch. Without current ``location_tracking`` consent, or with a
+        privacy signal on the request, only the refusal's receipt is stored, then
+        ``ConsentRequired`` is raised."""
         now = self.clock.now()
         with transaction(self.sessions) as session:
             device = SubjectRegistry(session).device(device_id)
             if device.token_version != token_version:
                 raise Unauthenticated("device token no longer valid; register the device again")
-            ledger = ConsentLedger(session)
-            consent = ledger.check(device.subject_id, Purpose.LOCATION_TRACKING).require()
-            snapshot = self.fences.current()
-            records = self.state.load_presence([device_id])
-            outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records)
-            statuses = outcome.statuses
-            pings = PingRepository(session)
-            pings.add_fixes(device.subject_id, fixes, [s.value for s in statuses], now)
-            judged = [
-                (t, *eligibility(t, snapshot.stores.get(t.fence.store_id)))
-                for t in outcome.transitions
-            ]
-            events = pings.add_events(device.subject_id, judged, now)
-            issuer = OfferIssuer(session, self.state, self.channels, self.enqueue_delivery)
-            coupons: list[IssuedCoupon] = []
-            for event in events:
-                if event.kind in OFFER_TRIGGERS and event.eligible:
-                    coupons.extend(issuer.on_enter(event, device, now))
-            record = outcome.records[device_id]
-            on_commit(
-                session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S)
+            gate = ConsentGate(session, self.state)
+            consent = gate.check(device.subject_id, Purpose.LOCATION_TRACKING, None, now)
+            if privacy_signal is not None:
+                consent = replace(
+                    consent,
+                    allowed=False,
+                    reason=f"{privacy_signal}: precise location is not processed",
+                )
+            gate.receipt(
+                device.subject_id,
+                "ping",
+                consent,
+                now,
+                details={"device_id": device_id, "fixes": len(fixes)},
             )
+            if consent.allowed:
+                result = self._process(session, device, fixes, consent, now)
+        if not consent.allowed:
+            raise ConsentRequired(consent.reason)
+        return result
+
+    def _process(
+        self,
+        session: Session,
+        device: Device,
+        fixes: Sequence[Fix],
+        consent: ConsentDecision,
+        now: datetime,
+    ) -> IngestResult:
+        snapshot = self.fences.current()
+        records = self.state.load_presence([device.id])
+        outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records)
+        statuses = outcome.statuses
+        pings = PingRepository(session)
+        pings.add_fixes(device.subject_id, fixes, [s.value for s in statuses], now)
+        judged = [
+            (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
+        ]
+        events = pings.add_events(device.subject_id, judged, now)
+        issuer = OfferIssuer(session, self.state, self.channels, self.enqueue_delivery)
+        coupons: list[IssuedCoupon] = []
+        for event in events:
+            if event.kind in OFFER_TRIGGERS and event.eligible:
+                coupons.extend(issuer.on_enter(event, device, now))
+        record = outcome.records[device.id]
+        device_id = device.id
+        on_commit(session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S))
         ignored = Counter(s.value for s in statuses if s.value != "used")
-        return IngestResult(
-            len(fixes) - sum(ignored.values()), consent, dict(ignored), events, coupons
-        )
+        accepted = len(fixes) - sum(ignored.values())
+        return IngestResult(accepted, consent, dict(ignored), events, coupons)

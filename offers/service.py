@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from consent.domain import Channel, Purpose
+from consent.gate import ConsentGate
 from consent.models import Device
-from consent.service import ConsentLedger
 from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
@@ -58,11 +58,12 @@ class OfferIssuer:
         self.state = state
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
-        self.ledger = ConsentLedger(session)
+        self.gate = ConsentGate(session, state)
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
-        marketing = self.ledger.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS)
+        marketing = self.gate.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS, now)
         if not marketing.allowed or marketing.event_id is None:
+            self.gate.receipt(event.subject_id, "offer", marketing, now, ref=event.id)
             return []
         issued: list[IssuedCoupon] = []
         for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
@@ -88,6 +89,7 @@ class OfferIssuer:
             )
             self.session.add(coupon)
             self.session.flush()
+            self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
             deliveries = self._queue_deliveries(coupon, device, now)
             issued.append(
                 IssuedCoupon(
@@ -109,7 +111,9 @@ class OfferIssuer:
         for channel, address in addresses.items():
             if not address or channel.value not in self.channels:
                 continue
-            if not self.ledger.check(coupon.subject_id, Purpose.MARKETING_OFFERS, channel).allowed:
+            if not self.gate.check(
+                coupon.subject_id, Purpose.MARKETING_OFFERS, channel, now
+            ).allowed:
                 continue
             delivery = Delivery(
                 id=new_id("dlv"),

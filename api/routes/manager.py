@@ -13,12 +13,15 @@ from api.schemas import (
     CampaignList,
     CampaignOut,
     FenceOut,
+    NoticeIn,
+    NoticeOut,
     OfferOut,
     Page,
     StoreIn,
     StoreList,
     StoreOut,
 )
+from consent.service import NoticeRegistry
 from core.db import on_commit
 from geo.models import Fence, Store
 from geo.repository import StoreRepository
@@ -144,3 +147,20 @@ def list_campaigns(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -
         items=[_campaign_out(c, s, o) for c, s, o in rows],
         page=Page(total=total, limit=limit, offset=offset),
     )
+
+
+@router.post(
+    "/notices",
+    status_code=201,
+    response_model=NoticeOut,
+    summary="Publish a consent notice version (immutable once published)",
+)
+def publish_notice(body: NoticeIn, session: SessionDep, runtime: RuntimeDep) -> NoticeOut:
+    notice = NoticeRegistry(session).publish(
+        purpose=body.purpose,
+        version=body.version,
+        language=body.language,
+        text=body.text,
+        now=runtime.clock.now(),
+    )
+    return NoticeOut.model_validate(notice, from_attributes=True)

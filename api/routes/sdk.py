@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
 
 from api.auth import DeviceClaims, issue_device_token
 from api.deps import DeviceClaimsDep, DeviceDep, RuntimeDep, SessionDep, require_sdk_key
@@ -14,12 +16,16 @@ from api.schemas import (
     DeviceIn,
     DeviceOut,
     EventOut,
+    NoticeOut,
     PingBatchIn,
     PingResult,
 )
-from consent.domain import CollectionMethod, ConsentStatus
+from consent.domain import CollectionMethod, ConsentStatus, Purpose
+from consent.gate import ConsentGate
+from consent.ledger import ConsentLedger
 from consent.models import ConsentState
-from consent.service import ConsentLedger, SubjectRegistry
+from consent.service import NoticeRegistry, SubjectRegistry
+from core.errors import NotFound
 from geo.domain import Fix
 from offers.domain import format_code, remaining_seconds
 from offers.models import Offer
@@ -40,6 +46,7 @@ def _consent_out(row: ConsentState) -> ConsentOut:
         event_id=row.event_id,
         event_hash=row.event_hash,
         occurred_at=row.occurred_at,
+        valid_until=row.valid_until,
     )
 
 
@@ -76,13 +83,14 @@ def register_device(body: DeviceIn, session: SessionDep, runtime: RuntimeDep) ->
 def record_consent(
     body: ConsentIn, request: Request, device: DeviceDep, session: SessionDep, runtime: RuntimeDep
 ) -> ConsentOut:
-    ledger = ConsentLedger(session)
-    had = ledger.check(device.subject_id, body.purpose, body.channel)
+    now = runtime.clock.now()
+    gate = ConsentGate(session, runtime.state)
+    had = gate.check(device.subject_id, body.purpose, body.channel, now)
     if body.granted:
         status = ConsentStatus.GIVEN
     else:
         status = ConsentStatus.WITHDRAWN if had.event_id is not None else ConsentStatus.REFUSED
-    now = runtime.clock.now()
+    ledger = ConsentLedger(session, runtime.ledger_config)
     evidence = {
         "device_id": device.id,
         "ip": request.client.host if request.client else None,
@@ -99,15 +107,17 @@ def record_consent(
         method=CollectionMethod.SDK,
         evidence=evidence,
         occurred_at=now,
-        recorded_at=now,
+        now=now,
     )
+    gate.invalidate_after_commit(device.subject_id)
     return ConsentOut(
         purpose=event.purpose,
         channel=event.channel or None,
         state=event.state,
         event_id=event.id,
-        event_hash=event.content_hash,
+        event_hash=event.entry_hash,
         occurred_at=event.occurred_at,
+        valid_until=event.valid_until,
     )
 
 
@@ -115,7 +125,7 @@ def record_consent(
     "/consents", response_model=list[ConsentOut], summary="The device owner's current consents"
 )
 def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]:
-    return [_consent_out(row) for row in ConsentLedger(session).current(device.subject_id)]
+    return [_consent_out(row) for row in ConsentLedger.current_of(session, device.subject_id)]
 
 
 @router.post(
@@ -123,7 +133,17 @@ def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]
     response_model=PingResult,
     summary="Send 1 to 1,000 location fixes (403 without location_tracking consent)",
 )
-def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) -> PingResult:
+def post_pings(
+    body: PingBatchIn,
+    claims: DeviceClaimsDep,
+    runtime: RuntimeDep,
+    sec_gpc: Annotated[
+        str | None, Header(description="Global Privacy Control: '1' opts out")
+    ] = None,
+    x_limit_precise_location: Annotated[
+        str | None, Header(description="'1': the shopper limited use of their precise location")
+    ] = None,
+) -> PingResult:
     fixes = [
         Fix(
             claims.device_id,
@@ -138,7 +158,12 @@ def post_pings(body: PingBatchIn, claims: DeviceClaimsDep, runtime: RuntimeDep) 
         )
         for p in body.pings
     ]
-    result = runtime.ingestor.ingest(claims.device_id, claims.token_version, fixes)
+    signal = None
+    if sec_gpc == "1":
+        signal = "Global Privacy Control signal"
+    elif x_limit_precise_location == "1":
+        signal = "the shopper limited use of their precise location"
+    result = runtime.ingestor.ingest(claims.device_id, claims.token_version, fixes, signal)
     now = runtime.clock.now()
     return PingResult(
         accepted=result.accepted,
@@ -193,3 +218,15 @@ def offers_inbox(device: DeviceDep, session: SessionDep, runtime: RuntimeDep) ->
             )
         )
     return out
+
+
+@router.get(
+    "/notices/{purpose}",
+    response_model=NoticeOut,
+    summary="The notice to show before asking for consent to a purpose",
+)
+def current_notice(purpose: Purpose, session: SessionDep, language: str | None = None) -> NoticeOut:
+    notice = NoticeRegistry(session).latest(purpose, language)
+    if notice is None:
+        raise NotFound(f"no notice is published for {purpose.value}")
+    return NoticeOut.model_validate(notice, from_attributes=True)

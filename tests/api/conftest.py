@@ -82,6 +82,12 @@ class Engine:
         assert response.status_code == 201, response.text
         return dict(response.json())
 
+    def publish_notices(self, version: str = "n-1") -> None:
+        for purpose in ("location_tracking", "marketing_offers"):
+            response = self.client.post("/v1/manager/notices", headers=MANAGER, json={
+                "purpose": purpose, "version": version, "text": f"We use {purpose} for offers."})
+            assert response.status_code == 201, response.text
+
     # sdk
     def register(
         self, email: str | None = "shopper@example.com", customer: str = "cust-1"
@@ -176,7 +182,9 @@ def make_engine_api(
         runtime.start()
         client = TestClient(create_app(runtime=runtime))
         built.append((runtime, client))
-        return Engine(runtime, client, clock, inbox)
+        engine = Engine(runtime, client, clock, inbox)
+        engine.publish_notices()
+        return engine
 
     yield factory
     for runtime, client in built:

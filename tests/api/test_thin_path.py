@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from consent.models import ConsentEvent
+from consent.models import ConsentEvent, SubjectKey
 from geo.models import FenceEvent, Ping
 from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, Engine
@@ -142,8 +142,14 @@ def test_consent_events_are_recorded_with_evidence(engine_api: Engine) -> None:
     assert given["event_hash"] != withdrawn["event_hash"]
     with engine_api.runtime.sessions() as session:
         events = session.query(ConsentEvent).order_by(ConsentEvent.id).all()
+        key = session.get(SubjectKey, events[0].subject_id)
     assert [e.state for e in events] == ["given", "withdrawn"]
-    assert events[0].evidence["user_agent"] == "shop-app/3.1"
+    assert key is not None
+    sealer = engine_api.runtime.ledger_config.sealer
+    evidence = sealer.open(key.wrapped_key, events[0].evidence_sealed)
+    assert evidence is not None and evidence["user_agent"] == "shop-app/3.1"
+    assert "shop-app" not in events[0].evidence_sealed  # sealed at rest
+    assert events[1].prev_hash == events[0].entry_hash
     assert events[0].method == "sdk" and events[0].notice_version == "n-1"
     current = engine_api.client.get("/v1/sdk/consents", headers=shopper["auth"]).json()
     assert [(c["purpose"], c["state"]) for c in current] == [("location_tracking", "withdrawn")]

@@ -1,0 +1,144 @@
+"""The consent gate: every check goes through here, default deny, fail closed.
+
+The projection is cached per subject in the hot-state store (shared by every API process). A
+write bumps the subject's generation after it commits; a cached value is used only while its
+generation is current, so a withdrawal takes effect on the very next check in every process.
+When the cache cannot be reached, ``HotStateUnavailable`` propagates: the caller answers 503 and
+processes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from consent.domain import NO_CHANNEL, Channel, ConsentDecision, ConsentView, Purpose, decide
+from consent.models import ConsentReceipt, ConsentState
+from core.db import on_commit
+from core.state import HotState
+
+CACHE_TTL_S = 300
+
+
+def _cache_key(subject_id: str) -> str:
+    return f"consent:{subject_id}"
+
+
+def _generation_key(subject_id: str) -> str:
+    return f"consent-gen:{subject_id}"
+
+
+class ConsentGate:
+    def __init__(self, session: Session, state: HotState) -> None:
+        self.session = session
+        self.state = state
+        self._views: dict[str, dict[tuple[str, str], ConsentView]] = {}
+
+    def views(self, subject_id: str) -> dict[tuple[str, str], ConsentView]:
+        """(purpose, channel) -> current view, from the cache when it is current."""
+        if subject_id in self._views:
+            return self._views[subject_id]
+        cached, generation = self.state.get_versioned(
+            _cache_key(subject_id), _generation_key(subject_id)
+        )
+        views: dict[tuple[str, str], ConsentView] | None = None
+        if cached is not None:
+            payload = json.loads(cached)
+            if payload.get("g") == generation:
+                views = {(r[0], r[1]): _view(r[2:]) for r in payload["rows"]}
+        if views is None:
+            rows = self.session.scalars(
+                select(ConsentState).where(ConsentState.subject_id == subject_id)
+            ).all()
+            views = {
+                (r.purpose, r.channel): ConsentView(
+                    r.state, r.event_id, r.event_hash, r.valid_until
+                )
+                for r in rows
+            }
+            payload = {
+                "g": generation,
+                "rows": [
+                    [
+                        p,
+                        c,
+                        v.state,
+                        v.event_id,
+                        v.event_hash,
+                        v.valid_until.isoformat() if v.valid_until else None,
+                    ]
+                    for (p, c), v in views.items()
+                ],
+            }
+            self.state.set(_cache_key(subject_id), json.dumps(payload), CACHE_TTL_S)
+        self._views[subject_id] = views
+        return views
+
+    def check(
+        self, subject_id: str, purpose: Purpose, channel: Channel | None, now: datetime
+    ) -> ConsentDecision:
+        channel_value = channel.value if channel else NO_CHANNEL
+        view = self.views(subject_id).get((purpose.value, channel_value))
+        return decide(purpose.value, channel_value, view, now)
+
+    def check_any_channel(
+        self, subject_id: str, purpose: Purpose, now: datetime
+    ) -> ConsentDecision:
+        """Allowed when the purpose is granted on at least one channel (e.g. offers by email)."""
+        denied: ConsentDecision | None = None
+        for (p, channel), view in sorted(self.views(subject_id).items()):
+            if p != purpose.value:
+                continue
+            decision = decide(p, channel, view, now)
+            if decision.allowed:
+                return decision
+            denied = denied or decision
+        return denied or decide(purpose.value, NO_CHANNEL, None, now)
+
+    def receipt(
+        self,
+        subject_id: str,
+        action: str,
+        decision: ConsentDecision,
+        now: datetime,
+        ref: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> ConsentReceipt:
+        receipt = ConsentReceipt(
+            subject_id=subject_id,
+            action=action,
+            subject_ref=ref,
+            purpose=decision.purpose,
+            channel=decision.channel,
+            allowed=decision.allowed,
+            event_id=decision.event_id,
+            event_hash=decision.event_hash,
+            reason=decision.reason[:300],
+            decided_at=now,
+            details=details or {},
+        )
+        self.session.add(receipt)
+        return receipt
+
+    def invalidate_after_commit(self, subject_id: str) -> None:
+        """Called by every ledger write: the next check anywhere reads the new state."""
+        self._views.pop(subject_id, None)
+        on_commit(self.session, lambda: self.invalidate_now(subject_id))
+
+    def invalidate_now(self, subject_id: str) -> None:
+        self.state.incr(_generation_key(subject_id), ttl_s=30 * 86400)
+        self.state.delete(_cache_key(subject_id))
+
+
+def _view(row: list[Any]) -> ConsentView:
+    state, event_id, event_hash, valid_until = row
+    return ConsentView(
+        state,
+        int(event_id),
+        str(event_hash),
+        datetime.fromisoformat(valid_until) if valid_until else None,
+    )
