@@ -140,3 +140,17 @@ class ConsentReceipt(Base):
     reason: Mapped[str] = mapped_column(String(300))
     decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Preferences(Base):
+    """What the shopper chose about offers; owned by them, honoured by offers/."""
+
+    __tablename__ = "preferences"
+
+    subject_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    categories: Mapped[list[str] | None] = mapped_column(JSON)  # None: every category
+    quiet_start: Mapped[str | None] = mapped_column(String(5))  # "22:00", local time
+    quiet_end: Mapped[str | None] = mapped_column(String(5))  # "07:30"
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    max_offers_per_day: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
