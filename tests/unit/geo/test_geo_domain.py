@@ -1,11 +1,9 @@
-"""Pure geofence rules (geo/domain.py): fence validation, matching and presence transitions."""
+"""Pure geofence rules (geo/domain.py): fence validation, the fence index (matching, signed
+distances, candidates) and the columnar fix batch. Presence over time is in test_tracking.py."""
 
 from __future__ import annotations
 
-import json
 import math
-import random
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -14,20 +12,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from geo.domain import (
-    EARTH_RADIUS_M,
     MAX_RADIUS_M,
     CircleFence,
     FenceIndex,
     Fix,
-    InvalidFence,
-    Transition,
-    advance_presence,
+    FixBatch,
+    PolygonFence,
     haversine_m,
     validate_circle,
 )
+from geo.geometry import EARTH_RADIUS_M, METRES_PER_DEGREE, InvalidFence, PolygonShape
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-MAX_ACCURACY_M = 100.0
 
 
 # --- builders -------------------------------------------------------------------------------
@@ -43,8 +39,22 @@ def fence(
     return CircleFence(fence_id, store_id, lon, lat, radius_m)
 
 
-def fix_at(minutes: float, accuracy_m: float | None = 10.0, device_id: str = "d1") -> Fix:
-    return Fix(device_id, 13.4, 52.5, T0 + timedelta(minutes=minutes), accuracy_m)
+def square(lon: float, lat: float, half_m: float) -> list[list[float]]:
+    """A closed square ring of side 2 * half_m metres centred on (lon, lat)."""
+    dlon = half_m / (METRES_PER_DEGREE * math.cos(math.radians(lat)))
+    dlat = half_m / METRES_PER_DEGREE
+    return [
+        [lon - dlon, lat - dlat],
+        [lon + dlon, lat - dlat],
+        [lon + dlon, lat + dlat],
+        [lon - dlon, lat + dlat],
+        [lon - dlon, lat - dlat],
+    ]
+
+
+def square_fence(fence_id: str, lon: float, lat: float, half_m: float) -> PolygonFence:
+    shape = PolygonShape({"type": "Polygon", "coordinates": [square(lon, lat, half_m)]})
+    return PolygonFence(fence_id, "s1", shape)
 
 
 def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -273,172 +283,92 @@ def test_match_agrees_with_brute_force_away_from_the_rim_and_the_antimeridian(
     assert matched_ids(FenceIndex(fences), lons, lats) == brute_force(fences, lons, lats)
 
 
-# --- advance_presence -----------------------------------------------------------------------
+# --- polygons in the index, signed distances, candidates ------------------------------------
 
 
-F1 = fence("f1")
-F2 = fence("f2", lon=13.41)
-FENCES_BY_ID = {F1.fence_id: F1, F2.fence_id: F2}
+def test_a_polygon_fence_matches_inside_and_not_outside_its_edge() -> None:
+    f = square_fence("sq", 13.4, 52.5, 50.0)
+    inside = destination(13.4, 52.5, 90.0, 49.0)
+    outside = destination(13.4, 52.5, 90.0, 51.0)
+
+    result = FenceIndex([f]).match([inside[0], outside[0]], [inside[1], outside[1]])
+
+    assert result == [[f], []]
 
 
-def advance(
-    record: Mapping[str, object] | None, *fixes: tuple[Fix, list[CircleFence]]
-) -> tuple[dict[str, object], list[Transition]]:
-    return advance_presence("d1", record, list(fixes), FENCES_BY_ID, MAX_ACCURACY_M)
-
-
-def test_first_fix_inside_a_fence_enters_it() -> None:
-    record, transitions = advance(None, (fix_at(0), [F1]))
-
-    assert transitions == [Transition("d1", F1, "enter", T0)]
-    assert record == {"inside": {"f1": T0.isoformat()}, "last_fix_at": T0.isoformat()}
-
-
-def test_staying_inside_does_not_enter_again_and_keeps_the_entry_time() -> None:
-    record, _ = advance(None, (fix_at(0), [F1]))
-
-    record, transitions = advance(record, (fix_at(1), [F1]), (fix_at(2), [F1]))
-
-    assert transitions == []
-    assert record["inside"] == {"f1": T0.isoformat()}
-    assert record["last_fix_at"] == (T0 + timedelta(minutes=2)).isoformat()
-
-
-def test_leaving_a_fence_exits_it_at_the_fix_time() -> None:
-    record, _ = advance(None, (fix_at(0), [F1, F2]))
-
-    record, transitions = advance(record, (fix_at(3), [F2]))
-
-    assert transitions == [Transition("d1", F1, "exit", T0 + timedelta(minutes=3))]
-    assert record["inside"] == {"f2": T0.isoformat()}
-
-
-def test_a_fence_that_no_longer_exists_is_dropped_without_an_exit() -> None:
-    record = {"inside": {"gone": T0.isoformat()}, "last_fix_at": T0.isoformat()}
-
-    new, transitions = advance(record, (fix_at(1), []))
-
-    assert transitions == []
-    assert new["inside"] == {}
-
-
-def test_a_fix_outside_with_no_record_changes_only_the_last_fix_time() -> None:
-    record, transitions = advance(None, (fix_at(0), []))
-
-    assert transitions == []
-    assert record == {"inside": {}, "last_fix_at": T0.isoformat()}
-
-
-def test_no_fixes_and_no_record_give_an_empty_record() -> None:
-    assert advance(None) == ({"inside": {}}, [])
-
-
-@pytest.mark.parametrize("minutes", [0, -1, -60])
-def test_a_fix_not_newer_than_the_last_one_changes_nothing(minutes: int) -> None:
-    record, _ = advance(None, (fix_at(0), [F1]))
-
-    new, transitions = advance(record, (fix_at(minutes), []), (fix_at(minutes), [F2]))
-
-    assert transitions == []
-    assert new == record
-
-
-def test_an_inaccurate_fix_is_not_used_for_transitions() -> None:
-    record, _ = advance(None, (fix_at(0), [F1]))
-
-    new, transitions = advance(record, (fix_at(1, accuracy_m=MAX_ACCURACY_M + 0.1), [F2]))
-
-    assert transitions == []
-    assert new["inside"] == {"f1": T0.isoformat()}, "no exit from f1, no entry into f2"
-
-
-def test_an_inaccurate_fix_still_moves_the_last_fix_time() -> None:
-    """Current behaviour: the inaccurate fix counts as processed, so an older accurate fix that
-    arrives after it is ignored."""
-    record, _ = advance(None, (fix_at(0), [F1]))
-    record, _ = advance(record, (fix_at(5, accuracy_m=5_000.0), []))
-    assert record["last_fix_at"] == (T0 + timedelta(minutes=5)).isoformat()
-
-    late, transitions = advance(record, (fix_at(3), []))
-
-    assert transitions == []
-    assert late == record
-
-
-def test_a_fix_exactly_at_the_accuracy_limit_is_used() -> None:
-    _, transitions = advance(None, (fix_at(0, accuracy_m=MAX_ACCURACY_M), [F1]))
-    assert [t.kind for t in transitions] == ["enter"]
-
-
-def test_a_fix_without_accuracy_is_used() -> None:
-    _, transitions = advance(None, (fix_at(0, accuracy_m=None), [F1]))
-    assert [t.kind for t in transitions] == ["enter"]
-
-
-def test_an_unsorted_batch_is_processed_in_event_time_order() -> None:
-    record, transitions = advance(None, (fix_at(2), []), (fix_at(1), [F1]), (fix_at(3), [F2]))
-
-    assert transitions == [
-        Transition("d1", F1, "enter", T0 + timedelta(minutes=1)),
-        Transition("d1", F1, "exit", T0 + timedelta(minutes=2)),
-        Transition("d1", F2, "enter", T0 + timedelta(minutes=3)),
+def test_signed_distances_are_negative_inside_and_measured_in_metres() -> None:
+    circle = fence("c", radius_m=100.0)
+    polygon = square_fence("sq", 13.41, 52.5, 50.0)
+    index = FenceIndex([circle, polygon])
+    points = [
+        destination(circle.lon, circle.lat, 0.0, 30.0),  # 70 m inside the circle
+        destination(circle.lon, circle.lat, 0.0, 130.0),  # 30 m outside it
+        (13.41, 52.5),  # the square's centre: 50 m from every side
+        destination(13.41, 52.5, 90.0, 80.0),  # 30 m east of the east side
     ]
-    assert record["last_fix_at"] == (T0 + timedelta(minutes=3)).isoformat()
+    lons = np.array([p[0] for p in points])
+    lats = np.array([p[1] for p in points])
+
+    found = index.signed_distances(lons, lats, np.array([0, 0, 1, 1], dtype=np.intp))
+
+    np.testing.assert_allclose(found, [-70.0, 30.0, -50.0, 30.0], atol=0.05)
+    for k, f in enumerate([0, 0, 1, 1]):
+        assert index.signed_distance(float(lons[k]), float(lats[k]), f) == pytest.approx(
+            found[k], abs=1e-6
+        )
 
 
-def test_the_record_survives_a_json_round_trip() -> None:
-    record, _ = advance(None, (fix_at(0), [F1]))
+def test_candidates_give_only_the_pairs_inside_with_their_signed_distance() -> None:
+    a = fence("a", radius_m=100.0)
+    b = square_fence("b", 13.4, 52.5, 40.0)
+    far = fence("far", lon=2.35, lat=48.85)
+    index = FenceIndex([a, b, far])
+    near_edge = destination(13.4, 52.5, 0.0, 70.0)  # in a, outside b
+    lons = np.array([13.4, near_edge[0], 100.0])
+    lats = np.array([52.5, near_edge[1], 0.0])
 
-    stored = json.loads(json.dumps(record))
-    again, transitions = advance(stored, (fix_at(1), []))
+    point_idx, fence_idx, signed = index.candidates(lons, lats)
 
-    assert [t.kind for t in transitions] == ["exit"]
-    assert again["inside"] == {}
-
-
-batch_strategy = st.lists(
-    st.tuples(
-        st.integers(0, 10_000),  # seconds after T0; made unique below
-        st.sampled_from([[], [F1], [F2], [F1, F2]]),
-        st.one_of(st.none(), st.floats(0.0, 2 * MAX_ACCURACY_M)),
-    ),
-    max_size=12,
-    unique_by=lambda item: item[0],
-)
+    pairs = sorted(
+        (int(p), index.fences[int(f)].fence_id, round(float(s), 1))
+        for p, f, s in zip(point_idx, fence_idx, signed, strict=True)
+    )
+    assert pairs == [(0, "a", -100.0), (0, "b", -40.0), (1, "a", -30.0)]
 
 
-@given(
-    batch_strategy,
-    st.sampled_from(
-        [
-            None,
-            {
-                "inside": {"f1": T0.isoformat()},
-                "last_fix_at": (T0 + timedelta(seconds=50)).isoformat(),
-            },
-        ]
-    ),
-    st.randoms(use_true_random=False),
-)
-def test_any_order_of_the_same_batch_gives_the_same_result(
-    batch: list[tuple[int, list[CircleFence], float | None]],
-    record: dict[str, object] | None,
-    rnd: random.Random,
-) -> None:
+def test_candidates_of_an_empty_index_or_no_points_are_empty() -> None:
+    empty = np.array([], dtype=np.float64)
+    for index, lons in ((FenceIndex([]), np.array([13.4])), (FenceIndex([fence()]), empty)):
+        point_idx, fence_idx, signed = index.candidates(lons, lons)
+        assert point_idx.size == fence_idx.size == signed.size == 0
+
+
+def test_an_invalid_polygon_cannot_be_built_into_a_fence() -> None:
+    with pytest.raises(InvalidFence, match="not closed"):
+        PolygonShape({"type": "Polygon", "coordinates": [square(13.4, 52.5, 50.0)[:-1]]})
+
+
+# --- FixBatch -------------------------------------------------------------------------------
+
+
+def test_a_fix_batch_holds_columns_with_nan_for_absent_values_and_gives_fixes_back() -> None:
     fixes = [
-        (Fix("d1", 0.0, 0.0, T0 + timedelta(seconds=s), acc), matched) for s, matched, acc in batch
+        Fix("d1", 13.4, 52.5, T0, 12.0, 3.5, 270.0, mock=True, ping_id="p1"),
+        Fix("d2", -2.9, 53.4, T0 + timedelta(seconds=7)),
     ]
-    shuffled = list(fixes)
-    rnd.shuffle(shuffled)
 
-    in_order = advance(record, *sorted(fixes, key=lambda pair: pair[0].recorded_at))
-    any_order = advance(record, *shuffled)
+    batch = FixBatch.of(fixes)
 
-    assert any_order == in_order
+    assert len(batch) == 2
+    assert batch.device_ids == ["d1", "d2"]
+    assert batch.t.tolist() == [T0.timestamp(), T0.timestamp() + 7]
+    assert batch.accuracy[0] == 12.0 and math.isnan(batch.accuracy[1])
+    assert math.isnan(batch.speed[1]) and math.isnan(batch.heading[1])
+    assert batch.mock.tolist() == [True, False]
+    assert batch.ping_ids == ["p1", None]
+    assert [batch.fix(i) for i in range(2)] == fixes
 
 
-def test_fixes_with_the_same_time_give_the_same_result_in_any_order() -> None:
-    inside: tuple[Fix, list[CircleFence]] = (fix_at(1), [F1])
-    outside: tuple[Fix, list[CircleFence]] = (fix_at(1), [])
-
-    assert advance(None, inside, outside) == advance(None, outside, inside)
+def test_a_fix_batch_without_any_ping_id_keeps_none() -> None:
+    assert FixBatch.of([Fix("d1", 0.0, 0.0, T0)]).ping_ids is None
+    assert len(FixBatch.of([])) == 0
