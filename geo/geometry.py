@@ -116,7 +116,10 @@ class PolygonShape:
     def __init__(self, geojson: Any) -> None:
         polygons = _polygons_from_geojson(geojson)
         all_rings = [ring for polygon in polygons for ring in polygon]
-        crosses = _crosses_antimeridian(all_rings)
+        lons = [lon for ring in all_rings for lon, _ in ring]
+        # A ring jumping over ±180, or parts on both sides of it (the RFC 7946 split form):
+        # work in unwrapped longitudes (0..360) where the fence is one compact shape.
+        crosses = _crosses_antimeridian(all_rings) or max(lons) - min(lons) > 180.0
         if crosses:
             polygons = [[_unwrap(r) for r in polygon] for polygon in polygons]
         parts = []
@@ -127,6 +130,8 @@ class PolygonShape:
                 raise InvalidFence(f"polygon {i} is invalid: {reason}")
             parts.append(polygon)
         geometry = parts[0] if len(parts) == 1 else MultiPolygon(parts)
+        if crosses and len(parts) > 1:  # halves cut at ±180 meet again along that meridian
+            geometry = shapely.union_all(parts)
         if not geometry.is_valid:
             raise InvalidFence(
                 f"polygons overlap or touch badly: {shapely.is_valid_reason(geometry)}"

@@ -24,6 +24,7 @@ from geo.tracking import (
     TrackingRules,
     Transition,
     fence_step,
+    fix_order,
     track_device,
 )
 
@@ -90,9 +91,14 @@ class BatchMatcher:
         order. None when a jump needs the state machine to judge it."""
         rules = self.tracking
         accuracy = np.nan_to_num(batch.accuracy[positions], nan=0.0)
-        order = np.lexsort(
-            (batch.lat[positions], batch.lon[positions], accuracy, batch.t[positions])
-        )
+        if batch.ping_ids is not None:  # the same order as tracking.fix_order, ids included
+            keys = [fix_order(batch.fix(int(i))) for i in positions.tolist()]
+            order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.intp)
+        else:  # missing accuracy sorts last, as in tracking.fix_order
+            rank = np.nan_to_num(batch.accuracy[positions], nan=np.inf)
+            order = np.lexsort(
+                (batch.lat[positions], batch.lon[positions], rank, batch.t[positions])
+            )
         seg = positions[order]
         t = batch.t[seg]
         codes = np.full(len(seg), USED, dtype=np.int8)
@@ -117,6 +123,11 @@ class BatchMatcher:
         if used.size > 1:  # of fixes with the same time only the first counts
             codes[used[1:][np.diff(t[used]) == 0]] = _STALE
             used = np.flatnonzero(codes == USED)
+        # A fix at the time of a used one is stale whatever else is wrong with it (as in the
+        # state machine, which sees the used fix first: better accuracy sorts first).
+        late = np.flatnonzero(codes == _INACCURATE)
+        if late.size and used.size:
+            codes[late[np.isin(t[late], t[used])]] = _STALE
         if used.size:
             lons, lats, times = batch.lon[seg[used]], batch.lat[seg[used]], t[used]
             previous = record.get("p")
@@ -145,6 +156,7 @@ class BatchMatcher:
         touching a fence, and every fix while the device is inside one."""
         device_id = batch.device_ids[int(used[0])] if used.size else ""
         new: Record = dict(record)
+        new["ap"] = dict(record.get("ap", {}))  # never change the caller's record
         new["ids"] = ids[-self.tracking.remembered_ping_ids :]
         inside: dict[str, dict[str, Any]] = {k: dict(v) for k, v in record.get("in", {}).items()}
         transitions: list[Transition] = []

@@ -116,6 +116,15 @@ def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
     return shapely.polygons(corners), corners, length, w0, w1
 
 
+def _fold_antimeridian(corridor: Any) -> Any:
+    world = shapely.box(-180.0, -90.0, 180.0, 90.0)
+    parts = [shapely.intersection(corridor, world)]
+    for shift in (-360.0, 360.0):
+        moved = shapely.transform(corridor, lambda c, s=shift: c + np.array([s, 0.0]))
+        parts.append(shapely.intersection(moved, world))
+    return shapely.union_all(parts)
+
+
 def predict(
     index: FenceIndex,
     motions: Sequence[Motion],
@@ -131,6 +140,9 @@ def predict(
     if not motions or not len(index):
         return []
     corridors, corners, length, w0, w1 = _corridors(motions, rules)
+    beyond = np.flatnonzero(np.abs(corners[:, :, 0]).max(axis=1) > 180.0)
+    for i in beyond.tolist():  # a path over the antimeridian: fold the part beyond it back
+        corridors[i] = _fold_antimeridian(corridors[i])
     motion_idx, fence_idx = index.tree.query(corridors)
     if motion_idx.size == 0:
         return []

@@ -109,7 +109,8 @@ def track_device(
     the fence, given for every fence the fix is inside and for every fence the device is (or
     becomes) inside during the batch; a missing fence means "outside, beyond any band".
     """
-    rec: Record = {k: v for k, v in (record or {}).items()}
+    rec: Record = dict(record or {})
+    rec["ap"] = dict(rec.get("ap", {}))  # never change the caller's record
     inside: dict[str, dict[str, Any]] = {k: dict(v) for k, v in rec.get("in", {}).items()}
     ids: list[str] = list(rec.get("ids", []))
     statuses: list[FixStatus] = [FixStatus.USED] * len(fixes)

@@ -295,12 +295,6 @@ def test_a_circle_centred_near_the_antimeridian_matches_a_point_across_it() -> N
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo/geometry.py PolygonShape: _crosses_antimeridian only looks for an edge jumping "
-    "over 180 inside one ring, so the RFC 7946 form of a fence on the antimeridian (a MultiPolygon "
-    "cut at +-180, no ring crossing it) is measured as spanning the globe and refused",
-)
 def test_the_rfc7946_split_form_of_a_straddling_fence_is_accepted() -> None:
     east = [[179.99, -0.01], [180.0, -0.01], [180.0, 0.01], [179.99, 0.01], [179.99, -0.01]]
     west = [[-180.0, -0.01], [-179.99, -0.01], [-179.99, 0.01], [-180.0, 0.01], [-180.0, -0.01]]

@@ -219,13 +219,6 @@ def test_entering_a_fence_clears_its_announcement() -> None:
     assert "A" not in inside.records["d1"].get("ap", {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BatchMatcher.process is documented pure but mutates the caller's record: "
-    "geo/matcher.py _fences (new = dict(record)) and geo/tracking.py track_device (rec = {k: v}) "
-    "copy shallowly, so the nested 'ap' dict is shared: geo/tracking.py fence_step pops from it "
-    "on enter and geo/matcher.py _predict writes new announcements into it",
-)
 def test_processing_a_batch_leaves_the_callers_records_unchanged() -> None:
     fence, further = circle("A", ahead(400.0)), circle("B", ahead(3_000.0))
     first = process(moving_east(10.0, [0, 10]), [fence])
@@ -264,11 +257,6 @@ def test_prediction_off_gives_no_approaches() -> None:
     assert outcome.transitions == [] and outcome.predicted == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo/prediction.py _corridors builds the corridor in raw lon/lat: a path running east "
-    "over +180 reaches longitudes > 180, which no fence envelope (all within +-180) intersects",
-)
 def test_a_fence_across_the_antimeridian_is_approached() -> None:
     start = (179.98, 0.0)
     second = ahead(100.0, 90.0, start)

@@ -545,11 +545,6 @@ def test_devices_in_one_batch_are_tracked_independently() -> None:
 # --- known disagreements (source bugs) ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo/matcher.py BatchMatcher._validity sorts a missing accuracy as 0 (nan_to_num) while "
-    "geo/tracking.py fix_order sorts it as +inf: at equal times the two paths use different fixes",
-)
 def test_matcher_and_state_machine_agree_on_same_time_fixes_with_and_without_accuracy() -> None:
     fixes = [fix(0, accuracy=None), fix(0, near_f(90.0, 500.0), accuracy=10.0)]
 
@@ -561,11 +556,6 @@ def test_matcher_and_state_machine_agree_on_same_time_fixes_with_and_without_acc
     assert outcome.records["d1"] == record
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo/matcher.py BatchMatcher._validity breaks ties on (t, accuracy, lon, lat) only, "
-    "not on ping id as geo/tracking.py fix_order does: the remembered ids follow arrival order",
-)
 def test_matcher_record_does_not_depend_on_arrival_order_of_identical_fixes() -> None:
     a, b = fix(0, ping_id="p1"), fix(0, ping_id="p2")
 
@@ -575,12 +565,6 @@ def test_matcher_record_does_not_depend_on_arrival_order_of_identical_fixes() ->
     assert forward == backward  # ids: ['p1', 'p2'] vs ['p2', 'p1']
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo/matcher.py BatchMatcher._validity labels accuracy before same-time staleness, "
-    "geo/tracking.py track_device checks the watermark first: a same-time fix over the accuracy "
-    "limit is 'inaccurate' on the vectorised path and 'stale' in the state machine",
-)
 def test_matcher_and_state_machine_label_an_ignored_same_time_fix_alike() -> None:
     fixes = [fix(0, accuracy=150.0), fix(0, accuracy=5.0)]
 
