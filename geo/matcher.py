@@ -79,6 +79,9 @@ class BatchMatcher:
                 )
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
+            if self.prediction is not None:
+                _odometer(batch, positions[codes[positions] == USED], record, new_record,
+                          self.prediction.average_over_s)
             self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
@@ -331,6 +334,28 @@ class BatchMatcher:
 
 
 LOOKAHEAD = 32
+
+
+def _odometer(
+    batch: FixBatch, used: NDArray[np.intp], old: Mapping[str, Any], new: Record, window_s: float
+) -> None:
+    """Distance travelled and a short history of it, for the recent average speed that ETAs
+    use (a bus or a shopper stops; the speed of the moment overstates how soon they arrive)."""
+    if used.size == 0:
+        return
+    used = used[np.argsort(batch.t[used], kind="stable")]
+    lons, lats = batch.lon[used], batch.lat[used]
+    previous = old.get("p")
+    if previous is not None:
+        lons = np.concatenate(([previous[0]], lons))
+        lats = np.concatenate(([previous[1]], lats))
+    travelled = float(np.sum(haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:])))
+    odo = float(old.get("odo", 0.0)) + travelled
+    t = float(batch.t[used[-1]])
+    history = [h for h in old.get("hist", []) if t - h[0] <= window_s]
+    if not history or t - history[-1][0] >= window_s / 10:
+        history.append([t, round(odo, 1)])
+    new["odo"], new["hist"] = round(odo, 1), history
 
 
 def _fill_ahead(

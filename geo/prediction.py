@@ -30,6 +30,8 @@ class PredictionRules:
     min_track_m: float = 10.0  # a derived heading needs at least this much movement
     max_track_age_s: float = 180.0  # ... between fixes no further apart than this
     repeat_after_s: float = 120.0  # an approach is not announced again until ETA + this
+    average_over_s: float = 300.0  # ETAs use the average speed over this much recent history
+    min_history_s: float = 60.0  # ... once there is at least this much of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,7 @@ class Motion:
     heading_deg: float  # clockwise from north
     sigma_deg: float
     accuracy_m: float
+    eta_speed_mps: float  # recent average speed (stops included), for arrival times
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,12 @@ def motion_of(
         or sigma > rules.max_heading_sigma_deg
     ):
         return None
-    return Motion(device_id, lon, lat, t, speed, heading, sigma, accuracy)
+    eta_speed = speed
+    history = record.get("hist", [])
+    if history and "odo" in record and t - history[0][0] >= rules.min_history_s:
+        average = (float(record["odo"]) - history[0][1]) / (t - history[0][0])
+        eta_speed = min(speed, max(average, rules.min_speed_mps))
+    return Motion(device_id, lon, lat, t, speed, heading, sigma, accuracy, eta_speed)
 
 
 def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
@@ -194,7 +202,7 @@ def predict(
         along[polygon] = np.where(np.isfinite(nearest), nearest, np.nan)
         distance[polygon] = shapely.distance(shapes, shapely.points(dx, dy))
     found = np.flatnonzero(np.nan_to_num(along, nan=-1.0) > 0)
-    speeds = np.array([m.speed_mps for m in motions])
+    speeds = np.array([m.eta_speed_mps for m in motions])
     return [
         Approach(
             motions[int(motion_idx[k])].device_id,

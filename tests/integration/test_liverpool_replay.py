@@ -274,25 +274,25 @@ def test_every_on_route_fence_is_announced_before_the_bus_arrives(trip: Replay) 
         assert any(t.occurred_at < arrival for t in announced), fence.fence_id
 
 
-def test_predicted_arrivals_are_roughly_right_and_never_late(trip: Replay) -> None:
-    """What holds today on this trip: the error is large (the bus stops; ETA uses the speed of the
-    moment), but on this trip predictions err early, never late, and the median is under 60%.
-    (Over eight trips of the file: 42 predictions, median 45%, p90 67%; one trip has one 66% late.)
+def test_predicted_arrivals_are_roughly_right(trip: Replay) -> None:
+    """What holds today: ETAs use the average speed of the last 5 minutes (stops included), yet
+    a bus's stops and lights still make the error large. On this trip the median is under 60%
+    and some predictions are within 25%. (All trips of the file: 45 predictions, median 35%,
+    p90 105%, 40% within 25%; with the speed of the moment instead: median 44%, 23% within 25%.)
     """
     errors = eta_errors(trip)
     rel = np.array([e[3] for e in errors])
 
     assert len(errors) >= len(trip.on_route), summary(errors)
-    assert all(eta <= 1.25 * actual for _, eta, actual, _ in errors), summary(errors)
     assert np.median(rel) <= 0.6, summary(errors)
+    assert np.any(rel <= 0.25), summary(errors)
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="ETA target not met on real bus data: on trip 1105, 7 predictions, median error 47%, "
-    "p90 66%, one in seven within 25%; ETA = along-track distance / speed of the moment, and a bus "
-    "spends much of its time at stops and lights, so it arrives later than predicted "
-    "(geo/prediction.py predict)",
+    reason="ETA target not met on real bus data: on trip 1105, 6 predictions, median error 48%, "
+    "p90 102%, a third within 25%; ETA = along-track distance / recent average speed, and a "
+    "bus's stops and lights vary too much for that (geo/prediction.py predict)",
 )
 def test_predicted_arrivals_are_within_25_percent(trip: Replay) -> None:
     errors = eta_errors(trip)
