@@ -14,19 +14,30 @@ H = 0.0001
 SQUARE = {
     "type": "Polygon",
     "coordinates": [
-        [[STORE_LON - D, STORE_LAT - D / 2], [STORE_LON + D, STORE_LAT - D / 2],
-         [STORE_LON + D, STORE_LAT + D / 2], [STORE_LON - D, STORE_LAT + D / 2],
-         [STORE_LON - D, STORE_LAT - D / 2]],
-        [[STORE_LON - H, STORE_LAT - H / 2], [STORE_LON + H, STORE_LAT - H / 2],
-         [STORE_LON + H, STORE_LAT + H / 2], [STORE_LON - H, STORE_LAT + H / 2],
-         [STORE_LON - H, STORE_LAT - H / 2]],
+        [
+            [STORE_LON - D, STORE_LAT - D / 2],
+            [STORE_LON + D, STORE_LAT - D / 2],
+            [STORE_LON + D, STORE_LAT + D / 2],
+            [STORE_LON - D, STORE_LAT + D / 2],
+            [STORE_LON - D, STORE_LAT - D / 2],
+        ],
+        [
+            [STORE_LON - H, STORE_LAT - H / 2],
+            [STORE_LON + H, STORE_LAT - H / 2],
+            [STORE_LON + H, STORE_LAT + H / 2],
+            [STORE_LON - H, STORE_LAT + H / 2],
+            [STORE_LON - H, STORE_LAT - H / 2],
+        ],
     ],
 }
 
 
 def _store(engine: Engine, **body: object) -> dict[str, object]:
-    response = engine.client.post("/v1/manager/stores", headers=MANAGER,
-                                  json={"name": "Polygon shop", "timezone": "Europe/Helsinki", **body})
+    response = engine.client.post(
+        "/v1/manager/stores",
+        headers=MANAGER,
+        json={"name": "Polygon shop", "timezone": "Europe/Helsinki", **body},
+    )
     assert response.status_code == 201, response.text
     return dict(response.json())
 
@@ -44,19 +55,26 @@ def test_polygon_fence_with_a_hole(engine_api: Engine) -> None:
 
 def test_invalid_polygon_is_refused_with_the_reason(engine_api: Engine) -> None:
     bow_tie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
-    response = engine_api.client.post("/v1/manager/stores", headers=MANAGER,
-                                      json={"name": "x", "fence": {"geometry": bow_tie}})
+    response = engine_api.client.post(
+        "/v1/manager/stores", headers=MANAGER, json={"name": "x", "fence": {"geometry": bow_tie}}
+    )
     assert response.status_code == 422
     assert "Self-intersection" in response.json()["error"]["message"]
-    both = engine_api.client.post("/v1/manager/stores", headers=MANAGER, json={
-        "name": "x", "fence": {"geometry": SQUARE, "lon": 1, "lat": 1, "radius_m": 5}})
+    both = engine_api.client.post(
+        "/v1/manager/stores",
+        headers=MANAGER,
+        json={"name": "x", "fence": {"geometry": SQUARE, "lon": 1, "lat": 1, "radius_m": 5}},
+    )
     assert both.status_code == 422 and "not both" in both.json()["error"]["message"]
 
 
 def test_enter_while_closed_is_recorded_but_gets_no_offer(engine_api: Engine) -> None:
     # 09:00 UTC on a Monday is 11:00 in Helsinki; the shop opens at noon.
-    store = _store(engine_api, fence={"lon": STORE_LON, "lat": STORE_LAT, "radius_m": 50},
-                   opening_hours={"mon": [["12:00", "18:00"]]})
+    store = _store(
+        engine_api,
+        fence={"lon": STORE_LON, "lat": STORE_LAT, "radius_m": 50},
+        opening_hours={"mon": [["12:00", "18:00"]]},
+    )
     engine_api.create_campaign([str(store["id"])])
     body = engine_api.ping(engine_api.shopper(), INSIDE).json()
     [event] = body["events"]
@@ -81,9 +99,22 @@ def test_walking_towards_a_store_predicts_the_pass_by(engine_api: Engine) -> Non
     start = engine_api.clock.now()
     # 600 m west of the shop, walking east at 1.5 m/s, as the phone reports.
     west = STORE_LON - 600 / (111_195 * 0.4985)
-    response = engine_api.client.post("/v1/sdk/pings", headers=shopper["auth"], json={"pings": [
-        {"lon": west, "lat": STORE_LAT, "accuracy_m": 8, "speed_mps": 1.5, "heading_deg": 90,
-         "recorded_at": start.isoformat()}]})
+    response = engine_api.client.post(
+        "/v1/sdk/pings",
+        headers=shopper["auth"],
+        json={
+            "pings": [
+                {
+                    "lon": west,
+                    "lat": STORE_LAT,
+                    "accuracy_m": 8,
+                    "speed_mps": 1.5,
+                    "heading_deg": 90,
+                    "recorded_at": start.isoformat(),
+                }
+            ]
+        },
+    )
     [event] = response.json()["events"]
     assert (event["kind"], event["store_id"]) == ("approaching", store["id"])
     assert abs(event["details"]["eta_s"] - 570 / 1.5) < 15
@@ -95,19 +126,40 @@ def test_repeated_mock_and_stale_fixes_are_stored_but_not_used(engine_api: Engin
     shopper = engine_api.shopper()
     now = engine_api.clock.now()
     fix = {"lon": OUTSIDE[0], "lat": OUTSIDE[1], "accuracy_m": 5}
-    body = engine_api.client.post("/v1/sdk/pings", headers=shopper["auth"], json={"pings": [
-        {**fix, "id": "a", "recorded_at": now.isoformat()},
-        {**fix, "id": "a", "recorded_at": (now + timedelta(seconds=5)).isoformat()},
-        {"lon": INSIDE[0], "lat": INSIDE[1], "mock": True, "id": "b",
-         "recorded_at": (now + timedelta(seconds=10)).isoformat()},
-        {**fix, "id": "c", "accuracy_m": 500, "recorded_at": (now + timedelta(seconds=15)).isoformat()},
-        {**fix, "id": "d", "recorded_at": (now - timedelta(seconds=60)).isoformat()},
-    ]}).json()
+    body = engine_api.client.post(
+        "/v1/sdk/pings",
+        headers=shopper["auth"],
+        json={
+            "pings": [
+                {**fix, "id": "a", "recorded_at": now.isoformat()},
+                {**fix, "id": "a", "recorded_at": (now + timedelta(seconds=5)).isoformat()},
+                {
+                    "lon": INSIDE[0],
+                    "lat": INSIDE[1],
+                    "mock": True,
+                    "id": "b",
+                    "recorded_at": (now + timedelta(seconds=10)).isoformat(),
+                },
+                {
+                    **fix,
+                    "id": "c",
+                    "accuracy_m": 500,
+                    "recorded_at": (now + timedelta(seconds=15)).isoformat(),
+                },
+                {**fix, "id": "d", "recorded_at": (now - timedelta(seconds=60)).isoformat()},
+            ]
+        },
+    ).json()
     assert body["accepted"] == 2  # "a" and the older "d" (a first batch has no watermark yet)
     assert body["ignored"] == {"duplicate": 1, "mock": 1, "inaccurate": 1}
     assert body["events"] == []
     assert engine_api.count(Ping) == 5
     assert engine_api.count(Ping, Ping.status == "mock") == 1
-    later = engine_api.client.post("/v1/sdk/pings", headers=shopper["auth"], json={"pings": [
-        {**fix, "id": "e", "recorded_at": (now - timedelta(seconds=30)).isoformat()}]}).json()
+    later = engine_api.client.post(
+        "/v1/sdk/pings",
+        headers=shopper["auth"],
+        json={
+            "pings": [{**fix, "id": "e", "recorded_at": (now - timedelta(seconds=30)).isoformat()}]
+        },
+    ).json()
     assert later["ignored"] == {"stale": 1}
