@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import install_error_handlers
-from api.routes import imports, manager, pos, sdk
+from api.routes import compliance, consent_links, erasure, imports, manager, pos, preferences, sdk
 from api.runtime import Runtime
 from core.settings import Settings
 
@@ -17,6 +17,8 @@ TAGS = [
     {"name": "sdk", "description": "The mobile app: devices, consent, pings, offers inbox."},
     {"name": "manager", "description": "The campaign manager: stores, fences, campaigns, offers."},
     {"name": "pos", "description": "Point-of-sale terminals: coupon redemption."},
+    {"name": "consent", "description": "Links in emails: confirm offers by email, unsubscribe."},
+    {"name": "compliance", "description": "Consent exports, ledger verification, receipts."},
     {"name": "ops", "description": "Health of this process and its dependencies."},
 ]
 
@@ -51,6 +53,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(manager.router)
     app.include_router(imports.router)
     app.include_router(pos.router)
+    app.include_router(preferences.router)
+    app.include_router(consent_links.router)
+    app.include_router(erasure.router)
+    app.include_router(compliance.router)
 
     @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")
     def health() -> dict[str, str]:

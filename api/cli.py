@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from consent.ledger import LedgerConfig
 
 app = typer.Typer(
     help="Location-aware, permission-first offer engine.",
@@ -24,6 +28,11 @@ bench_app = typer.Typer(
     help="Benchmarks (run by hand; each ends with a RESULT line).", no_args_is_help=True
 )
 app.add_typer(bench_app, name="bench")
+consent_app = typer.Typer(
+    help="The consent ledger: export a range, verify a file or the database.",
+    no_args_is_help=True,
+)
+app.add_typer(consent_app, name="consent")
 
 
 @app.command()
@@ -194,6 +203,158 @@ def bench_geo(
     url = database_url or os.environ.get("OFFER_ENGINE_DATABASE_URL")
     result = run_geo_bench(fences, pings, url, postgis_sample=postgis_pings, say=typer.echo)
     typer.echo(result.result_line())
+
+
+@bench_app.command("consent")
+def bench_consent(
+    events: Annotated[int, typer.Option(min=1, help="Ledger entries to append.")] = 1_000_000,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL (a fresh schema is used, then dropped); default: SQLite."
+        ),
+    ] = None,
+    full_path: Annotated[
+        int, typer.Option(min=1, help="Entries appended through ConsentLedger.record.")
+    ] = 5_000,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Export+verify runs (fresh processes); the fastest counts.")
+    ] = 3,
+) -> None:
+    """Append N consent events, export them as NDJSON and verify the file."""
+    from api.bench.consent import run_consent_bench
+
+    result = run_consent_bench(
+        events, database_url, full_path=full_path, repeat=repeat, say=typer.echo
+    )
+    typer.echo(result.result_line())
+
+
+def _instant(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 instant: {value!r}", param_hint=name) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _database_url(database_url: str | None) -> str:
+    return (
+        database_url
+        or os.environ.get("OFFER_ENGINE_DATABASE_URL")
+        or str(Settings.model_fields["database_url"].default)
+    )
+
+
+def _ledger_config(settings: Settings) -> LedgerConfig:
+    """The same keys as the engine's (``Runtime.build``): derived from the secret key."""
+    from datetime import timedelta
+
+    from consent.crypto import CheckpointSigner, EvidenceSealer
+    from consent.ledger import LedgerConfig
+
+    secret = settings.secret_key.get_secret_value()
+    return LedgerConfig(
+        EvidenceSealer(secret),
+        CheckpointSigner(secret),
+        timedelta(days=settings.consent_max_age_days),
+        settings.ledger_checkpoint_every,
+    )
+
+
+@consent_app.command("export")
+def consent_export(
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Entries recorded at or after (ISO 8601; no zone = UTC)."),
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Entries recorded before.")] = None,
+    from_id: Annotated[int | None, typer.Option(min=1, help="First entry id.")] = None,
+    to_id: Annotated[int | None, typer.Option(min=1, help="Last entry id.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="ndjson or csv.")] = "ndjson",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")
+    ] = None,
+) -> None:
+    """Export the ledger for a range, with the checkpoints that make it verifiable offline.
+    The export is audited (actor cli:<user>) and signs a checkpoint of its last entry."""
+    import getpass
+    import sys
+
+    from consent.export import LedgerExporter, LedgerRange
+    from core.clock import SystemClock
+    from core.db import make_engine, make_session_factory
+    from core.errors import InvalidInput
+
+    if fmt not in ("ndjson", "csv"):
+        raise typer.BadParameter("ndjson or csv", param_hint="--format")
+    overrides = {"database_url": database_url} if database_url else {}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    engine = make_engine(settings.database_url)
+    exporter = LedgerExporter(make_session_factory(engine), _ledger_config(settings), SystemClock())
+    try:
+        wanted = LedgerRange(_instant(start, "--from"), _instant(end, "--to"), from_id, to_id)
+        plan = exporter.begin(wanted, fmt=fmt, actor=f"cli:{getpass.getuser()}")
+        chunks = exporter.ndjson(plan) if fmt == "ndjson" else exporter.csv(plan)
+        if out is None:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+        else:
+            with out.open("w", encoding="utf-8", newline="") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+    except InvalidInput as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    span = f"entries {plan.first_id}..{plan.last_id}" if plan.first_id else "no entries"
+    typer.echo(f"exported {span} as {fmt}{f' to {out}' if out else ''}", err=True)
+
+
+@consent_app.command("verify")
+def consent_verify(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="An export (NDJSON or CSV; '-' for stdin). Omit to verify a database."),
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Verify this database (default OFFER_ENGINE_DATABASE_URL).")
+    ] = None,
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Trusted Ed25519 public key (hex): every checkpoint must be signed by it."
+        ),
+    ] = None,
+) -> None:
+    """Verify offline: exit 0 with a summary when intact, 1 naming the first bad record."""
+    import sys
+
+    from consent.verify import verify_database, verify_file, verify_stream
+    from core.db import make_engine, make_session_factory
+
+    if file is not None and database_url:
+        typer.echo("error: give a FILE or --database-url, not both", err=True)
+        raise typer.Exit(2)
+    if file is not None and str(file) == "-":
+        result = verify_stream(sys.stdin, trusted_key=public_key, source="stdin")
+    elif file is not None:
+        if not file.is_file():
+            typer.echo(f"error: file not found: {file}", err=True)
+            raise typer.Exit(2)
+        result = verify_file(file, trusted_key=public_key)
+    else:
+        engine = make_engine(_database_url(database_url))
+        try:
+            result = verify_database(make_session_factory(engine), trusted_key=public_key)
+        finally:
+            engine.dispose()
+    typer.echo(result.summary())
+    raise typer.Exit(0 if result.ok else 1)
 
 
 def main() -> None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import math
 import queue
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from rich.console import Console
@@ -49,6 +52,27 @@ def _check(response: Any, status: int) -> dict[str, Any]:
         )
     body: dict[str, Any] = response.json()
     return body
+
+
+def _path(link: str) -> str:
+    """A link from an email, as a path for the in-process client."""
+    parts = urlsplit(link)
+    return f"{parts.path}?{parts.query}"
+
+
+def _confirmation_link(folder: Path) -> str:
+    """The link in the (only) confirmation email the file backend wrote."""
+    [eml] = sorted(folder.glob("confirm-*.eml"))
+    text = message_from_bytes(eml.read_bytes()).get_payload(decode=True)
+    assert isinstance(text, bytes)
+    [link] = re.findall(r"https?://\S+/v1/consent/confirm\?token=\S+", text.decode())
+    return str(link)
+
+
+def _unsubscribe_link(folder: Path) -> str:
+    """The List-Unsubscribe URL of the newest offer email."""
+    eml = max(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    return str(message_from_bytes(eml.read_bytes())["List-Unsubscribe"]).strip("<>")
 
 
 def run_demo(data_dir: str) -> int:
@@ -177,9 +201,15 @@ async def _walk(
             201,
         )
         console.print(
-            f"consent  {purpose}{'/' + channel if channel else ''} given "
+            f"consent  {purpose}{'/' + channel if channel else ''} {consent['state']} "
             f"(ledger event {consent['event_id']}, {consent['event_hash'][:12]}...)"
         )
+    link = _confirmation_link(folder / "outbox" / "consent")
+    confirmed = _check(await client.get(_path(link), headers={"User-Agent": "demo-mail/1.0"}), 200)
+    console.print(
+        f"consent  marketing_offers/email {confirmed['state']} by the link in the confirmation "
+        f"email (ledger event {confirmed['event_id']})"
+    )
     console.print()
 
     coupons: list[dict[str, Any]] = []
@@ -285,6 +315,17 @@ async def _walk(
     console.print(
         f"consent  location_tracking withdrawn -> next ping [red]403[/] "
         f"{refused['error']['message']} (nothing stored)"
+    )
+    unsubscribed = _check(
+        await client.post(
+            _path(_unsubscribe_link(folder / "outbox")),
+            data={"List-Unsubscribe": "One-Click"},
+        ),
+        200,
+    )
+    console.print(
+        f"consent  one-click unsubscribe (an offer email's List-Unsubscribe) -> marketing_offers/"
+        f"email {unsubscribed['state']} (ledger event {unsubscribed['event_id']})"
     )
     console.rule(
         f"{len(coupons)} coupons, 1 redeemed, 1 refused as already redeemed, 1 refused as expired"

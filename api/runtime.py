@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from consent.crypto import CheckpointSigner, EvidenceSealer
 from consent.ledger import LedgerConfig
+from consent.optin import ConfirmationSender, ConsentLinks
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, upgrade_database
 from core.settings import EmailBackend, Settings
@@ -40,6 +41,15 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
             settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_timeout_s
         )
     return channels
+
+
+def build_confirmation_sender(settings: Settings) -> ConfirmationSender:
+    """The double opt-in's confirmation email goes out with the same settings as offer email."""
+    if settings.email_backend is EmailBackend.FILE:
+        return FileEmailChannel(settings.email_file_dir, settings.email_from)
+    return SmtpEmailChannel(
+        settings.smtp_host, settings.smtp_port, settings.email_from, settings.smtp_timeout_s
+    )
 
 
 def build_matcher(settings: Settings) -> BatchMatcher:
@@ -71,6 +81,8 @@ class Runtime:
     scheduler: DeliveryScheduler
     ingestor: PingIngestor
     ledger_config: LedgerConfig
+    links: ConsentLinks
+    confirmations: ConfirmationSender
     started: bool = field(default=False)
 
     @classmethod
@@ -88,8 +100,15 @@ class Runtime:
         state = state or make_hot_state(settings.redis_url, settings.redis_key_prefix)
         channels = channels if channels is not None else build_channels(settings)
         fences = LiveFenceIndex(sessions, state, settings.fence_index_check_s)
+        secret = settings.secret_key.get_secret_value()
+        links = ConsentLinks(secret, settings.public_base_url)
         worker = DeliveryWorker(
-            sessions, channels, clock, timedelta(seconds=settings.delivery_margin_s), state
+            sessions,
+            channels,
+            clock,
+            timedelta(seconds=settings.delivery_margin_s),
+            state,
+            links=links,
         )
         scheduler = DeliveryScheduler(engine, worker)
         ingestor = PingIngestor(
@@ -101,7 +120,6 @@ class Runtime:
             set(channels),
             scheduler.enqueue,
         )
-        secret = settings.secret_key.get_secret_value()
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),
             CheckpointSigner(secret),
@@ -120,6 +138,8 @@ class Runtime:
             scheduler,
             ingestor,
             ledger_config,
+            links,
+            build_confirmation_sender(settings),
         )
 
     def start(self, *, migrate: bool = True) -> None:

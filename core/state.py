@@ -37,6 +37,10 @@ class HotState(Protocol):
         """Write many presence records in one round trip."""
         ...
 
+    def forget_presence(self, device_ids: Iterable[str]) -> None:
+        """Drop the presence records of these devices (erasure: they hold the last fix)."""
+        ...
+
     def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         """Add to a counter; the expiry is set when the counter is created."""
         ...
@@ -101,6 +105,11 @@ class InProcessHotState:
         with self._lock:
             for device_id, record in records.items():
                 self._values[f"presence:{device_id}"] = (json.dumps(record), self._deadline(ttl_s))
+
+    def forget_presence(self, device_ids: Iterable[str]) -> None:
+        with self._lock:
+            for device_id in device_ids:
+                self._values.pop(f"presence:{device_id}", None)
 
     def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         with self._lock:
@@ -249,6 +258,11 @@ class RedisHotState:
             pipe.execute()
 
         self._call(write)
+
+    def forget_presence(self, device_ids: Iterable[str]) -> None:
+        keys = [self._k(f"presence:{d}") for d in device_ids]
+        if keys:
+            self._call(lambda: self._redis.delete(*keys))
 
     def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         return int(self._call(lambda: self._incr(keys=[self._k(key)], args=[amount, ttl_s])))

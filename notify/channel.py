@@ -20,6 +20,8 @@ class OfferMessage:
     code: str
     expires_at: datetime
     ttl_s: int
+    # The shopper's one-click unsubscribe link (RFC 8058), for channels that can carry one.
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consent.domain import Channel as ConsentChannel
 from consent.domain import Purpose
 from consent.gate import ConsentGate
+from consent.optin import ConsentLinks
 from core.clock import Clock
 from core.db import on_commit, transaction
 from core.state import HotState
@@ -61,8 +62,10 @@ class DeliveryWorker:
         margin: timedelta,
         state: HotState,
         retry: RetryPolicy | None = None,
+        links: ConsentLinks | None = None,
     ) -> None:
         self.sessions = sessions
+        self.links = links
         self.state = state
         self.channels = channels
         self.clock = clock
@@ -136,6 +139,11 @@ class DeliveryWorker:
         store = session.get(Store, coupon.store_id)
         assert offer is not None and store is not None
         ttl = remaining_seconds(coupon.expires_at - self.margin, now)
+        unsubscribe_url = None
+        if self.links is not None and delivery.channel == ConsentChannel.EMAIL.value:
+            unsubscribe_url = self.links.unsubscribe_url(
+                coupon.subject_id, ConsentChannel.EMAIL, now
+            )
         return OfferMessage(
             idempotency_key=f"{coupon.id}:{delivery.channel}",
             address=delivery.address,
@@ -146,6 +154,7 @@ class DeliveryWorker:
             code=format_code(coupon.code),
             expires_at=coupon.expires_at,
             ttl_s=ttl,
+            unsubscribe_url=unsubscribe_url,
         )
 
     def _after_failure(self, delivery_id: str, error: str, *, transient: bool) -> DeliveryReport:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from core.errors import EngineError, InvalidInput, NotFound
@@ -94,6 +94,11 @@ class CampaignWindow:
 
 def cap_key(subject_id: str, campaign_id: str, now: datetime) -> str:
     return f"cap:{subject_id}:{campaign_id}:{now.date().isoformat()}"
+
+
+def shopper_cap_key(subject_id: str, local_day: date) -> str:
+    """Offers issued to one shopper on one day of their own calendar, across campaigns."""
+    return f"shopper-cap:{subject_id}:{local_day.isoformat()}"
 
 
 def remaining_seconds(expires_at: datetime, now: datetime) -> int:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session
 
-from consent.domain import Channel, Purpose
+from consent.domain import Channel, ConsentDecision, Purpose
 from consent.gate import ConsentGate
 from consent.models import Device
+from consent.preferences import PreferencesRepository
 from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
@@ -22,11 +25,14 @@ from offers.domain import (
     cap_key,
     coupon_expiry,
     new_coupon_code,
+    shopper_cap_key,
 )
 from offers.models import Coupon, Delivery
 from offers.repository import CampaignRepository
 
+log = logging.getLogger(__name__)
 CAP_TTL_S = 2 * 86400
+UNLIMITED = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,17 +67,38 @@ class OfferIssuer:
         self.gate = ConsentGate(session, state)
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
+        """Coupons for an ``enter``. Without marketing consent nothing is issued; in the
+        shopper's quiet hours the offer is dropped (never deferred: an exploding offer later
+        would be for a place they have left); the shopper's daily maximum counts every campaign.
+        A drop for a preference is recorded on the event (``eligible: false`` with the reason)
+        and in the offer's consent receipt."""
         marketing = self.gate.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS, now)
         if not marketing.allowed or marketing.event_id is None:
             self.gate.receipt(event.subject_id, "offer", marketing, now, ref=event.id)
             return []
+        prefs = PreferencesRepository(self.session).get(event.subject_id)
+        if prefs.quiet_at(now):
+            self._drop(
+                event, marketing, now, "quiet_hours", {"quiet_hours": prefs.describe_quiet()}
+            )
+            return []
+        # TODO(categories): campaigns carry no category yet, so ``prefs.categories`` is stored
+        # and returned but not enforced; filter here once a campaign has a category.
+        shopper_key = shopper_cap_key(event.subject_id, prefs.local_day(now))
+        shopper_limit = prefs.max_offers_per_day or UNLIMITED
         issued: list[IssuedCoupon] = []
+        over_shopper_limit = False
         for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
             window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
             if not window.is_live(now):
                 continue
             key = cap_key(event.subject_id, campaign.id, now)
             if not self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
+                continue
+            # Counted even without a limit, so a limit set during the day counts what came before.
+            if not self.state.incr_within(shopper_key, shopper_limit, CAP_TTL_S):
+                self.state.incr(key, CAP_TTL_S, amount=-1)  # give the campaign's count back
+                over_shopper_limit = True
                 continue
             coupon = Coupon(
                 id=new_id("cpn"),
@@ -103,7 +130,31 @@ class OfferIssuer:
                     tuple(d.channel for d in deliveries),
                 )
             )
+        if over_shopper_limit and not issued:
+            limit = {"max_offers_per_day": prefs.max_offers_per_day, "timezone": prefs.timezone}
+            self._drop(event, marketing, now, "shopper_daily_limit", limit)
         return issued
+
+    def _drop(
+        self,
+        event: FenceEvent,
+        marketing: ConsentDecision,
+        now: datetime,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        event.eligible, event.reason = False, reason
+        self.gate.receipt(
+            event.subject_id,
+            "offer",
+            marketing,
+            now,
+            ref=event.id,
+            details={"dropped": reason, **details},
+        )
+        log.info(
+            "offer for %s at %s dropped: %s %s", event.subject_id, event.store_id, reason, details
+        )
 
     def _queue_deliveries(self, coupon: Coupon, device: Device, now: datetime) -> list[Delivery]:
         addresses = {Channel.EMAIL: device.email, Channel.PUSH: device.push_token}

@@ -11,7 +11,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -147,6 +147,22 @@ class SmtpInbox:
             self.messages.append(message_from_bytes(envelope.content))
             self._changed.notify_all()
         return "250 Message accepted for delivery"
+
+    def take(self, match: Callable[[Message], bool], timeout: float = 10.0) -> Message:
+        """Wait for the latest message that ``match`` accepts, remove it and return it (the
+        shopper read it: counts of what is left stay about the other mail)."""
+        found: list[Message] = []
+
+        def arrived() -> bool:
+            found[:] = [m for m in self.messages if match(m)]
+            return bool(found)
+
+        with self._changed:
+            if not self._changed.wait_for(arrived, timeout=timeout):
+                raise AssertionError(f"no matching email within {timeout} s")
+            index = next(i for i, m in enumerate(self.messages) if m is found[-1])
+            del self.messages[index], self.envelopes[index]
+            return found[-1]
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Message]:
         with self._changed:

@@ -20,12 +20,13 @@ from api.schemas import (
     PingBatchIn,
     PingResult,
 )
-from consent.domain import CollectionMethod, ConsentStatus, Purpose
+from consent.domain import Channel, CollectionMethod, ConsentStatus, Purpose
 from consent.gate import ConsentGate
 from consent.ledger import ConsentLedger
-from consent.models import ConsentState
+from consent.models import ConsentEvent, ConsentState
+from consent.optin import EmailOptIn
 from consent.service import NoticeRegistry, SubjectRegistry
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from geo.domain import Fix
 from offers.domain import format_code, remaining_seconds
 from offers.models import Offer
@@ -47,6 +48,18 @@ def _consent_out(row: ConsentState) -> ConsentOut:
         event_hash=row.event_hash,
         occurred_at=row.occurred_at,
         valid_until=row.valid_until,
+    )
+
+
+def _event_out(event: ConsentEvent) -> ConsentOut:
+    return ConsentOut(
+        purpose=event.purpose,
+        channel=event.channel or None,
+        state=event.state,
+        event_id=event.id,
+        event_hash=event.entry_hash,
+        occurred_at=event.occurred_at,
+        valid_until=event.valid_until,
     )
 
 
@@ -79,18 +92,14 @@ def register_device(body: DeviceIn, session: SessionDep, runtime: RuntimeDep) ->
     status_code=201,
     response_model=ConsentOut,
     summary="Give or withdraw consent for a purpose (and channel)",
+    description="Offers by email need a double opt-in: a grant of `marketing_offers` on channel "
+    "`email` is recorded as `pending_confirmation` and a confirmation email is sent to the "
+    "device's address; offers are emailed only once the shopper follows its link.",
 )
 def record_consent(
     body: ConsentIn, request: Request, device: DeviceDep, session: SessionDep, runtime: RuntimeDep
 ) -> ConsentOut:
     now = runtime.clock.now()
-    gate = ConsentGate(session, runtime.state)
-    had = gate.check(device.subject_id, body.purpose, body.channel, now)
-    if body.granted:
-        status = ConsentStatus.GIVEN
-    else:
-        status = ConsentStatus.WITHDRAWN if had.event_id is not None else ConsentStatus.REFUSED
-    ledger = ConsentLedger(session, runtime.ledger_config)
     evidence = {
         "device_id": device.id,
         "ip": request.client.host if request.client else None,
@@ -98,6 +107,30 @@ def record_consent(
         "app_version": request.headers.get("x-app-version"),
         "actor": "data_subject",
     }
+    if body.granted and (body.purpose, body.channel) == (Purpose.MARKETING_OFFERS, Channel.EMAIL):
+        if not device.email:
+            raise InvalidInput(
+                "offers by email need an email address: register the device with one",
+                code="email_required",
+            )
+        optin = EmailOptIn(
+            session, runtime.ledger_config, runtime.state, runtime.links, runtime.confirmations
+        )
+        pending = optin.request(
+            subject_id=device.subject_id,
+            address=device.email,
+            notice_version=body.notice_version,
+            evidence=evidence,
+            now=now,
+        )
+        return _event_out(pending)
+    gate = ConsentGate(session, runtime.state)
+    had = gate.check(device.subject_id, body.purpose, body.channel, now)
+    if body.granted:
+        status = ConsentStatus.GIVEN
+    else:
+        status = ConsentStatus.WITHDRAWN if had.event_id is not None else ConsentStatus.REFUSED
+    ledger = ConsentLedger(session, runtime.ledger_config)
     event = ledger.record(
         subject_id=device.subject_id,
         purpose=body.purpose,
@@ -110,15 +143,7 @@ def record_consent(
         now=now,
     )
     gate.invalidate_after_commit(device.subject_id)
-    return ConsentOut(
-        purpose=event.purpose,
-        channel=event.channel or None,
-        state=event.state,
-        event_id=event.id,
-        event_hash=event.entry_hash,
-        occurred_at=event.occurred_at,
-        valid_until=event.valid_until,
-    )
+    return _event_out(event)
 
 
 @router.get(

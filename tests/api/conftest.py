@@ -4,9 +4,11 @@ server, and helpers that speak the public API the way a client would."""
 from __future__ import annotations
 
 import queue
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +18,7 @@ from api.app import create_app
 from api.runtime import Runtime
 from core.clock import ManualClock
 from core.settings import INSECURE_KEYS
+from notify.email import SmtpEmailChannel
 from offers.delivery import DeliveryReport
 from tests.conftest import SmtpInbox, Stack
 
@@ -84,8 +87,15 @@ class Engine:
 
     def publish_notices(self, version: str = "n-1") -> None:
         for purpose in ("location_tracking", "marketing_offers"):
-            response = self.client.post("/v1/manager/notices", headers=MANAGER, json={
-                "purpose": purpose, "version": version, "text": f"We use {purpose} for offers."})
+            response = self.client.post(
+                "/v1/manager/notices",
+                headers=MANAGER,
+                json={
+                    "purpose": purpose,
+                    "version": version,
+                    "text": f"We use {purpose} for offers.",
+                },
+            )
             assert response.status_code == 201, response.text
 
     # sdk
@@ -119,14 +129,46 @@ class Engine:
         return dict(response.json())
 
     def shopper(
-        self, *, location: bool = True, offers_by_email: bool = True, **kwargs: Any
+        self,
+        *,
+        location: bool = True,
+        offers_by_email: bool = True,
+        email: str = "shopper@example.com",
+        **kwargs: Any,
     ) -> dict[str, Any]:
-        device = self.register(**kwargs)
+        """A registered device whose owner gave the consents; offers by email are confirmed the
+        way a person does it: by following the link in the confirmation email the SMTP server
+        received."""
+        device = self.register(email=email, **kwargs)
+        device["email"] = email
         if location:
             self.consent(device, "location_tracking")
         if offers_by_email:
-            self.consent(device, "marketing_offers", channel="email")
+            pending = self.consent(device, "marketing_offers", channel="email")
+            assert pending["state"] == "pending_confirmation", pending
+            confirmed = self.follow(self.confirmation_link(email))
+            assert confirmed.status_code == 200, confirmed.text
+            assert confirmed.json()["state"] == "confirmed", confirmed.text
         return device
+
+    def confirmation_link(self, address: str) -> str:
+        """The link in the latest confirmation email to ``address`` (taken from the inbox)."""
+        message = self.inbox.take(
+            lambda m: m["X-Offer-Engine-Kind"] == "consent-confirmation" and m["To"] == address
+        )
+        text = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+        [link] = re.findall(r"https?://\S+/v1/consent/confirm\?token=\S+", text)
+        return str(link)
+
+    def follow(self, link: str, method: str = "GET", **kwargs: Any) -> Any:
+        """Open a link from an email against this engine (path and query of the link)."""
+        parts = urlsplit(link)
+        return self.client.request(method, f"{parts.path}?{parts.query}", **kwargs)
+
+    def smtp_goes_down(self) -> None:
+        """From now on offer email meets a closed port (the shopper is already confirmed)."""
+        settings = self.runtime.settings
+        self.runtime.channels["email"] = SmtpEmailChannel("127.0.0.1", 1, settings.email_from, 1)
 
     def ping(
         self,

@@ -50,10 +50,12 @@ def test_channel_consent_is_checked_at_the_moment_of_sending(
 
 
 def test_smtp_down_retries_while_time_remains_then_gives_up(make_engine_api: EngineFactory) -> None:
-    engine = make_engine_api(run_scheduler=False, smtp_port=1, smtp_timeout_s=1)
+    engine = make_engine_api(run_scheduler=False)
     store = engine.create_store()
     engine.create_campaign([store["id"]], valid_minutes=2)
-    engine.ping(engine.shopper(), INSIDE)
+    shopper = engine.shopper()  # confirmed offers by email while SMTP was up
+    engine.smtp_goes_down()
+    engine.ping(shopper, INSIDE)
     delivery_id = _pending_delivery(engine).id
 
     first = engine.runtime.worker.deliver(delivery_id)
@@ -70,10 +72,11 @@ def test_smtp_down_retries_while_time_remains_then_gives_up(make_engine_api: Eng
 
 def test_smtp_permanent_refusal_is_not_retried(make_engine_api: EngineFactory) -> None:
     engine = make_engine_api(run_scheduler=False)
-    engine.inbox.refuse_with = "550 mailbox unavailable"
     store = engine.create_store()
     engine.create_campaign([store["id"]])
-    engine.ping(engine.shopper(), INSIDE)
+    shopper = engine.shopper()  # confirmed by email before the mailbox went away
+    engine.inbox.refuse_with = "550 mailbox unavailable"
+    engine.ping(shopper, INSIDE)
     report = engine.runtime.worker.deliver(_pending_delivery(engine).id)
     assert report is not None and report.status == "failed" and "550" in report.detail
 
@@ -98,10 +101,12 @@ def test_outbox_survives_a_restart_and_is_sent_once(make_engine_api: EngineFacto
 def test_a_retry_waits_as_a_job_persisted_in_the_engines_database(
     make_engine_api: EngineFactory,
 ) -> None:
-    engine = make_engine_api(smtp_port=1, smtp_timeout_s=1)  # scheduler on, SMTP unreachable
+    engine = make_engine_api()  # scheduler on
     store = engine.create_store()
     engine.create_campaign([store["id"]])
-    engine.ping(engine.shopper(), INSIDE)
+    shopper = engine.shopper()
+    engine.smtp_goes_down()
+    engine.ping(shopper, INSIDE)
     report = engine.next_report()
     assert report.status == "pending" and "retry in" in report.detail
     with engine.runtime.engine.connect() as connection:

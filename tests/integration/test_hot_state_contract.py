@@ -123,6 +123,15 @@ def test_storing_presence_again_replaces_the_record(hot: Subject) -> None:
     assert hot.state.load_presence(["a"]) == {"a": {"inside": {}}}
 
 
+def test_forgetting_presence_drops_only_those_devices(hot: Subject) -> None:
+    hot.state.store_presence({"a": {"x": 1}, "b": {"x": 2}, "c": {"x": 3}}, ttl_s=LONG_TTL_S)
+
+    hot.state.forget_presence(["a", "c", "never-seen"])
+    hot.state.forget_presence([])
+
+    assert hot.state.load_presence(["a", "b", "c"]) == {"b": {"x": 2}}
+
+
 def test_presence_expires_after_its_ttl(hot: Subject) -> None:
     hot.state.store_presence({"short": {"v": 1}}, ttl_s=1)
     hot.state.store_presence({"long": {"v": 2}}, ttl_s=LONG_TTL_S)
