@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from consent.domain import Channel as ConsentChannel
 from consent.domain import Purpose
 from consent.gate import ConsentGate
+from consent.models import Device
 from consent.optin import ConsentLinks
 from core.clock import Clock
 from core.db import on_commit, transaction
 from core.state import HotState
 from geo.models import Store
 from notify.channel import Channel, OfferMessage, PermanentSendError, TransientSendError
+from notify.errors import RetryLater, TokenUnregistered
 from offers.domain import CouponStatus, DeliveryStatus, format_code, remaining_seconds
 from offers.models import Coupon, Delivery, Offer
 from offers.repository import DeliveryRepository
@@ -92,8 +94,14 @@ class DeliveryWorker:
         channel = self.channels[delivery.channel]
         try:
             receipt = channel.send(message)
+        except RetryLater as exc:  # the provider said when: never sooner than that
+            return self._after_failure(
+                delivery_id, str(exc), transient=True, not_before_s=exc.retry_after_s
+            )
         except TransientSendError as exc:
             return self._after_failure(delivery_id, str(exc), transient=True)
+        except TokenUnregistered as exc:  # the app was uninstalled: stop using that token
+            return self._after_failure(delivery_id, str(exc), transient=False, forget_address=True)
         except PermanentSendError as exc:
             return self._after_failure(delivery_id, str(exc), transient=False)
         except Exception as exc:  # an unknown failure is treated as temporary, never as sent
@@ -157,16 +165,28 @@ class DeliveryWorker:
             unsubscribe_url=unsubscribe_url,
         )
 
-    def _after_failure(self, delivery_id: str, error: str, *, transient: bool) -> DeliveryReport:
+    def _after_failure(
+        self,
+        delivery_id: str,
+        error: str,
+        *,
+        transient: bool,
+        not_before_s: float | None = None,
+        forget_address: bool = False,
+    ) -> DeliveryReport:
         now = self.clock.now()
         with transaction(self.sessions) as session:
             delivery = session.get(Delivery, delivery_id)
             coupon = session.get(Coupon, delivery.coupon_id) if delivery else None
             assert delivery is not None and coupon is not None
             delivery.last_error = error
+            if forget_address:
+                device = session.get(Device, coupon.device_id)
+                if device is not None and device.push_token == delivery.address:
+                    device.push_token = None
             if not transient:
                 return self._finish(session, delivery, coupon, DeliveryStatus.FAILED, error, now)
-            backoff = self.retry.backoff_s(delivery.attempts)
+            backoff = max(self.retry.backoff_s(delivery.attempts), not_before_s or 0.0)
             if now + timedelta(seconds=backoff) >= coupon.expires_at - self.margin:
                 return self._finish(
                     session,

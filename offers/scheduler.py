@@ -9,10 +9,12 @@ A delivery is claimed atomically before it is sent, so two runs never send it tw
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
@@ -99,23 +101,30 @@ class DeliveryScheduler:
         if not self._scheduler.running:
             return
         run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
-        self._scheduler.add_job(
-            run_delivery_job,
-            "date",
-            run_date=run_at,
-            args=[self.name, delivery_id],
-            id=f"delivery:{delivery_id}",
-            replace_existing=True,
-        )
+        # Each attempt is its own job: a retry queued from inside a running job must not share
+        # that job's id, or APScheduler removes the retry when the running job finishes.
+        try:
+            self._scheduler.add_job(
+                run_delivery_job,
+                "date",
+                run_date=run_at,
+                args=[self.name, delivery_id],
+                id=f"delivery:{delivery_id}:{secrets.token_hex(4)}",
+            )
+        except SchedulerNotRunningError:  # shutting down: the sweep of the next start has it
+            log.info("scheduler stopped; delivery %s left for the next sweep", delivery_id)
 
     def sweep(self) -> int:
         """Give every unfinished delivery without a job one. Returns how many were added."""
         with transaction(self.worker.sessions) as session:
             unfinished = DeliveryRepository(session).unfinished()
         now = self.worker.clock.now()
+        queued = {
+            job.args[1] for job in self._scheduler.get_jobs() if job.id.startswith("delivery:")
+        }
         added = 0
         for delivery_id, due_at in unfinished:
-            if self._scheduler.get_job(f"delivery:{delivery_id}") is None:
+            if delivery_id not in queued:
                 self.enqueue(delivery_id, (due_at - now).total_seconds())
                 added += 1
         if added:
