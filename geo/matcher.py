@@ -234,17 +234,10 @@ class BatchMatcher:
         found: dict[int, dict[str, float]] = {}
         for p, f, s in zip(point_idx.tolist(), fence_idx.tolist(), signed.tolist(), strict=True):
             found.setdefault(p, {})[fences[f].fence_id] = s
-        held = {index.position[f] for f in inside if f in index.position}
-        held.update(fence_idx.tolist())
+        held = {f for f in inside if f in index.position}
+        held.update(fences[f].fence_id for f in fence_idx.tolist())
         if held:
-            fs = np.fromiter(held, dtype=np.intp)
-            grid_rows = np.repeat(rows, fs.size)
-            grid_fences = np.tile(fs, rows.size)
-            values = index.signed_distances(batch.lon[grid_rows], batch.lat[grid_rows], grid_fences)
-            for p, f, s in zip(
-                grid_rows.tolist(), grid_fences.tolist(), values.tolist(), strict=True
-            ):
-                found.setdefault(p, {})[fences[f].fence_id] = s
+            _fill_ahead(index, batch, rows, sorted(held), found)
         return found
 
     def _scalar(
