@@ -21,7 +21,7 @@ false alarm, and it cannot hide one either (a match means SHA-256 saw the same b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
@@ -447,9 +447,3 @@ def failed(source: str, checker: ChainChecker | None, problem: Problem) -> Verif
     result.ok = False
     result.problem = problem
     return result
-
-
-def numbered(lines: Iterator[str]) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            yield number, line

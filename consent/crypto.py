@@ -31,6 +31,10 @@ class EvidenceSealer:
         nonce = os.urandom(12)
         return base64.b64encode(nonce + self._master.encrypt(nonce, key, b"subject-key")).decode()
 
+    def unwrap(self, wrapped: str) -> AESGCM:
+        """The subject's cipher, for readers that open many entries of one subject."""
+        return self._unwrap(wrapped)
+
     def _unwrap(self, wrapped: str) -> AESGCM:
         raw = base64.b64decode(wrapped)
         return AESGCM(self._master.decrypt(raw[:12], raw[12:], b"subject-key"))

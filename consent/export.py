@@ -72,7 +72,6 @@ from core.db import transaction
 from core.errors import InvalidInput
 
 EVENTS = ConsentEvent.__table__
-CHECKPOINTS = ConsentCheckpoint.__table__
 BATCH = 2_000
 CSV_COLUMNS = (
     "id",

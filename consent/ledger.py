@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -92,6 +92,8 @@ class ConsentLedger:
         occurred_at: datetime,
         now: datetime,
     ) -> ConsentEvent:
+        # The hash covers these instants as text: always UTC, whatever offset a caller used.
+        occurred_at, now = occurred_at.astimezone(UTC), now.astimezone(UTC)
         notice = self.notice(purpose, notice_version)
         sealed = self.config.sealer.seal(self._subject_key(subject_id, now), evidence)
         valid_until = occurred_at + self.config.max_age if status in GRANTING_STATES else None

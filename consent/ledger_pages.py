@@ -111,7 +111,7 @@ class EvidenceReader:
             }
             for subject_id in chunk:
                 wrapped = found.get(subject_id)
-                self._keys[subject_id] = self.sealer._unwrap(wrapped) if wrapped else None
+                self._keys[subject_id] = self.sealer.unwrap(wrapped) if wrapped else None
         while len(self._keys) > max(KEY_CACHE, len(subject_ids)):
             self._keys.popitem(last=False)
 
