@@ -118,6 +118,8 @@ class CampaignIn(Strict):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     daily_cap_per_shopper: int = Field(default=1, ge=1, le=100)
+    category: str | None = Field(default=None, min_length=1, max_length=60, examples=["coffee"],
+                                 description="shoppers who chose categories get only theirs")
     offer: OfferIn
 
 
@@ -136,6 +138,7 @@ class CampaignOut(BaseModel):
     starts_at: datetime | None
     ends_at: datetime | None
     daily_cap_per_shopper: int
+    category: str | None = None
     store_ids: list[str]
     offers: list[OfferOut]
 

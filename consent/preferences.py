@@ -36,6 +36,11 @@ def check_timezone(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class OfferPreferences:
     categories: tuple[str, ...] | None = None  # None: every category
+
+    def wants_category(self, category: str | None) -> bool:
+        """A general offer (no category) goes to everyone; a categorised one only to shoppers
+        who chose no categories or chose that one."""
+        return category is None or self.categories is None or category in self.categories
     quiet_start: time | None = None
     quiet_end: time | None = None
     timezone: str = "UTC"

@@ -32,6 +32,7 @@ class CampaignCatalog:
         discount_text: str,
         valid_minutes: int,
         now: datetime,
+        category: str | None = None,
     ) -> tuple[Campaign, list[str], Offer]:
         unique_stores = list(dict.fromkeys(store_ids))
         if not unique_stores:
@@ -50,6 +51,7 @@ class CampaignCatalog:
             starts_at=starts_at,
             ends_at=ends_at,
             daily_cap_per_shopper=daily_cap_per_shopper,
+            category=category,
             created_at=now,
         )
         offer = Offer(

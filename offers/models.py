@@ -21,6 +21,8 @@ class Campaign(Base):
     starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     daily_cap_per_shopper: Mapped[int] = mapped_column(Integer, default=1)
+    # An offer category a shopper can choose in their preferences; None: a general offer.
+    category: Mapped[str | None] = mapped_column(String(60))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -82,8 +82,6 @@ class OfferIssuer:
                 event, marketing, now, "quiet_hours", {"quiet_hours": prefs.describe_quiet()}
             )
             return []
-        # TODO(categories): campaigns carry no category yet, so ``prefs.categories`` is stored
-        # and returned but not enforced; filter here once a campaign has a category.
         shopper_key = shopper_cap_key(event.subject_id, prefs.local_day(now))
         shopper_limit = prefs.max_offers_per_day or UNLIMITED
         issued: list[IssuedCoupon] = []
@@ -91,6 +89,8 @@ class OfferIssuer:
         for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
             window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
             if not window.is_live(now):
+                continue
+            if not prefs.wants_category(campaign.category):
                 continue
             key = cap_key(event.subject_id, campaign.id, now)
             if not self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):

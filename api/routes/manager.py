@@ -69,6 +69,7 @@ def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer])
         starts_at=campaign.starts_at,
         ends_at=campaign.ends_at,
         daily_cap_per_shopper=campaign.daily_cap_per_shopper,
+        category=campaign.category,
         store_ids=store_ids,
         offers=[
             OfferOut(
@@ -131,6 +132,7 @@ def create_campaign(body: CampaignIn, session: SessionDep, runtime: RuntimeDep) 
         starts_at=body.starts_at,
         ends_at=body.ends_at,
         daily_cap_per_shopper=body.daily_cap_per_shopper,
+        category=body.category,
         title=body.offer.title,
         body=body.offer.body,
         discount_text=body.offer.discount_text,

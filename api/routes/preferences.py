@@ -60,8 +60,9 @@ class PreferencesIn(Strict):
     categories: list[Category] | None = Field(
         default=None,
         max_length=MAX_CATEGORIES,
-        description="offer categories the shopper wants; null for every category. Stored, not "
-        "yet enforced: campaigns have no category so far.",
+        description="offer categories the shopper wants; null for every category. A campaign "
+        "with a category reaches only shoppers who chose it (or chose none); one without a "
+        "category reaches everyone.",
         examples=[["coffee", "books"]],
     )
     quiet_hours: QuietHours | None = None
