@@ -118,8 +118,13 @@ class CampaignIn(Strict):
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     daily_cap_per_shopper: int = Field(default=1, ge=1, le=100)
-    category: str | None = Field(default=None, min_length=1, max_length=60, examples=["coffee"],
-                                 description="shoppers who chose categories get only theirs")
+    category: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=60,
+        examples=["coffee"],
+        description="shoppers who chose categories get only theirs",
+    )
     offer: OfferIn
 
 

@@ -41,6 +41,7 @@ class OfferPreferences:
         """A general offer (no category) goes to everyone; a categorised one only to shoppers
         who chose no categories or chose that one."""
         return category is None or self.categories is None or category in self.categories
+
     quiet_start: time | None = None
     quiet_end: time | None = None
     timezone: str = "UTC"

@@ -25,7 +25,12 @@ class AuditEntry(Base):
 
 
 def audit(
-    session: Session, *, actor: str, action: str, at: datetime, target: str | None = None,
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    at: datetime,
+    target: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     entry = AuditEntry(at=at, actor=actor, action=action, target=target, details=details or {})

@@ -80,8 +80,13 @@ class BatchMatcher:
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
             if self.prediction is not None:
-                _odometer(batch, positions[codes[positions] == USED], record, new_record,
-                          self.prediction.average_over_s)
+                _odometer(
+                    batch,
+                    positions[codes[positions] == USED],
+                    record,
+                    new_record,
+                    self.prediction.average_over_s,
+                )
             self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
