@@ -367,15 +367,7 @@ class ChainChecker:
                     f"{signed} is signed by key {cp.public_key}, not the {trusted} key {self.key}",
                 )
             )
-        message = checkpoint_message(cp.last_id, cp.entry_hash, cp.signed_at)
-        if not verify_signature(cp.public_key, message, cp.signature):
-            raise Failed(
-                Problem(
-                    "bad_checkpoint",
-                    cp.last_id,
-                    f"{signed}: the signature does not verify (forged or altered)",
-                )
-            )
+        self._signature(cp, signed)
         if cp.last_id > self.last_id:
             raise Failed(
                 Problem(
@@ -413,16 +405,20 @@ class ChainChecker:
                     f"the {what} is signed by key {cp.public_key}, not {self.key}",
                 )
             )
+        self._signature(cp, f"the {what}")
+        self.checkpoints += 1
+
+    @staticmethod
+    def _signature(cp: Checkpoint, label: str) -> None:
         message = checkpoint_message(cp.last_id, cp.entry_hash, cp.signed_at)
         if not verify_signature(cp.public_key, message, cp.signature):
             raise Failed(
                 Problem(
                     "bad_checkpoint",
                     cp.last_id,
-                    f"the {what}: the signature does not verify (forged or altered)",
+                    f"{label}: the signature does not verify (forged or altered)",
                 )
             )
-        self.checkpoints += 1
 
     def result(self, source: str) -> VerifyResult:
         return VerifyResult(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select
@@ -101,8 +100,3 @@ class SubjectRegistry:
         if device is None:
             raise NotFound(f"device {device_id} is not registered")
         return device
-
-    def devices_of(self, subject_ids: Iterable[str]) -> list[Device]:
-        return list(
-            self.session.scalars(select(Device).where(Device.subject_id.in_(list(subject_ids))))
-        )

@@ -203,21 +203,6 @@ class FenceIndex:
             signed[polygon] = np.where(inside, -edge, edge)
         return signed
 
-    def signed_distance(self, lon: float, lat: float, f: int) -> float:
-        """One point to one fence (by position), scalar: for the few fixes a state machine needs."""
-        if self._is_circle[f]:
-            lon0, lat0 = float(self._lon0[f]), float(self._lat0[f])
-            p1, p2 = math.radians(lat0), math.radians(lat)
-            h = (
-                math.sin((p2 - p1) / 2) ** 2
-                + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon - lon0) / 2) ** 2
-            )
-            distance = 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, max(0.0, h))))
-            return distance - float(self._radius[f])
-        return float(
-            self.signed_distances(np.array([lon]), np.array([lat]), np.array([f], dtype=np.intp))[0]
-        )
-
     def candidates(
         self, lons: FloatArray, lats: FloatArray
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:

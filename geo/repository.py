@@ -123,11 +123,3 @@ class PingRepository:
         self.session.add_all(events)
         self.session.flush()
         return events
-
-    def count_for_device(self, device_id: str) -> int:
-        return (
-            self.session.scalar(
-                select(func.count()).select_from(Ping).where(Ping.device_id == device_id)
-            )
-            or 0
-        )

@@ -312,10 +312,6 @@ def test_signed_distances_are_negative_inside_and_measured_in_metres() -> None:
     found = index.signed_distances(lons, lats, np.array([0, 0, 1, 1], dtype=np.intp))
 
     np.testing.assert_allclose(found, [-70.0, 30.0, -50.0, 30.0], atol=0.05)
-    for k, f in enumerate([0, 0, 1, 1]):
-        assert index.signed_distance(float(lons[k]), float(lats[k]), f) == pytest.approx(
-            found[k], abs=1e-6
-        )
 
 
 def test_candidates_give_only_the_pairs_inside_with_their_signed_distance() -> None:
