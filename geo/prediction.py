@@ -30,8 +30,10 @@ class PredictionRules:
     min_track_m: float = 10.0  # a derived heading needs at least this much movement
     max_track_age_s: float = 180.0  # ... between fixes no further apart than this
     repeat_after_s: float = 120.0  # an approach is not announced again until ETA + this
-    average_over_s: float = 300.0  # ETAs use the average speed over this much recent history
+    average_over_s: float = 600.0  # ETAs use the average speed over this much recent history
     min_history_s: float = 60.0  # ... once there is at least this much of it
+    stop_allowance_s: float = 20.0  # ... counting each stop in it up to this long
+    min_eta_s: float = 90.0  # a nearer arrival is not announced: one stop is a large part of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,9 @@ class Motion:
     heading_deg: float  # clockwise from north
     sigma_deg: float
     accuracy_m: float
-    eta_speed_mps: float  # recent average speed (stops included), for arrival times
+    eta_speed_mps: float  # recent average speed (each stop counted up to an allowance)
+    fast_speed_mps: float  # ... while moving only: the early end of the ETA band
+    slow_speed_mps: float  # ... every stop counted in full: the late end
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class Approach:
     fence_idx: int
     eta_s: float
     distance_m: float
+    earliest_s: float  # the ETA band: moving all the way ...
+    latest_s: float  # ... or stopping as often and as long as lately
 
 
 def _bearing_deg(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -96,12 +102,16 @@ def motion_of(
         or sigma > rules.max_heading_sigma_deg
     ):
         return None
-    eta_speed = speed
+    eta_speed = fast = slow = speed  # too little history: the speed of the moment
     history = record.get("hist", [])
-    if history and "odo" in record and t - history[0][0] >= rules.min_history_s:
-        average = (float(record["odo"]) - history[0][1]) / (t - history[0][0])
-        eta_speed = min(speed, max(average, rules.min_speed_mps))
-    return Motion(device_id, lon, lat, t, speed, heading, sigma, accuracy, eta_speed)
+    if history and "eff" in record and t - history[0][0] >= rules.min_history_s:
+        first = history[0]
+        travelled = float(record["odo"]) - first[1]
+        floor = rules.min_speed_mps
+        eta_speed = max(travelled / max(float(record["eff"]) - first[2], 1.0), floor)
+        fast = max(travelled / max(float(record["mv"]) - first[3], 1.0), eta_speed)
+        slow = max(min(travelled / (t - first[0]), eta_speed), floor / 2)
+    return Motion(device_id, lon, lat, t, speed, heading, sigma, accuracy, eta_speed, fast, slow)
 
 
 def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
@@ -201,14 +211,19 @@ def predict(
         np.minimum.at(nearest, owner, projected)
         along[polygon] = np.where(np.isfinite(nearest), nearest, np.nan)
         distance[polygon] = shapely.distance(shapes, shapely.points(dx, dy))
-    found = np.flatnonzero(np.nan_to_num(along, nan=-1.0) > 0)
-    speeds = np.array([m.eta_speed_mps for m in motions])
+    speeds = np.array([m.eta_speed_mps for m in motions])[motion_idx]
+    eta = np.nan_to_num(along, nan=-1.0) / speeds
+    found = np.flatnonzero(eta >= max(rules.min_eta_s, 1e-9))
+    fast = np.array([m.fast_speed_mps for m in motions])[motion_idx]
+    slow = np.array([m.slow_speed_mps for m in motions])[motion_idx]
     return [
         Approach(
             motions[int(motion_idx[k])].device_id,
             int(fence_idx[k]),
-            float(along[k] / speeds[motion_idx[k]]),
+            float(eta[k]),
             float(distance[k]),
+            float(along[k] / fast[k]),
+            float(along[k] / slow[k]),
         )
         for k in found.tolist()
     ]

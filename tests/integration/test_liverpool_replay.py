@@ -27,7 +27,6 @@ import itertools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,8 +36,9 @@ from geo.geometry import METRES_PER_DEGREE, to_local
 from geo.matcher import BatchMatcher
 from geo.prediction import PredictionRules
 from geo.tracking import FixStatus, Record, TrackingRules, Transition
+from tests.shared_data import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = shared_data_dir()
 TRACK_CSV = DATA / "liverpool_bus_route14.csv"
 TRIP = "1105"
 ACCURACY_M = 10.0

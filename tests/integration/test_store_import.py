@@ -24,10 +24,11 @@ from geo.geometry import METRES_PER_DEGREE, PolygonShape
 from geo.ingest import ImportOptions, ImportReport, StoreImporter
 from geo.models import Fence, Store
 from tests.conftest import Stack
+from tests.shared_data import shared_data_dir
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = shared_data_dir()
 NYC = DATA / "nyc_osm_pois_2017.csv"
 HELSINKI = DATA / "helsinki_osm_polygons.geojson"
 
