@@ -277,3 +277,18 @@ class RedemptionOut(BaseModel):
     title: str
     discount_text: str
     redeemed_at: datetime
+
+
+class VoidIn(RedemptionIn):
+    """The coupon whose redemption at this store is undone."""
+
+
+class VoidOut(BaseModel):
+    coupon_id: str
+    code: str
+    store_id: str
+    status: Literal["issued", "expired"] = Field(
+        description="issued: still valid and redeemable again; expired: its time is over"
+    )
+    expires_at: datetime
+    voided_at: datetime
