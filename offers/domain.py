@@ -82,6 +82,10 @@ class CouponUnknown(NotFound):
     code = "coupon_not_found"
 
 
+class CampaignNotFound(NotFound):
+    code = "campaign_not_found"
+
+
 class CouponAlreadyRedeemed(EngineError):
     code = "coupon_already_redeemed"
 

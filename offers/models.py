@@ -97,7 +97,8 @@ class Coupon(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # The liability reserved for this coupon in its campaign's budget (released once, at expiry).
+    # What this coupon would cost (its offer's discount_amount); reserved in a budgeted campaign
+    # at issue and released once, when it expires unredeemed.
     liability: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 

@@ -50,6 +50,18 @@ class CampaignRepository:
                 offers[offer.campaign_id].append(offer)
         return [(c, stores[c.id], offers[c.id]) for c in campaigns], total
 
+    def with_details(self, campaign_id: str) -> tuple[Campaign, list[str], list[Offer]] | None:
+        campaign = self.session.get(Campaign, campaign_id)
+        if campaign is None:
+            return None
+        stores = list(
+            self.session.scalars(
+                select(CampaignStore.store_id).where(CampaignStore.campaign_id == campaign_id)
+            )
+        )
+        offers = list(self.session.scalars(select(Offer).where(Offer.campaign_id == campaign_id)))
+        return campaign, stores, offers
+
     def offers_for_store(self, store_id: str) -> list[tuple[Campaign, Offer]]:
         rows = self.session.execute(
             select(Campaign, Offer)
@@ -96,11 +108,15 @@ class CampaignBudget:
         return Refusal.BUDGET_LIABILITY
 
     def release(self, campaign_id: str, amount: int) -> None:
-        """Give back the liability of a coupon that can no longer be redeemed."""
+        """Give back the liability of a coupon that can no longer be redeemed (campaigns without
+        a budget keep no counters: ``recount`` sets them when a budget is set)."""
         if amount:
             self.session.execute(
                 update(Campaign)
-                .where(Campaign.id == campaign_id)
+                .where(
+                    Campaign.id == campaign_id,
+                    or_(Campaign.max_coupons.is_not(None), Campaign.max_liability.is_not(None)),
+                )
                 .values(reserved_liability=Campaign.reserved_liability - amount)
                 .execution_options(synchronize_session=False)
             )

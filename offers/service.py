@@ -184,7 +184,7 @@ class OfferIssuer:
             status=CouponStatus.ISSUED.value,
             issued_at=now,
             expires_at=validity.expiry(now, eta_s if event.kind == "approaching" else 0.0),
-            liability=offer.discount_amount if _rules(campaign).has_budget else 0,
+            liability=offer.discount_amount,
         )
         self.session.add(coupon)
         self.session.flush()
