@@ -17,7 +17,12 @@ from consent.service import NoticeConflict
 from core.errors import EngineError, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable
 from core.state import HotStateUnavailable
 from geo.service import StoreConflict
-from offers.domain import CouponAlreadyRedeemed, CouponExpired
+from offers.domain import (
+    CouponAlreadyRedeemed,
+    CouponExpired,
+    CouponNotRedeemed,
+    TooManyAttempts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,8 @@ STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
     (ConsentRequired, 403),
     (NotFound, 404),
     (CouponAlreadyRedeemed, 409),
+    (CouponNotRedeemed, 409),
+    (TooManyAttempts, 429),
     (StoreConflict, 409),
     (NoticeConflict, 409),
     (CouponExpired, 410),
@@ -65,6 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        if isinstance(exc, TooManyAttempts):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(status_for(exc), exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)

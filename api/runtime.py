@@ -26,6 +26,8 @@ from geo.tracking import TrackingRules
 from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
 from offers.delivery import DeliveryWorker
+from offers.eligibility import IssueLimits
+from offers.expiry import CouponExpiry
 from offers.flows import PingIngestor
 from offers.scheduler import DeliveryScheduler
 
@@ -84,6 +86,7 @@ class Runtime:
     links: ConsentLinks
     confirmations: ConfirmationSender
     started: bool = field(default=False)
+    expiry: CouponExpiry | None = None
 
     @classmethod
     def build(
@@ -119,7 +122,10 @@ class Runtime:
             build_matcher(settings),
             set(channels),
             scheduler.enqueue,
+            IssueLimits(settings.shopper_daily_offer_cap),
         )
+        expiry = CouponExpiry(sessions, clock, timedelta(seconds=settings.redemption_grace_s))
+        scheduler.periodic.append(expiry.expire_due)
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),
             CheckpointSigner(secret),
@@ -140,6 +146,7 @@ class Runtime:
             ledger_config,
             links,
             build_confirmation_sender(settings),
+            expiry=expiry,
         )
 
     def start(self, *, migrate: bool = True) -> None:

@@ -105,19 +105,80 @@ class StoreList(BaseModel):
     page: Page
 
 
+OpeningHoursIn = dict[str, list[list[str]]]
+RuleMinutes = Annotated[int, Field(ge=1, le=1440)]
+
+
 class OfferIn(Strict):
     title: str = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=2000)
     discount_text: str = Field(min_length=1, max_length=100, examples=["30% off any coffee"])
     valid_minutes: int = Field(ge=1, le=1440)
+    validity_rule: Literal["fixed", "travel"] = Field(
+        default="fixed",
+        description="fixed: valid_minutes; travel: a pass-by's ETA + decision_window_minutes "
+        "(default valid_minutes), at most max_valid_minutes",
+    )
+    decision_window_minutes: RuleMinutes | None = None
+    max_valid_minutes: RuleMinutes | None = None
+    discount_amount: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="what one coupon costs, in minor currency units (for max_liability)",
+    )
+
+    @model_validator(mode="after")
+    def _travel_needs_a_cap(self) -> OfferIn:
+        if self.validity_rule == "travel" and self.max_valid_minutes is None:
+            raise ValueError("validity_rule 'travel' needs max_valid_minutes (the cap)")
+        window = self.decision_window_minutes or self.valid_minutes
+        if self.max_valid_minutes is not None and window > self.max_valid_minutes:
+            raise ValueError(
+                "max_valid_minutes must be at least the decision window "
+                "(decision_window_minutes, or valid_minutes)"
+            )
+        return self
 
 
-class CampaignIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    store_ids: list[str] = Field(min_length=1, max_length=1000)
+class CampaignRulesIn(Strict):
+    """Schedule, caps, cooldown and budget of a campaign (every field optional; null clears)."""
+
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
-    daily_cap_per_shopper: int = Field(default=1, ge=1, le=100)
+    active_hours: OpeningHoursIn | None = Field(
+        default=None,
+        examples=[{"mon": [["11:00", "14:00"]], "sat": [["10:00", "18:00"]]}],
+        description="when the campaign issues, per day in each store's time zone; absent = all day",
+    )
+    daily_cap_per_shopper: int | None = Field(
+        default=None, ge=1, le=100, description="coupons of this campaign per shopper per day"
+    )
+    store_cooldown_minutes: int | None = Field(
+        default=None,
+        ge=0,
+        le=1440,
+        description="no new coupon for a shopper at the same store within this many minutes",
+    )
+    max_coupons: int | None = Field(default=None, ge=1, le=100_000_000)
+    max_liability: int | None = Field(
+        default=None,
+        ge=1,
+        le=10**15,
+        description="most discount (minor currency units) in coupons not expired",
+    )
+
+    @model_validator(mode="after")
+    def _window_order(self) -> CampaignRulesIn:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class CampaignIn(CampaignRulesIn):
+    name: str = Field(min_length=1, max_length=200)
+    store_ids: list[str] = Field(min_length=1, max_length=1000)
+    daily_cap_per_shopper: int | None = Field(default=1, ge=1, le=100)
     category: str | None = Field(
         default=None,
         min_length=1,
@@ -134,6 +195,17 @@ class OfferOut(BaseModel):
     body: str
     discount_text: str
     valid_minutes: int
+    validity_rule: str = "fixed"
+    decision_window_minutes: int | None = None
+    max_valid_minutes: int | None = None
+    discount_amount: int = 0
+
+
+class BudgetOut(BaseModel):
+    max_coupons: int | None
+    max_liability: int | None
+    issued_count: int = Field(description="coupons counted against the budget")
+    reserved_liability: int = Field(description="discount held by coupons not expired")
 
 
 class CampaignOut(BaseModel):
@@ -144,6 +216,9 @@ class CampaignOut(BaseModel):
     ends_at: datetime | None
     daily_cap_per_shopper: int
     category: str | None = None
+    active_hours: dict[str, list[list[str]]] | None = None
+    store_cooldown_minutes: int = 0
+    budget: BudgetOut | None = None
     store_ids: list[str]
     offers: list[OfferOut]
 
@@ -277,3 +352,18 @@ class RedemptionOut(BaseModel):
     title: str
     discount_text: str
     redeemed_at: datetime
+
+
+class VoidIn(RedemptionIn):
+    """The coupon whose redemption at this store is undone."""
+
+
+class VoidOut(BaseModel):
+    coupon_id: str
+    code: str
+    store_id: str
+    status: Literal["issued", "expired"] = Field(
+        description="issued: still valid and redeemable again; expired: its time is over"
+    )
+    expires_at: datetime
+    voided_at: datetime

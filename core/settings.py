@@ -80,6 +80,19 @@ class Settings(BaseSettings):
     prediction_horizon_s: float = Field(default=600.0, ge=0, le=3600)
     fence_index_check_s: float = Field(default=0.5, gt=0, le=60)
     consent_max_age_days: int = Field(default=365, ge=1, le=3650)
+    shopper_daily_offer_cap: int = Field(
+        default=10, ge=1, le=1000, description="Coupons per shopper per day, all campaigns."
+    )
+    redemption_grace_s: int = Field(
+        default=30, ge=0, le=600, description="A till may redeem this long after expires_at."
+    )
+    void_window_minutes: int = Field(
+        default=10, ge=0, le=1440, description="A redemption can be voided this long after."
+    )
+    pos_lockout_failures: int = Field(
+        default=10, ge=1, le=10_000, description="Failed code lookups per terminal/IP per window."
+    )
+    pos_lockout_window_s: int = Field(default=300, ge=10, le=86_400)
     ledger_checkpoint_every: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")

@@ -51,6 +51,15 @@ class HotState(Protocol):
 
     def counter(self, key: str) -> int: ...
 
+    def claim_spacing(self, key: str, stamp: float, gap_s: float, ttl_s: int) -> bool:
+        """Atomically record ``stamp`` (seconds, the caller's clock) if the last recorded stamp is
+        absent or at least ``gap_s`` older; False (unchanged) otherwise. A cooldown."""
+        ...
+
+    def release_spacing(self, key: str, stamp: float) -> None:
+        """Undo ``claim_spacing`` if ``stamp`` is still the recorded one (a later check failed)."""
+        ...
+
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool: ...
 
     def extend_lock(self, name: str, owner: str, ttl_s: float) -> bool: ...
@@ -139,6 +148,19 @@ class InProcessHotState:
             value = self._live(key)
         return 0 if value is None else int(value)
 
+    def claim_spacing(self, key: str, stamp: float, gap_s: float, ttl_s: int) -> bool:
+        with self._lock:
+            last = self._live(key)
+            if last is not None and gap_s > 0 and stamp - float(last) < gap_s:
+                return False
+            self._values[key] = (stamp, self._deadline(ttl_s))
+            return True
+
+    def release_spacing(self, key: str, stamp: float) -> None:
+        with self._lock:
+            if self._live(key) == stamp:
+                del self._values[key]
+
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         with self._lock:
             if self._live(f"lock:{name}") is not None:
@@ -197,6 +219,17 @@ local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if value == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return value
 """
+_CLAIM_SPACING = """
+local last = redis.call('GET', KEYS[1])
+local gap = tonumber(ARGV[2])
+if last and gap > 0 and tonumber(ARGV[1]) - tonumber(last) < gap then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+_RELEASE_SPACING = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 _EXTEND_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -226,6 +259,8 @@ class RedisHotState:
         self._incr_within = self._redis.register_script(_INCR_WITHIN)
         self._incr = self._redis.register_script(_INCR)
         self._extend = self._redis.register_script(_EXTEND_LOCK)
+        self._claim_spacing = self._redis.register_script(_CLAIM_SPACING)
+        self._release_spacing = self._redis.register_script(_RELEASE_SPACING)
         self._release = self._redis.register_script(_RELEASE_LOCK)
 
     def _k(self, key: str) -> str:
@@ -274,6 +309,14 @@ class RedisHotState:
     def counter(self, key: str) -> int:
         value = self._call(lambda: self._redis.get(self._k(key)))
         return 0 if value is None else int(value)
+
+    def claim_spacing(self, key: str, stamp: float, gap_s: float, ttl_s: int) -> bool:
+        args = [repr(float(stamp)), gap_s, max(1, ttl_s)]
+        return bool(int(self._call(lambda: self._claim_spacing(keys=[self._k(key)], args=args))))
+
+    def release_spacing(self, key: str, stamp: float) -> None:
+        args = [repr(float(stamp))]
+        self._call(lambda: self._release_spacing(keys=[self._k(key)], args=args))
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         ms = max(1, int(ttl_s * 1000))

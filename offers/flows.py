@@ -24,6 +24,7 @@ from geo.matcher import BatchMatcher
 from geo.models import FenceEvent
 from geo.repository import PingRepository
 from geo.tracking import Transition
+from offers.eligibility import IssueLimits
 from offers.service import IssuedCoupon, OfferIssuer
 
 PRESENCE_TTL_S = 7 * 86400
@@ -60,7 +61,9 @@ class PingIngestor:
         matcher: BatchMatcher,
         channels: Collection[str],
         enqueue_delivery: Callable[[str], None],
+        issue_limits: IssueLimits | None = None,
     ) -> None:
+        self.issue_limits = issue_limits or IssueLimits()
         self.sessions = sessions
         self.state = state
         self.fences = fences
@@ -123,7 +126,9 @@ class PingIngestor:
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
         events = pings.add_events(device.subject_id, judged, now)
-        issuer = OfferIssuer(session, self.state, self.channels, self.enqueue_delivery)
+        issuer = OfferIssuer(
+            session, self.state, self.channels, self.enqueue_delivery, self.issue_limits
+        )
         coupons: list[IssuedCoupon] = []
         for event in events:
             if event.kind in OFFER_TRIGGERS and event.eligible:

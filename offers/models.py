@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -23,6 +34,16 @@ class Campaign(Base):
     daily_cap_per_shopper: Mapped[int] = mapped_column(Integer, default=1)
     # An offer category a shopper can choose in their preferences; None: a general offer.
     category: Mapped[str | None] = mapped_column(String(60))
+    # Hours (opening-hours shape, read in each store's zone) when the campaign issues; None: always.
+    active_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # No second coupon (of any campaign) for a shopper at the same store within this many minutes.
+    store_cooldown_minutes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Budget: at most this many coupons, and at most this liability (minor currency units) in
+    # coupons not expired. The two counters are the durable truth, moved by conditional UPDATEs.
+    max_coupons: Mapped[int | None] = mapped_column(Integer)
+    max_liability: Mapped[int | None] = mapped_column(BigInt)
+    issued_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    reserved_liability: Mapped[int] = mapped_column(BigInt, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -48,12 +69,20 @@ class Offer(Base):
     body: Mapped[str] = mapped_column(Text)
     discount_text: Mapped[str] = mapped_column(String(100))
     valid_minutes: Mapped[int] = mapped_column(Integer)
+    validity_rule: Mapped[str] = mapped_column(String(16), server_default=text("'fixed'"))
+    decision_window_minutes: Mapped[int | None] = mapped_column(Integer)
+    max_valid_minutes: Mapped[int | None] = mapped_column(Integer)
+    # What one redeemed coupon costs the brand, in minor currency units (for the liability budget).
+    discount_amount: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Coupon(Base):
     __tablename__ = "coupons"
-    __table_args__ = (Index("ix_coupons_subject_issued", "subject_id", "issued_at"),)
+    __table_args__ = (
+        Index("ix_coupons_subject_issued", "subject_id", "issued_at"),
+        Index("ix_coupons_status_expires", "status", "expires_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
@@ -68,6 +97,9 @@ class Coupon(Base):
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What this coupon would cost (its offer's discount_amount); reserved in a budgeted campaign
+    # at issue and released once, when it expires unredeemed.
+    liability: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class Delivery(Base):
@@ -90,3 +122,16 @@ class Delivery(Base):
     consent_event_id: Mapped[int | None] = mapped_column(BigInt)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TillAnswer(Base):
+    """A point-of-sale answer stored under the till's ``Idempotency-Key``: a retry gets it again."""
+
+    __tablename__ = "till_answers"
+
+    terminal: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from offers.domain import CouponStatus, DeliveryStatus
+from offers.domain import CouponStatus, DeliveryStatus, Refusal
 from offers.models import Campaign, CampaignStore, Coupon, Delivery, Offer
 
 
@@ -49,6 +50,18 @@ class CampaignRepository:
                 offers[offer.campaign_id].append(offer)
         return [(c, stores[c.id], offers[c.id]) for c in campaigns], total
 
+    def with_details(self, campaign_id: str) -> tuple[Campaign, list[str], list[Offer]] | None:
+        campaign = self.session.get(Campaign, campaign_id)
+        if campaign is None:
+            return None
+        stores = list(
+            self.session.scalars(
+                select(CampaignStore.store_id).where(CampaignStore.campaign_id == campaign_id)
+            )
+        )
+        offers = list(self.session.scalars(select(Offer).where(Offer.campaign_id == campaign_id)))
+        return campaign, stores, offers
+
     def offers_for_store(self, store_id: str) -> list[tuple[Campaign, Offer]]:
         rows = self.session.execute(
             select(Campaign, Offer)
@@ -60,6 +73,74 @@ class CampaignRepository:
         return [(row[0], row[1]) for row in rows]
 
 
+class CampaignBudget:
+    """A campaign's budget in SQL: coupons issued and liability reserved, each moved by one
+    conditional UPDATE, so concurrent issuers in any number of processes never overshoot."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def reserve(self, campaign_id: str, amount: int) -> Refusal | None:
+        """Count one coupon and reserve ``amount``; the refusal when either limit would pass."""
+        result = self.session.execute(
+            update(Campaign)
+            .where(
+                Campaign.id == campaign_id,
+                or_(Campaign.max_coupons.is_(None), Campaign.issued_count < Campaign.max_coupons),
+                or_(
+                    Campaign.max_liability.is_(None),
+                    Campaign.reserved_liability + amount <= Campaign.max_liability,
+                ),
+            )
+            .values(
+                issued_count=Campaign.issued_count + 1,
+                reserved_liability=Campaign.reserved_liability + amount,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return None
+        row = self.session.execute(
+            select(Campaign.issued_count, Campaign.max_coupons).where(Campaign.id == campaign_id)
+        ).one()
+        if row.max_coupons is not None and row.issued_count >= row.max_coupons:
+            return Refusal.BUDGET_COUPONS
+        return Refusal.BUDGET_LIABILITY
+
+    def release(self, campaign_id: str, amount: int) -> None:
+        """Give back the liability of a coupon that can no longer be redeemed (campaigns without
+        a budget keep no counters: ``recount`` sets them when a budget is set)."""
+        if amount:
+            self.session.execute(
+                update(Campaign)
+                .where(
+                    Campaign.id == campaign_id,
+                    or_(Campaign.max_coupons.is_not(None), Campaign.max_liability.is_not(None)),
+                )
+                .values(reserved_liability=Campaign.reserved_liability - amount)
+                .execution_options(synchronize_session=False)
+            )
+
+    def recount(self, campaign_id: str, now: datetime) -> None:
+        """Set both counters from the coupons themselves (when a budget is set on a running
+        campaign): every coupon counts; liability of those not expired."""
+        issued = self.session.scalar(
+            select(func.count()).select_from(Coupon).where(Coupon.campaign_id == campaign_id)
+        )
+        reserved = self.session.scalar(
+            select(func.coalesce(func.sum(Coupon.liability), 0)).where(
+                Coupon.campaign_id == campaign_id,
+                Coupon.status != CouponStatus.EXPIRED.value,
+            )
+        )
+        self.session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id)
+            .values(issued_count=issued or 0, reserved_liability=reserved or 0)
+            .execution_options(synchronize_session=False)
+        )
+
+
 class CouponRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -67,20 +148,92 @@ class CouponRepository:
     def by_code(self, code: str) -> Coupon | None:
         return self.session.scalar(select(Coupon).where(Coupon.code == code))
 
-    def redeem(self, *, code: str, store_id: str, now: datetime) -> bool:
-        """The one conditional transition issued -> redeemed; True only for the single winner."""
+    def redeem(self, *, code: str, store_id: str, now: datetime, grace: timedelta) -> bool:
+        """The one conditional transition issued -> redeemed; True only for the single winner.
+        Valid from issue until ``expires_at + grace`` (the till's clock and the network lag)."""
         result = self.session.execute(
             update(Coupon)
             .where(
                 Coupon.code == code,
                 Coupon.store_id == store_id,
                 Coupon.status == CouponStatus.ISSUED.value,
-                Coupon.expires_at > now,
+                Coupon.issued_at <= now,
+                Coupon.expires_at > now - grace,
             )
             .values(status=CouponStatus.REDEEMED.value, redeemed_at=now)
             .execution_options(synchronize_session=False)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def unredeem(
+        self, *, code: str, store_id: str, now: datetime, grace: timedelta, window: timedelta
+    ) -> bool:
+        """Void: redeemed (within ``window``) -> issued, only while the coupon is still valid."""
+        result = self.session.execute(
+            update(Coupon)
+            .where(
+                Coupon.code == code,
+                Coupon.store_id == store_id,
+                Coupon.status == CouponStatus.REDEEMED.value,
+                Coupon.redeemed_at >= now - window,
+                Coupon.expires_at > now - grace,
+            )
+            .values(status=CouponStatus.ISSUED.value, redeemed_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def void_expired(
+        self, *, code: str, store_id: str, now: datetime, grace: timedelta, window: timedelta
+    ) -> tuple[str, int] | None:
+        """Void of a redemption whose coupon is no longer valid: redeemed -> expired. Returns the
+        (campaign, liability) to release, once."""
+        row = self.session.execute(
+            update(Coupon)
+            .where(
+                Coupon.code == code,
+                Coupon.store_id == store_id,
+                Coupon.status == CouponStatus.REDEEMED.value,
+                Coupon.redeemed_at >= now - window,
+                Coupon.expires_at <= now - grace,
+            )
+            .values(status=CouponStatus.EXPIRED.value)
+            .returning(Coupon.campaign_id, Coupon.liability)
+            .execution_options(synchronize_session=False)
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    def expire_due(
+        self, cutoff: datetime, limit: int, coupon_id: str | None = None
+    ) -> tuple[int, Counter[str]]:
+        """issued -> expired for coupons whose ``expires_at`` is at or before ``cutoff``, at most
+        ``limit`` of them (or just ``coupon_id``). Returns the liability to release per campaign;
+        a coupon moves (and its liability is counted) exactly once, however many sweeps run."""
+        due = select(Coupon.id).where(
+            Coupon.status == CouponStatus.ISSUED.value, Coupon.expires_at <= cutoff
+        )
+        if coupon_id is not None:
+            due = due.where(Coupon.id == coupon_id)
+        due = due.order_by(Coupon.expires_at).limit(limit)
+        rows = self.session.execute(
+            update(Coupon)
+            .where(Coupon.id.in_(due), Coupon.status == CouponStatus.ISSUED.value)
+            .values(status=CouponStatus.EXPIRED.value)
+            .returning(Coupon.campaign_id, Coupon.liability)
+            .execution_options(synchronize_session=False)
+        ).all()
+        released: Counter[str] = Counter()
+        for campaign_id, liability in rows:
+            released[campaign_id] += liability
+        return len(rows), released
+
+    def last_at_store(self, subject_id: str, store_id: str) -> datetime | None:
+        """When this shopper last got a coupon at this store (the cooldown's durable check)."""
+        return self.session.scalar(
+            select(func.max(Coupon.issued_at)).where(
+                Coupon.subject_id == subject_id, Coupon.store_id == store_id
+            )
+        )
 
     def live_for_subject(self, subject_id: str, now: datetime) -> list[Coupon]:
         return list(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -70,6 +71,8 @@ class DeliveryScheduler:
             timezone=UTC,
         )
         worker.reschedule = self.enqueue
+        # Other periodic upkeep run with each sweep (e.g. the coupon expiry transition).
+        self.periodic: list[Callable[[], object]] = []
 
     @property
     def running(self) -> bool:
@@ -129,4 +132,9 @@ class DeliveryScheduler:
                 added += 1
         if added:
             log.info("sweep queued %d delivery job(s)", added)
+        for task in self.periodic:
+            try:
+                task()
+            except Exception:  # one failing task must not stop the sweep
+                log.exception("periodic task failed")
         return added

@@ -17,22 +17,51 @@ from consent.preferences import PreferencesRepository
 from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
-from geo.models import FenceEvent
+from geo.hours import is_open
+from geo.models import FenceEvent, Store
 from offers.domain import (
+    CampaignRules,
     CampaignWindow,
     CouponStatus,
     DeliveryStatus,
-    cap_key,
-    coupon_expiry,
+    Refusal,
+    Validity,
+    ValidityRule,
+    headline_refusal,
     new_coupon_code,
     shopper_cap_key,
+    window_refusal,
 )
-from offers.models import Coupon, Delivery
+from offers.eligibility import IssueCounter, IssueLimits
+from offers.models import Campaign, Coupon, Delivery, Offer
 from offers.repository import CampaignRepository
 
 log = logging.getLogger(__name__)
-CAP_TTL_S = 2 * 86400
 UNLIMITED = 1_000_000
+
+
+def _rules(campaign: Campaign) -> CampaignRules:
+    return CampaignRules(
+        campaign.active_hours,
+        campaign.store_cooldown_minutes or 0,
+        campaign.max_coupons,
+        campaign.max_liability,
+    )
+
+
+def _schedule_refusal(campaign: Campaign, store: Store, now: datetime) -> Refusal | None:
+    window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
+    refusal = window_refusal(window, now)
+    hours = campaign.active_hours
+    if refusal is None and hours is not None and not is_open(hours, store.timezone, now):
+        return Refusal.OUTSIDE_CAMPAIGN_HOURS
+    return refusal
+
+
+def _remaining_eta(event: FenceEvent, now: datetime) -> float:
+    """Seconds until the predicted arrival, from now (0 for a shopper already there)."""
+    eta = float((event.details or {}).get("eta_s", 0.0)) if event.kind == "approaching" else 0.0
+    return max(0.0, eta - max(0.0, (now - event.occurred_at).total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +77,7 @@ class IssuedCoupon:
 
 
 class OfferIssuer:
-    """Turns an ``enter`` into coupons, each with its outbox rows, in the caller's transaction.
+    """Turns a fence event into coupons, each with its outbox rows, in the caller's transaction.
 
     The scheduler hears of a new delivery only after the transaction commits.
     """
@@ -59,19 +88,26 @@ class OfferIssuer:
         state: HotState,
         channels: Collection[str],
         enqueue_delivery: Callable[[str], None],
+        limits: IssueLimits | None = None,
     ) -> None:
         self.session = session
         self.state = state
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
+        self.limits = limits or IssueLimits()
         self.gate = ConsentGate(session, state)
+        self.counter = IssueCounter(session, state)
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
-        """Coupons for an ``enter``. Without marketing consent nothing is issued; in the
-        shopper's quiet hours the offer is dropped (never deferred: an exploding offer later
-        would be for a place they have left); the shopper's daily maximum counts every campaign.
-        A drop for a preference is recorded on the event (``eligible: false`` with the reason)
-        and in the offer's consent receipt."""
+        """Coupons for an event (``enter``, or a pass-by ``approaching`` with its ``eta_s``).
+
+        Without marketing consent nothing is issued; in the shopper's quiet hours the offer is
+        dropped (never deferred: an exploding offer later would be for a place they have left).
+        Then, per campaign: its schedule (window and hours in the store's zone), the store open
+        at the (predicted) arrival, the shopper's categories, the caps per campaign and per
+        shopper per day, the store cooldown and the budget. Every refusal is recorded in the
+        consent receipt of the event; when nothing is issued the event shows
+        ``eligible: false`` with the main reason."""
         marketing = self.gate.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS, now)
         if not marketing.allowed or marketing.event_id is None:
             self.gate.receipt(event.subject_id, "offer", marketing, now, ref=event.id)
@@ -82,58 +118,106 @@ class OfferIssuer:
                 event, marketing, now, "quiet_hours", {"quiet_hours": prefs.describe_quiet()}
             )
             return []
-        shopper_key = shopper_cap_key(event.subject_id, prefs.local_day(now))
-        shopper_limit = prefs.max_offers_per_day or UNLIMITED
+        store = self.session.get(Store, event.store_id)
+        if store is None:
+            return []
+        eta_s = _remaining_eta(event, now)
+        if not is_open(store.opening_hours, store.timezone, now + timedelta(seconds=eta_s)):
+            self._drop(event, marketing, now, Refusal.STORE_CLOSED.value, {"eta_s": eta_s})
+            return []
+        local_day = prefs.local_day(now)
+        shopper_key = shopper_cap_key(event.subject_id, local_day)
+        shopper_limit = min(prefs.max_offers_per_day or UNLIMITED, self.limits.shopper_daily_cap)
         issued: list[IssuedCoupon] = []
-        over_shopper_limit = False
+        refusals: list[tuple[str, Refusal]] = []
         for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
-            window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
-            if not window.is_live(now):
-                continue
-            if not prefs.wants_category(campaign.category):
-                continue
-            key = cap_key(event.subject_id, campaign.id, now)
-            if not self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
-                continue
-            # Counted even without a limit, so a limit set during the day counts what came before.
-            if not self.state.incr_within(shopper_key, shopper_limit, CAP_TTL_S):
-                self.state.incr(key, CAP_TTL_S, amount=-1)  # give the campaign's count back
-                over_shopper_limit = True
-                continue
-            coupon = Coupon(
-                id=new_id("cpn"),
-                code=new_coupon_code(),
-                offer_id=offer.id,
-                campaign_id=campaign.id,
-                store_id=event.store_id,
-                subject_id=event.subject_id,
-                device_id=device.id,
-                trigger_event_id=event.id,
-                consent_event_id=marketing.event_id,
-                status=CouponStatus.ISSUED.value,
-                issued_at=now,
-                expires_at=coupon_expiry(now, offer.valid_minutes),
-            )
-            self.session.add(coupon)
-            self.session.flush()
-            self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
-            deliveries = self._queue_deliveries(coupon, device, now)
-            issued.append(
-                IssuedCoupon(
-                    coupon.id,
-                    coupon.code,
-                    campaign.id,
-                    coupon.store_id,
-                    offer.title,
-                    offer.discount_text,
-                    coupon.expires_at,
-                    tuple(d.channel for d in deliveries),
+            refusal = _schedule_refusal(campaign, store, now)
+            if refusal is None and not prefs.wants_category(campaign.category):
+                refusal = Refusal.CATEGORY_NOT_WANTED
+            if refusal is None:
+                refusal = self.counter.take(
+                    subject_id=event.subject_id,
+                    store_id=event.store_id,
+                    campaign_id=campaign.id,
+                    campaign_cap=campaign.daily_cap_per_shopper,
+                    shopper_key=shopper_key,
+                    shopper_cap=shopper_limit,
+                    rules=_rules(campaign),
+                    liability=offer.discount_amount,
+                    local_day=local_day,
+                    now=now,
                 )
-            )
-        if over_shopper_limit and not issued:
-            limit = {"max_offers_per_day": prefs.max_offers_per_day, "timezone": prefs.timezone}
-            self._drop(event, marketing, now, "shopper_daily_limit", limit)
+            if refusal is not None:
+                refusals.append((campaign.id, refusal))
+                continue
+            issued.append(self._issue(event, device, campaign, offer, marketing, eta_s, now))
+        if refusals:
+            self._record_refusals(event, marketing, now, refusals, issued, prefs.timezone)
         return issued
+
+    def _issue(
+        self,
+        event: FenceEvent,
+        device: Device,
+        campaign: Campaign,
+        offer: Offer,
+        marketing: ConsentDecision,
+        eta_s: float,
+        now: datetime,
+    ) -> IssuedCoupon:
+        validity = Validity(
+            ValidityRule(offer.validity_rule),
+            offer.valid_minutes,
+            offer.decision_window_minutes,
+            offer.max_valid_minutes,
+        )
+        coupon = Coupon(
+            id=new_id("cpn"),
+            code=new_coupon_code(),
+            offer_id=offer.id,
+            campaign_id=campaign.id,
+            store_id=event.store_id,
+            subject_id=event.subject_id,
+            device_id=device.id,
+            trigger_event_id=event.id,
+            consent_event_id=marketing.event_id,
+            status=CouponStatus.ISSUED.value,
+            issued_at=now,
+            expires_at=validity.expiry(now, eta_s if event.kind == "approaching" else 0.0),
+            liability=offer.discount_amount,
+        )
+        self.session.add(coupon)
+        self.session.flush()
+        self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
+        deliveries = self._queue_deliveries(coupon, device, now)
+        return IssuedCoupon(
+            coupon.id,
+            coupon.code,
+            campaign.id,
+            coupon.store_id,
+            offer.title,
+            offer.discount_text,
+            coupon.expires_at,
+            tuple(d.channel for d in deliveries),
+        )
+
+    def _record_refusals(
+        self,
+        event: FenceEvent,
+        marketing: ConsentDecision,
+        now: datetime,
+        refusals: list[tuple[str, Refusal]],
+        issued: list[IssuedCoupon],
+        timezone: str,
+    ) -> None:
+        listed = [{"campaign_id": c, "reason": r.value} for c, r in refusals]
+        details: dict[str, Any] = {"refusals": listed, "timezone": timezone}
+        if issued:
+            self.gate.receipt(
+                event.subject_id, "offer", marketing, now, ref=event.id, details=details
+            )
+            return
+        self._drop(event, marketing, now, headline_refusal([r for _, r in refusals]), details)
 
     def _drop(
         self,

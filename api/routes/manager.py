@@ -9,9 +9,11 @@ from fastapi import APIRouter, Query
 from api.deps import RuntimeDep, SessionDep, require_manager
 from api.errors import ErrorResponse
 from api.schemas import (
+    BudgetOut,
     CampaignIn,
     CampaignList,
     CampaignOut,
+    CampaignRulesIn,
     FenceOut,
     NoticeIn,
     NoticeOut,
@@ -26,7 +28,8 @@ from core.db import on_commit
 from geo.models import Fence, Store
 from geo.repository import StoreRepository
 from geo.service import FenceSpec, StoreCatalog, StoreSpec
-from offers.campaigns import CampaignCatalog
+from offers.campaigns import RULE_FIELDS, CampaignCatalog, OfferSpec
+from offers.domain import ValidityRule
 from offers.models import Campaign, Offer
 from offers.repository import CampaignRepository
 
@@ -70,6 +73,16 @@ def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer])
         ends_at=campaign.ends_at,
         daily_cap_per_shopper=campaign.daily_cap_per_shopper,
         category=campaign.category,
+        active_hours=campaign.active_hours,
+        store_cooldown_minutes=campaign.store_cooldown_minutes or 0,
+        budget=BudgetOut(
+            max_coupons=campaign.max_coupons,
+            max_liability=campaign.max_liability,
+            issued_count=campaign.issued_count or 0,
+            reserved_liability=campaign.reserved_liability or 0,
+        )
+        if campaign.max_coupons is not None or campaign.max_liability is not None
+        else None,
         store_ids=store_ids,
         offers=[
             OfferOut(
@@ -78,6 +91,10 @@ def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer])
                 body=o.body,
                 discount_text=o.discount_text,
                 valid_minutes=o.valid_minutes,
+                validity_rule=o.validity_rule,
+                decision_window_minutes=o.decision_window_minutes,
+                max_valid_minutes=o.max_valid_minutes,
+                discount_amount=o.discount_amount,
             )
             for o in offers
         ],
@@ -126,20 +143,56 @@ def list_stores(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> S
     summary="Create a campaign with one offer",
 )
 def create_campaign(body: CampaignIn, session: SessionDep, runtime: RuntimeDep) -> CampaignOut:
-    campaign, store_ids, offer = CampaignCatalog(session).create(
+    offer = body.offer
+    campaign, store_ids, created = CampaignCatalog(session).create(
         name=body.name,
         store_ids=body.store_ids,
         starts_at=body.starts_at,
         ends_at=body.ends_at,
-        daily_cap_per_shopper=body.daily_cap_per_shopper,
+        daily_cap_per_shopper=body.daily_cap_per_shopper or 1,
         category=body.category,
-        title=body.offer.title,
-        body=body.offer.body,
-        discount_text=body.offer.discount_text,
-        valid_minutes=body.offer.valid_minutes,
+        title=offer.title,
+        body=offer.body,
+        discount_text=offer.discount_text,
+        valid_minutes=offer.valid_minutes,
         now=runtime.clock.now(),
+        offer_spec=OfferSpec(
+            offer.title,
+            offer.body,
+            offer.discount_text,
+            offer.valid_minutes,
+            ValidityRule(offer.validity_rule),
+            offer.decision_window_minutes,
+            offer.max_valid_minutes,
+            offer.discount_amount,
+        ),
+        active_hours=body.active_hours,
+        store_cooldown_minutes=body.store_cooldown_minutes or 0,
+        max_coupons=body.max_coupons,
+        max_liability=body.max_liability,
     )
-    return _campaign_out(campaign, store_ids, [offer])
+    return _campaign_out(campaign, store_ids, [created])
+
+
+@router.patch(
+    "/campaigns/{campaign_id}/rules",
+    response_model=CampaignOut,
+    responses={404: {"model": ErrorResponse}},
+    summary="Change a campaign's schedule, caps, cooldown or budget (only the fields given; "
+    "null clears an optional one)",
+)
+def update_campaign_rules(
+    campaign_id: str, body: CampaignRulesIn, session: SessionDep, runtime: RuntimeDep
+) -> CampaignOut:
+    changes = {name: getattr(body, name) for name in body.model_fields_set & RULE_FIELDS}
+    if changes.get("daily_cap_per_shopper", 1) is None:
+        changes["daily_cap_per_shopper"] = 1
+    if changes.get("store_cooldown_minutes", 0) is None:
+        changes["store_cooldown_minutes"] = 0
+    campaign, store_ids, offers = CampaignCatalog(session).update_rules(
+        campaign_id, changes, runtime.clock.now()
+    )
+    return _campaign_out(campaign, store_ids, offers)
 
 
 @router.get("/campaigns", response_model=CampaignList, summary="List campaigns")

@@ -61,7 +61,8 @@ def test_redemption_after_expiry_is_refused_with_410(engine_api: Engine) -> None
     store = engine_api.create_store()
     engine_api.create_campaign([store["id"]], valid_minutes=5)
     coupon = engine_api.ping(engine_api.shopper(), INSIDE).json()["coupons"][0]
-    engine_api.clock.advance(timedelta(minutes=5))  # the instant of expiry is already too late
+    grace = timedelta(seconds=engine_api.runtime.settings.redemption_grace_s)
+    engine_api.clock.advance(timedelta(minutes=5) + grace)  # the end of the grace is too late
     late = engine_api.redeem(coupon["code"], store["id"])
     assert late.status_code == 410
     assert late.json()["error"]["code"] == "coupon_expired"

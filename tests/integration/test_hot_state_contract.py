@@ -217,6 +217,39 @@ def test_incr_within_under_contention_admits_exactly_the_limit(hot: Subject) -> 
     assert hot.state.counter("contended") == 10
 
 
+# --- spacing (cooldowns) -----------------------------------------------------------------------
+
+
+def test_claim_spacing_admits_the_first_and_refuses_within_the_gap(hot: Subject) -> None:
+    assert hot.state.claim_spacing("{s}:cool", 1_000.0, gap_s=600, ttl_s=LONG_TTL_S)
+    assert not hot.state.claim_spacing("{s}:cool", 1_599.5, gap_s=600, ttl_s=LONG_TTL_S)
+    assert hot.state.claim_spacing("{s}:cool", 1_600.0, gap_s=600, ttl_s=LONG_TTL_S)
+    # the gap now counts from the second claim
+    assert not hot.state.claim_spacing("{s}:cool", 2_000.0, gap_s=600, ttl_s=LONG_TTL_S)
+
+
+def test_release_spacing_undoes_only_the_matching_claim(hot: Subject) -> None:
+    assert hot.state.claim_spacing("{s}:cool", 1_000.0, gap_s=600, ttl_s=LONG_TTL_S)
+    hot.state.release_spacing("{s}:cool", 999.0)  # not the recorded stamp: nothing happens
+    assert not hot.state.claim_spacing("{s}:cool", 1_001.0, gap_s=600, ttl_s=LONG_TTL_S)
+    hot.state.release_spacing("{s}:cool", 1_000.0)
+    assert hot.state.claim_spacing("{s}:cool", 1_001.0, gap_s=600, ttl_s=LONG_TTL_S)
+
+
+def test_claim_spacing_under_contention_admits_exactly_one(hot: Subject) -> None:
+    threads = 40
+    barrier = threading.Barrier(threads)
+
+    def attempt(i: int) -> bool:
+        barrier.wait()
+        return hot.state.claim_spacing("{s}:race", 5_000.0 + i / 1000, gap_s=60, ttl_s=LONG_TTL_S)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(attempt, range(threads)))
+
+    assert results.count(True) == 1
+
+
 # --- locks ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,176 @@
+"""Offer eligibility on both stacks: the campaign's schedule and hours, the store open at the
+(predicted) arrival, caps per campaign and per shopper day, the store cooldown, and each refusal
+recorded with its reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from consent.models import Device
+from core.db import transaction
+from core.ids import new_id
+from geo.models import Fence, FenceEvent
+from offers.models import Coupon
+from offers.service import IssuedCoupon, OfferIssuer
+from tests.api.conftest import INSIDE, MANAGER, Engine, EngineFactory
+from tests.api.coupon_helpers import campaign, quick_shopper, reenter, refusals_of
+from tests.conftest import START
+
+
+def test_a_campaign_not_started_yet_or_ended_refuses_with_the_reason(engine_api: Engine) -> None:
+    store = engine_api.create_store()
+    later = campaign(engine_api, [store["id"]], starts_at=(START + timedelta(hours=1)).isoformat())
+    over = campaign(
+        engine_api,
+        [store["id"]],
+        starts_at=(START - timedelta(days=2)).isoformat(),
+        ends_at=(START - timedelta(days=1)).isoformat(),
+    )
+    body = engine_api.ping(quick_shopper(engine_api, "c1"), INSIDE).json()
+    [event] = body["events"]
+    assert body["coupons"] == []
+    assert (event["eligible"], event["reason"]) == (False, "campaign_not_started")
+    assert refusals_of(engine_api, event["id"]) == [
+        {"campaign_id": later["id"], "reason": "campaign_not_started"},
+        {"campaign_id": over["id"], "reason": "campaign_ended"},
+    ]
+
+
+def test_campaign_hours_are_read_in_the_stores_time_zone(engine_api: Engine) -> None:
+    assert START.weekday() == 0 and START.hour == 9  # Monday 11:00 in Helsinki
+    store = engine_api.create_store()
+    campaign(engine_api, [store["id"]], active_hours={"mon": [["11:30", "14:00"]]})
+    shopper = quick_shopper(engine_api, "c1")
+    first = engine_api.ping(shopper, INSIDE).json()
+    assert first["coupons"] == []
+    assert first["events"][0]["reason"] == "outside_campaign_hours"
+    lunch = reenter(engine_api, shopper, timedelta(minutes=30))  # about 11:32 in Helsinki
+    assert len(lunch["coupons"]) == 1 and lunch["events"][-1]["eligible"] is True
+
+
+def test_the_engines_daily_cap_per_shopper_counts_every_campaign(
+    make_engine_api: EngineFactory,
+) -> None:
+    engine = make_engine_api(shopper_daily_offer_cap=2)
+    store = engine.create_store()
+    ids = [campaign(engine, [store["id"]])["id"] for _ in range(3)]
+    body = engine.ping(quick_shopper(engine, "c1"), INSIDE).json()
+    assert len(body["coupons"]) == 2
+    [event] = body["events"]
+    assert event["eligible"] is True  # two offers were issued
+    assert refusals_of(engine, event["id"]) == [
+        {"campaign_id": ids[2], "reason": "shopper_daily_limit"}
+    ]
+
+
+def test_the_campaign_cap_counts_the_shoppers_own_day(engine_api: Engine) -> None:
+    store = engine_api.create_store()
+    campaign(engine_api, [store["id"]], daily_cap_per_shopper=1)
+    shopper = quick_shopper(engine_api, "c1")
+    prefs = {"timezone": "Europe/Helsinki"}
+    put = engine_api.client.put("/v1/sdk/preferences", headers=shopper["auth"], json=prefs)
+    assert put.status_code == 200, put.text
+    assert len(engine_api.ping(shopper, INSIDE).json()["coupons"]) == 1
+    again = reenter(engine_api, shopper, timedelta(minutes=20))
+    assert again["coupons"] == []
+    assert again["events"][-1]["reason"] == "campaign_daily_cap"
+    # The shopper's midnight (Helsinki, UTC+2) is 22:00 UTC: a new day for the cap there.
+    engine_api.clock.set(START.replace(hour=21, minute=58))
+    assert reenter(engine_api, shopper, timedelta(0))["coupons"] == []
+    assert len(reenter(engine_api, shopper, timedelta(minutes=1))["coupons"]) == 1
+
+
+def test_no_second_coupon_at_the_same_store_within_the_cooldown(engine_api: Engine) -> None:
+    store = engine_api.create_store()
+    campaign(engine_api, [store["id"]], daily_cap_per_shopper=5, store_cooldown_minutes=30)
+    shopper = quick_shopper(engine_api, "c1")
+    assert len(engine_api.ping(shopper, INSIDE).json()["coupons"]) == 1
+    soon = reenter(engine_api, shopper, timedelta(minutes=10))  # ~11.5 min after the coupon
+    assert soon["coupons"] == []
+    assert (soon["events"][-1]["eligible"], soon["events"][-1]["reason"]) == (
+        False,
+        "store_cooldown",
+    )
+    later = reenter(engine_api, shopper, timedelta(minutes=20))  # ~33 min after it
+    assert len(later["coupons"]) == 1
+    assert engine_api.count(Coupon) == 2
+
+
+def _approach(
+    engine: Engine, shopper: dict[str, Any], store: dict[str, Any], eta_s: float
+) -> tuple[list[IssuedCoupon], FenceEvent]:
+    """Run the offer decision for a pass-by (``approaching``) event predicted ``eta_s`` away."""
+    now = engine.clock.now()
+    with transaction(engine.runtime.sessions) as session:
+        device = session.get(Device, shopper["device_id"])
+        fence = session.query(Fence).filter(Fence.store_id == store["id"]).one()
+        assert device is not None
+        event = FenceEvent(
+            id=new_id("evt"),
+            device_id=device.id,
+            subject_id=device.subject_id,
+            fence_id=fence.id,
+            store_id=store["id"],
+            kind="approaching",
+            occurred_at=now,
+            details={"eta_s": eta_s, "distance_m": eta_s * 1.4},
+            eligible=True,
+            reason=None,
+            created_at=now,
+        )
+        session.add(event)
+        session.flush()
+        issued = OfferIssuer(session, engine.runtime.state, set(), lambda _: None).on_enter(
+            event, device, now
+        )
+    return issued, event
+
+
+def test_travel_validity_is_the_eta_plus_the_decision_window_capped(engine_api: Engine) -> None:
+    store = engine_api.create_store()
+    offer = {"validity_rule": "travel", "decision_window_minutes": 5, "max_valid_minutes": 20}
+    campaign(engine_api, [store["id"]], offer=offer, daily_cap_per_shopper=10)
+    shopper = quick_shopper(engine_api, "c1")
+    now = engine_api.clock.now()
+
+    [near], _ = _approach(engine_api, shopper, store, eta_s=420)  # 7 min away
+    assert near.expires_at == now + timedelta(minutes=12)
+    [far], _ = _approach(engine_api, shopper, store, eta_s=3600)  # an hour away: the cap
+    assert far.expires_at == now + timedelta(minutes=20)
+    # Already there (an enter): just the decision window.
+    [there] = engine_api.ping(shopper, INSIDE).json()["coupons"]
+    assert there["remaining_s"] == 5 * 60
+
+
+def test_fixed_validity_ignores_the_eta(engine_api: Engine) -> None:
+    store = engine_api.create_store()
+    campaign(engine_api, [store["id"]], offer={"valid_minutes": 8})
+    [coupon], _ = _approach(engine_api, quick_shopper(engine_api, "c1"), store, eta_s=900)
+    assert coupon.expires_at == engine_api.clock.now() + timedelta(minutes=8)
+
+
+def test_a_pass_by_is_refused_when_the_store_closes_before_the_arrival(
+    engine_api: Engine,
+) -> None:
+    response = engine_api.client.post(
+        "/v1/manager/stores",
+        headers=MANAGER,
+        json={
+            "name": "Closing soon",
+            "timezone": "Europe/Helsinki",
+            "opening_hours": {"mon": [["08:00", "11:05"]]},  # 11:00 now in Helsinki
+            "fence": {"lon": INSIDE[0], "lat": INSIDE[1], "radius_m": 50},
+        },
+    )
+    assert response.status_code == 201, response.text
+    store = response.json()
+    campaign(engine_api, [store["id"]], daily_cap_per_shopper=5)
+    shopper = quick_shopper(engine_api, "c1")
+    refused, event = _approach(engine_api, shopper, store, eta_s=600)  # arrives at 11:10
+    assert refused == []
+    with engine_api.runtime.sessions() as session:
+        stored = session.get(FenceEvent, event.id)
+        assert stored is not None and (stored.eligible, stored.reason) == (False, "store_closed")
+    in_time, _ = _approach(engine_api, shopper, store, eta_s=120)  # arrives at 11:02
+    assert len(in_time) == 1

@@ -1,0 +1,131 @@
+"""The till on both stacks: grace after expiry, Idempotency-Key replays, voids, and the guessing
+lockout per terminal and per IP address."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from offers.domain import TooManyAttempts
+from offers.lockout import GuessLockout
+from offers.models import Coupon
+from tests.api.conftest import INSIDE, Engine
+from tests.api.coupon_helpers import campaign, quick_shopper, till
+
+
+def _coupon(engine: Engine, valid_minutes: int = 10) -> tuple[dict[str, Any], dict[str, Any]]:
+    store = engine.create_store()
+    campaign(engine, [store["id"]], offer={"valid_minutes": valid_minutes})
+    [coupon] = engine.ping(quick_shopper(engine, "c1"), INSIDE).json()["coupons"]
+    return store, coupon
+
+
+def test_a_till_may_redeem_within_the_grace_after_expiry(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api, valid_minutes=5)
+    engine_api.clock.advance(timedelta(minutes=5, seconds=20))  # grace is 30 s
+    assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 200
+
+
+def test_a_retried_request_gets_the_stored_answer(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api)
+    first = till(engine_api, "redemptions", coupon["code"], store["id"], key="till-7-0001")
+    engine_api.clock.advance(timedelta(seconds=3))
+    retry = till(engine_api, "redemptions", coupon["code"], store["id"], key="till-7-0001")
+    assert (first.status_code, retry.status_code) == (200, 200)
+    assert retry.json() == first.json()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    fresh = till(engine_api, "redemptions", coupon["code"], store["id"], key="till-7-0002")
+    assert fresh.status_code == 409  # a new request is a new attempt
+    assert engine_api.count(Coupon, Coupon.status == "redeemed") == 1
+
+
+def test_a_refusal_is_replayed_too_and_a_key_is_bound_to_its_request(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api)
+    unknown = till(engine_api, "redemptions", "ZZZZZ-ZZZZZ", store["id"], key="k-1")
+    replay = till(engine_api, "redemptions", "ZZZZZ-ZZZZZ", store["id"], key="k-1")
+    assert unknown.status_code == replay.status_code == 404
+    assert unknown.json() == replay.json()
+    reused = till(engine_api, "redemptions", coupon["code"], store["id"], key="k-1")
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert "different request" in reused.json()["error"]["message"]
+    blank = till(engine_api, "redemptions", coupon["code"], store["id"], key="x" * 201)
+    assert blank.status_code == 422 and "Idempotency-Key" in blank.json()["error"]["message"]
+
+
+def test_simultaneous_copies_of_one_request_all_get_the_one_answer(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(
+                lambda _: till(engine_api, "redemptions", coupon["code"], store["id"], key="dup"),
+                range(16),
+            )
+        )
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.text for a in answers}) == 1
+    assert engine_api.count(Coupon, Coupon.status == "redeemed") == 1
+
+
+def test_a_void_restores_a_still_valid_coupon(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api)
+    assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 200
+    engine_api.clock.advance(timedelta(minutes=2))
+    voided = till(engine_api, "voids", coupon["code"], store["id"], key="void-1")
+    assert voided.status_code == 200, voided.text
+    assert voided.json()["status"] == "issued"
+    assert till(engine_api, "voids", coupon["code"], store["id"], key="void-1").json() == (
+        voided.json()
+    )
+    assert engine_api.count(Coupon, Coupon.status == "issued") == 1
+    assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 200
+
+
+def test_a_void_needs_a_recent_redemption_at_the_same_store(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api, valid_minutes=60)
+    other = engine_api.create_store(lon=INSIDE[0] + 0.05, name="Other")
+    never = till(engine_api, "voids", coupon["code"], store["id"])
+    assert never.status_code == 409 and never.json()["error"]["code"] == "coupon_not_redeemed"
+    assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 200
+    elsewhere = till(engine_api, "voids", coupon["code"], other["id"])
+    unknown = till(engine_api, "voids", "ZZZZZ-ZZZZZ", other["id"])
+    assert elsewhere.status_code == unknown.status_code == 404
+    assert elsewhere.json() == unknown.json()
+    window = engine_api.runtime.settings.void_window_minutes
+    engine_api.clock.advance(timedelta(minutes=window, seconds=1))
+    late = till(engine_api, "voids", coupon["code"], store["id"])
+    assert late.status_code == 409
+    assert f"{window}-minute void window" in late.json()["error"]["message"]
+    assert engine_api.count(Coupon, Coupon.status == "redeemed") == 1
+
+
+def test_repeated_failed_lookups_lock_the_terminal_out(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api, valid_minutes=30)
+    limit = engine_api.runtime.settings.pos_lockout_failures
+    for i in range(limit):
+        guess = f"ZZZZZ-{i:05d}".replace("0", "A")
+        assert till(engine_api, "redemptions", guess, store["id"]).status_code == 404
+    locked = till(engine_api, "redemptions", coupon["code"], store["id"])
+    assert locked.status_code == 429
+    assert locked.json()["error"]["code"] == "too_many_attempts"
+    retry_after = int(locked.headers["Retry-After"])
+    assert 0 < retry_after <= engine_api.runtime.settings.pos_lockout_window_s
+    engine_api.clock.advance(timedelta(seconds=retry_after))
+    assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 200
+
+
+def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(
+    engine_api: Engine,
+) -> None:
+    lockout = GuessLockout(engine_api.runtime.state, failures=3, window_s=300)
+    now = engine_api.clock.now()
+    for _ in range(3):
+        lockout.record_failure(["terminal:a", "ip:10.0.0.1"], now)
+    lockout.check(["terminal:b", "ip:10.0.0.2"], now)  # another terminal elsewhere: fine
+    with pytest.raises(TooManyAttempts):
+        lockout.check(["terminal:b", "ip:10.0.0.1"], now)  # same IP, another terminal
+    with pytest.raises(TooManyAttempts):
+        lockout.check(["terminal:a", "ip:10.0.0.9"], now)  # same terminal, another IP
