@@ -66,3 +66,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return {"status": "ok", "hot_state": "redis" if runtime.state.shared else "in-process"}
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """An app from ``OFFER_ENGINE_*`` variables, for servers that import a factory per worker
+    process (``uvicorn api.app:app_from_environment --factory --workers N``)."""
+    return create_app(Settings())

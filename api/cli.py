@@ -230,6 +230,44 @@ def bench_consent(
     typer.echo(result.result_line())
 
 
+@bench_app.command("api")
+def bench_api(
+    database_url: Annotated[
+        str, typer.Option(help="PostgreSQL (a fresh schema is used, then dropped).")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    redis_url: Annotated[str, typer.Option(help="Redis (a fresh key prefix, then deleted).")] = (
+        "redis://127.0.0.1:6379/0"
+    ),
+    workers: Annotated[int, typer.Option(min=1, max=16, help="uvicorn worker processes.")] = 2,
+    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Fixes per request.")] = 500,
+    batches_per_device: Annotated[int, typer.Option(min=1, max=1000)] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Batch connections.")] = 8,
+    fences: Annotated[int, typer.Option(min=1, max=100_000)] = 400,
+    single_rate: Annotated[float, typer.Option(min=1, max=20_000, help="Requests/s.")] = 1000,
+    single_seconds: Annotated[float, typer.Option(min=1, max=300)] = 10,
+    max_seconds: Annotated[float, typer.Option(min=1, max=600, help="Per batch phase.")] = 60,
+) -> None:
+    """The HTTP API under load from a separate process, next to a bare endpoint of its shape."""
+    from api.bench.api import ApiBenchOptions, run_api_bench
+
+    options = ApiBenchOptions(
+        database_url,
+        redis_url,
+        workers,
+        devices,
+        batch_size,
+        batches_per_device,
+        concurrency,
+        fences,
+        single_rate,
+        single_seconds,
+        max_seconds,
+    )
+    result = run_api_bench(options, say=typer.echo)
+    typer.echo(result.line())
+
+
 def _instant(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None

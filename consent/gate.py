@@ -125,8 +125,15 @@ class ConsentGate:
         return receipt
 
     def invalidate_after_commit(self, subject_id: str) -> None:
-        """Called by every ledger write: the next check anywhere reads the new state."""
+        """Called by every ledger write: the next check anywhere reads the new state.
+
+        The generation is bumped once now, inside the writer's transaction, and again after the
+        commit. The first bump makes a write fail (503, nothing recorded) while the hot-state
+        store is unreachable: a change committed then could not reach the cache, and the cached
+        consent would outlive it once the store is back. The second bump drops anything cached
+        from the old state by a reader between the first bump and the commit."""
         self._views.pop(subject_id, None)
+        self.invalidate_now(subject_id)
         on_commit(self.session, lambda: self.invalidate_now(subject_id))
 
     def invalidate_now(self, subject_id: str) -> None:

@@ -1,0 +1,98 @@
+"""Redis, the hot-state store, fails under a running engine: a private ``redis-server`` on its
+own port is killed, stalled and brought back while the engine keeps running.
+
+Invariant: losing the hot state loses no durable fact; while it is down the engine answers 503
+(never 500), processes nothing and offers nothing without a consent check; when it returns the
+same engine (no restart) serves again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from consent.domain import Channel
+from consent.models import ConsentEvent, ConsentReceipt
+from geo.models import FenceEvent, Ping
+from offers.models import Coupon
+from tests.api.conftest import INSIDE, OUTSIDE, EngineFactory
+from tests.private_servers import PrivateRedis
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _unavailable(response: object) -> None:
+    assert response.status_code == 503, response.text  # type: ignore[attr-defined]
+    assert response.json()["error"]["code"] == "unavailable"  # type: ignore[attr-defined]
+    assert response.headers["Retry-After"]  # type: ignore[attr-defined]
+
+
+def test_redis_killed_mid_run_answers_503_then_recovers_without_restart(
+    make_engine_api: EngineFactory, private_redis: PrivateRedis
+) -> None:
+    engine = make_engine_api(redis_url=private_redis.url, run_scheduler=False)
+    store = engine.create_store()
+    engine.create_campaign([store["id"]])
+    shopper = engine.shopper()
+    assert engine.ping(shopper, OUTSIDE).status_code == 200
+
+    private_redis.kill()
+    engine.clock.advance(timedelta(seconds=20))
+    _unavailable(engine.ping(shopper, INSIDE))
+    _unavailable(engine.client.get("/health"))
+    assert engine.count(Ping) == 1  # only the fix from before the failure
+    assert engine.count(FenceEvent) == 0 and engine.count(Coupon) == 0
+    assert engine.count(ConsentReceipt, ConsentReceipt.action == "ping") == 1
+
+    private_redis.start()  # same port, empty: everything hot was lost
+    engine.clock.advance(timedelta(seconds=20))
+    assert engine.client.get("/health").status_code == 200
+    back = engine.ping(shopper, INSIDE)
+    assert back.status_code == 200, back.text
+    assert [e["kind"] for e in back.json()["events"]] == ["enter"]
+    assert len(back.json()["coupons"]) == 1
+    assert engine.count(Ping) == 2 and engine.count(Coupon) == 1
+
+
+def test_a_withdrawal_during_a_stall_is_refused_whole_so_no_stale_consent_survives(
+    make_engine_api: EngineFactory, private_redis: PrivateRedis
+) -> None:
+    engine = make_engine_api(redis_url=private_redis.url, run_scheduler=False)
+    store = engine.create_store()
+    engine.create_campaign([store["id"]])
+    shopper = engine.shopper()
+    assert engine.ping(shopper, OUTSIDE).status_code == 200  # consent now cached in Redis
+    link = engine.runtime.links.unsubscribe_url(
+        shopper["subject_id"], Channel.EMAIL, engine.clock.now()
+    )
+    one_click = {"data": {"List-Unsubscribe": "One-Click"}}
+
+    private_redis.pause()  # keeps its data, answers nothing
+    try:
+        _unavailable(engine.follow(link, "POST", **one_click))
+    finally:
+        private_redis.resume()
+    with engine.runtime.sessions() as session:
+        states = session.scalars(
+            select(ConsentEvent.state).where(ConsentEvent.channel == "email")
+        ).all()
+    assert "withdrawn" not in states  # not recorded: the shopper's client is told to retry
+
+    again = engine.follow(link, "POST", **one_click)
+    assert again.status_code == 200, again.text
+    engine.clock.advance(timedelta(seconds=20))
+    entered = engine.ping(shopper, INSIDE)
+    assert entered.status_code == 200, entered.text
+    assert [e["kind"] for e in entered.json()["events"]] == ["enter"]
+    assert entered.json()["coupons"] == []  # the cached grant did not outlive the withdrawal
+    assert engine.count(Coupon) == 0
