@@ -19,6 +19,7 @@ MAX_VALID_MINUTES = 24 * 60
 class CouponStatus(StrEnum):
     ISSUED = "issued"
     REDEEMED = "redeemed"
+    EXPIRED = "expired"
 
 
 class DeliveryStatus(StrEnum):
@@ -28,10 +29,17 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     EXPIRED_UNDELIVERED = "expired_undelivered"
     NO_CONSENT = "no_consent"
+    CANCELLED = "cancelled"  # a reminder no longer needed (the coupon was redeemed)
+
+
+class DeliveryKind(StrEnum):
+    OFFER = "offer"
+    REMINDER = "reminder"
 
 
 FINAL_DELIVERY_STATES = frozenset(
     {
+        DeliveryStatus.CANCELLED,
         DeliveryStatus.SENT,
         DeliveryStatus.FAILED,
         DeliveryStatus.EXPIRED_UNDELIVERED,

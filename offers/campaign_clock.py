@@ -1,0 +1,93 @@
+"""Campaign start and stop at their exact instants, and the coupon expiry transition.
+
+A campaign is offered only inside its window (``CampaignWindow``); these transitions make the
+stored ``status`` say so too, for the manager's lists and for anything reading the table:
+
+- ``active`` with ``ends_at <= now`` -> ``ended``;
+- ``scheduled`` with ``starts_at <= now`` (and not yet ended) -> ``active``.
+
+Coupons: ``issued`` with ``expires_at <= now`` -> ``expired`` (``expire_due_coupons``). The
+scheduler calls it every few seconds; the till's check does not depend on it (redemption tests
+``expires_at`` itself), so the status is only ever a few seconds behind the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import transaction
+from offers.domain import CouponStatus
+from offers.models import Campaign, Coupon
+
+log = logging.getLogger(__name__)
+
+
+class CampaignClock:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def boundaries(self, start: datetime, end: datetime) -> list[datetime]:
+        """Start and end instants of campaigns that fall in ``[start, end)``."""
+        with transaction(self.sessions) as session:
+            starts = session.scalars(
+                select(Campaign.starts_at).where(
+                    Campaign.status == "scheduled",
+                    Campaign.starts_at >= start,
+                    Campaign.starts_at < end,
+                )
+            )
+            found = {s for s in starts if s is not None}
+            ends = session.scalars(
+                select(Campaign.ends_at).where(
+                    Campaign.status.in_(["active", "scheduled"]),
+                    Campaign.ends_at >= start,
+                    Campaign.ends_at < end,
+                )
+            )
+            found.update(e for e in ends if e is not None)
+        return sorted(found)
+
+    def apply(self, now: datetime) -> tuple[int, int]:
+        """Start and stop what is due at ``now``. Returns (started, ended)."""
+        with transaction(self.sessions) as session:
+            ended = session.execute(
+                update(Campaign)
+                .where(
+                    Campaign.status.in_(["active", "scheduled"]),
+                    Campaign.ends_at.is_not(None),
+                    Campaign.ends_at <= now,
+                )
+                .values(status="ended")
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+            started = session.execute(
+                update(Campaign)
+                .where(
+                    Campaign.status == "scheduled",
+                    Campaign.starts_at.is_not(None),
+                    Campaign.starts_at <= now,
+                    or_(Campaign.ends_at.is_(None), and_(Campaign.ends_at > now)),
+                )
+                .values(status="active")
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+        if started or ended:
+            log.info("campaigns started: %d, ended: %d", started, ended)
+        return int(started), int(ended)
+
+
+def expire_due_coupons(sessions: sessionmaker[Session], now: datetime) -> int:
+    """The expiry transition issued -> expired for every coupon past ``expires_at``. The hook
+    where releasing a coupon's reserved budget belongs when budgets are kept."""
+    with transaction(sessions) as session:
+        result = session.execute(
+            update(Coupon)
+            .where(Coupon.status == CouponStatus.ISSUED.value, Coupon.expires_at <= now)
+            .values(status=CouponStatus.EXPIRED.value)
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
