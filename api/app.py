@@ -9,7 +9,17 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import install_error_handlers
-from api.routes import compliance, consent_links, erasure, imports, manager, pos, preferences, sdk
+from api.routes import (
+    compliance,
+    consent_links,
+    countdown,
+    erasure,
+    imports,
+    manager,
+    pos,
+    preferences,
+    sdk,
+)
 from api.runtime import Runtime
 from core.settings import Settings
 
@@ -57,6 +67,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(consent_links.router)
     app.include_router(erasure.router)
     app.include_router(compliance.router)
+    app.include_router(countdown.router)
 
     @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")
     def health() -> dict[str, str]:

@@ -77,6 +77,46 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port)
 
 
+@app.command("scheduler")
+def run_scheduler_only(
+    database_url: Annotated[
+        str | None, typer.Option(help="Overrides OFFER_ENGINE_DATABASE_URL.")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Overrides OFFER_ENGINE_REDIS_URL.")] = None,
+) -> None:
+    """Run only the timed work (sends, reminders, expiry, campaign start/stop), no HTTP.
+
+    Start it in as many processes as you like: one leads (it holds the lease), the others stand
+    by and take over within the lease TTL when the leader dies. Stops on SIGTERM or Ctrl-C,
+    handing the lease over at once.
+    """
+    import signal
+    import threading
+
+    from api.runtime import Runtime
+
+    overrides: dict[str, object] = {"run_scheduler": True}
+    if database_url:
+        overrides["database_url"] = database_url
+    if redis_url:
+        overrides["redis_url"] = redis_url
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job run
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime = Runtime.build(settings)
+    runtime.start()
+    typer.echo(f"scheduler {runtime.scheduler.lease.holder} started", err=True)
+    try:
+        stop.wait()
+    finally:
+        runtime.stop()
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     database_url: Annotated[

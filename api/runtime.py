@@ -25,17 +25,21 @@ from geo.prediction import PredictionRules
 from geo.tracking import TrackingRules
 from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
+from notify.providers import build_remote_channels
+from offers.campaign_clock import CampaignClock
 from offers.delivery import DeliveryWorker
 from offers.eligibility import IssueLimits
 from offers.expiry import CouponExpiry
 from offers.flows import PingIngestor
-from offers.scheduler import DeliveryScheduler
+from offers.followups import FollowUps
+from offers.lease import LeaderLease
+from offers.scheduler import DeliveryScheduler, default_holder
 
 log = logging.getLogger(__name__)
 
 
-def build_channels(settings: Settings) -> dict[str, Channel]:
-    channels: dict[str, Channel] = {}
+def build_channels(settings: Settings, clock: Clock | None = None) -> dict[str, Channel]:
+    channels: dict[str, Channel] = build_remote_channels(settings, clock or SystemClock())
     if settings.email_backend is EmailBackend.FILE:
         channels["email"] = FileEmailChannel(settings.email_file_dir, settings.email_from)
     else:
@@ -101,7 +105,7 @@ class Runtime:
         engine = make_engine(settings.database_url)
         sessions = make_session_factory(engine)
         state = state or make_hot_state(settings.redis_url, settings.redis_key_prefix)
-        channels = channels if channels is not None else build_channels(settings)
+        channels = channels if channels is not None else build_channels(settings, clock)
         fences = LiveFenceIndex(sessions, state, settings.fence_index_check_s)
         secret = settings.secret_key.get_secret_value()
         links = ConsentLinks(secret, settings.public_base_url)
@@ -112,8 +116,24 @@ class Runtime:
             timedelta(seconds=settings.delivery_margin_s),
             state,
             links=links,
+            followups=FollowUps(
+                reminder_before=timedelta(minutes=settings.reminder_minutes_before) or None
+            ),
+            countdown_url=lambda code: f"{settings.public_base_url.rstrip('/')}/c/{code}",
         )
-        scheduler = DeliveryScheduler(engine, worker)
+        expiry = CouponExpiry(sessions, clock, timedelta(seconds=settings.redemption_grace_s))
+        lease = LeaderLease(
+            sessions, clock, default_holder(), ttl=timedelta(seconds=settings.scheduler_lease_ttl_s)
+        )
+        scheduler = DeliveryScheduler(
+            worker,
+            lease,
+            heartbeat_s=settings.scheduler_heartbeat_s,
+            sweep_interval_s=settings.scheduler_sweep_s,
+            threads=settings.scheduler_threads,
+            expire_due=lambda now: expiry.expire_due(now).expired,
+            campaigns=CampaignClock(sessions),
+        )
         ingestor = PingIngestor(
             sessions,
             state,
@@ -124,8 +144,6 @@ class Runtime:
             scheduler.enqueue,
             IssueLimits(settings.shopper_daily_offer_cap),
         )
-        expiry = CouponExpiry(sessions, clock, timedelta(seconds=settings.redemption_grace_s))
-        scheduler.periodic.append(expiry.expire_due)
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),
             CheckpointSigner(secret),

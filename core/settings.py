@@ -70,6 +70,27 @@ class Settings(BaseSettings):
     delivery_margin_s: int = Field(
         default=5, ge=0, description="A delivery is not handed over with less life left than this."
     )
+    # The timed work (offers/scheduler.py): one leader among all processes, by a lease in SQL.
+    scheduler_lease_ttl_s: float = Field(default=15.0, gt=0, le=600)
+    scheduler_heartbeat_s: float = Field(default=5.0, gt=0, le=300)
+    scheduler_sweep_s: float = Field(default=2.0, gt=0, le=300)
+    scheduler_threads: int = Field(default=8, ge=1, le=256)
+    reminder_minutes_before: int = Field(
+        default=0, ge=0, le=1440, description="Remind N minutes before expiry; 0: no reminder."
+    )
+    # Push and webhook providers: each is off while its settings are unset.
+    fcm_project_id: str | None = None
+    fcm_service_account_file: Path | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    apns_team_id: str | None = None
+    apns_key_id: str | None = None
+    apns_private_key_file: Path | None = None
+    apns_topic: str | None = None
+    apns_base_url: str = "https://api.push.apple.com"
+    webpush_vapid_private_key: SecretStr | None = None
+    webpush_vapid_subject: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
     max_ping_accuracy_m: float = Field(default=100.0, gt=0)
     entry_accuracy_weight: float = Field(default=0.5, ge=0, le=2)
     exit_buffer_m: float = Field(default=20.0, ge=0, le=1000)
@@ -94,6 +115,15 @@ class Settings(BaseSettings):
     )
     pos_lockout_window_s: int = Field(default=300, ge=10, le=86_400)
     ledger_checkpoint_every: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        if self.scheduler_heartbeat_s * 2 > self.scheduler_lease_ttl_s:
+            raise ValueError(
+                "OFFER_ENGINE_SCHEDULER_HEARTBEAT_S must be at most half of "
+                "OFFER_ENGINE_SCHEDULER_LEASE_TTL_S, or the leader loses its lease between beats"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_defaults(self) -> Settings:

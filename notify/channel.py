@@ -22,6 +22,10 @@ class OfferMessage:
     ttl_s: int
     # The shopper's one-click unsubscribe link (RFC 8058), for channels that can carry one.
     unsubscribe_url: str | None = None
+    # The device's platform ("android", "ios", "web"): which push provider serves it.
+    platform: str | None = None
+    # A public page counting down to ``expires_at`` (shows the code, no personal data).
+    countdown_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """Fields every push channel derives from an ``OfferMessage`` the same way.
 
-The worker's idempotency key is ``"<coupon id>:<channel>"``. From it:
+The worker's idempotency key is ``"<coupon id>:<channel>"`` (``":reminder"`` appended for the
+reminder before expiry). From it:
 
 - ``collapse_token``: the same for every channel of one coupon, so a repeated send replaces the
   earlier notification on the device instead of stacking. 32 characters of the URL-safe base64
@@ -23,9 +24,9 @@ _APNS_NAMESPACE = uuid.UUID("6b0f8c4e-2d1a-5b7e-9c3f-0a4d2e6f8b1c")
 
 
 def coupon_ref(message: OfferMessage) -> str:
-    """The coupon part of the idempotency key (the whole key when it has no channel suffix)."""
-    head, sep, _channel = message.idempotency_key.rpartition(":")
-    return head if sep else message.idempotency_key
+    """The coupon part of the idempotency key (the whole key when it has no channel suffix).
+    A reminder shares it: it replaces the offer's notification on the device."""
+    return message.idempotency_key.partition(":")[0]
 
 
 def collapse_token(message: OfferMessage) -> str:

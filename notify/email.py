@@ -6,6 +6,7 @@ The same two classes send the consent confirmation email of the double opt-in
 
 from __future__ import annotations
 
+import html
 import smtplib
 from datetime import datetime
 from email import policy
@@ -30,6 +31,8 @@ def _new_message(sender: str, to: str) -> EmailMessage:
 
 
 def build_email(message: OfferMessage, sender: str) -> EmailMessage:
+    """A text part and an HTML part with the same content: the code, the expiry, a link to the
+    live countdown page when there is one, and the one-click unsubscribe link."""
     expires = message.expires_at.strftime("%H:%M:%S UTC")
     email = _new_message(sender, message.address)
     email["Subject"] = f"{message.title} - {message.discount_text}, until {expires}"
@@ -42,14 +45,39 @@ def build_email(message: OfferMessage, sender: str) -> EmailMessage:
         email["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
         email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         footer = f"\nNo more offers by email: {message.unsubscribe_url}\n"
+    left = f"{message.ttl_s // 60} min {message.ttl_s % 60} s from sending"
+    countdown = f"Time left, live: {message.countdown_url}\n" if message.countdown_url else ""
     email.set_content(
         f"{message.body}\n\n"
         f"{message.discount_text} at {message.store_name}.\n"
         f"Your code: {message.code}\n"
-        f"Valid until {expires} ({message.ttl_s // 60} min {message.ttl_s % 60} s from sending).\n"
+        f"Valid until {expires} ({left}).\n"
+        f"{countdown}"
         f"{footer}"
     )
+    email.add_alternative(_html(message, expires, left), subtype="html")
     return email
+
+
+def _html(message: OfferMessage, expires: str, left: str) -> str:
+    e = html.escape
+    countdown = (
+        f'<p><a href="{e(message.countdown_url)}">See the time left</a></p>'
+        if message.countdown_url
+        else ""
+    )
+    unsubscribe = (
+        f'<p style="font-size:small"><a href="{e(message.unsubscribe_url)}">'
+        "No more offers by email</a></p>"
+        if message.unsubscribe_url
+        else ""
+    )
+    return (
+        f"<!doctype html><html><body><h1>{e(message.title)}</h1><p>{e(message.body)}</p>"
+        f"<p><strong>{e(message.discount_text)}</strong> at {e(message.store_name)}.</p>"
+        f'<p>Your code: <code style="font-size:x-large">{e(message.code)}</code></p>'
+        f"<p>Valid until {e(expires)} ({e(left)}).</p>{countdown}{unsubscribe}</body></html>"
+    )
 
 
 def build_confirmation_email(

@@ -25,7 +25,14 @@ from core.state import HotState
 from geo.models import Store
 from notify.channel import Channel, OfferMessage, PermanentSendError, TransientSendError
 from notify.errors import RetryLater, TokenUnregistered
-from offers.domain import CouponStatus, DeliveryStatus, format_code, remaining_seconds
+from offers.domain import (
+    CouponStatus,
+    DeliveryKind,
+    DeliveryStatus,
+    format_code,
+    remaining_seconds,
+)
+from offers.followups import FollowUps
 from offers.models import Coupon, Delivery, Offer
 from offers.repository import DeliveryRepository
 
@@ -65,6 +72,8 @@ class DeliveryWorker:
         state: HotState,
         retry: RetryPolicy | None = None,
         links: ConsentLinks | None = None,
+        followups: FollowUps | None = None,
+        countdown_url: Callable[[str], str] | None = None,
     ) -> None:
         self.sessions = sessions
         self.links = links
@@ -73,14 +82,38 @@ class DeliveryWorker:
         self.clock = clock
         self.margin = margin
         self.retry = retry or RetryPolicy()
+        self.followups = followups or FollowUps()
+        self.countdown_url = countdown_url
         self.reschedule: Callable[[str, float], None] = lambda _id, _delay: None
         self.listeners: list[Callable[[DeliveryReport], None]] = []
+        # Set by the scheduler: the leader lease's fencing token (None: not the leader). Left
+        # unset, the worker claims without fencing (a single process driving it by hand).
+        self.fence: Callable[[], int | None] | None = None
+        self.lease_name = "scheduler"
+
+    def _token(self) -> tuple[bool, int | None]:
+        """(may act, fencing token)."""
+        if self.fence is None:
+            return True, None
+        token = self.fence()
+        return token is not None, token
+
+    @staticmethod
+    def _owned(delivery: Delivery, token: int | None) -> bool:
+        """Whether this worker's claim still stands (no newer leader took the delivery over)."""
+        return delivery.status == DeliveryStatus.SENDING.value and (
+            token is None or delivery.claim_token == token
+        )
 
     def deliver(self, delivery_id: str) -> DeliveryReport | None:
         """Run one attempt. None when another worker holds the delivery or it is already final."""
+        may_act, token = self._token()
+        if not may_act:
+            return None
         now = self.clock.now()
         with transaction(self.sessions) as session:
-            if not DeliveryRepository(session).claim(delivery_id, now, now + LEASE):
+            repository = DeliveryRepository(session)
+            if not repository.claim(delivery_id, now, now + LEASE, token, self.lease_name):
                 return None
             delivery = session.get(Delivery, delivery_id)
             assert delivery is not None
@@ -96,22 +129,30 @@ class DeliveryWorker:
             receipt = channel.send(message)
         except RetryLater as exc:  # the provider said when: never sooner than that
             return self._after_failure(
-                delivery_id, str(exc), transient=True, not_before_s=exc.retry_after_s
+                delivery_id, token, str(exc), transient=True, not_before_s=exc.retry_after_s
             )
         except TransientSendError as exc:
-            return self._after_failure(delivery_id, str(exc), transient=True)
+            return self._after_failure(delivery_id, token, str(exc), transient=True)
         except TokenUnregistered as exc:  # the app was uninstalled: stop using that token
-            return self._after_failure(delivery_id, str(exc), transient=False, forget_address=True)
+            return self._after_failure(
+                delivery_id, token, str(exc), transient=False, forget_address=True
+            )
         except PermanentSendError as exc:
-            return self._after_failure(delivery_id, str(exc), transient=False)
+            return self._after_failure(delivery_id, token, str(exc), transient=False)
         except Exception as exc:  # an unknown failure is treated as temporary, never as sent
             log.exception("channel %s raised", delivery.channel)
-            return self._after_failure(delivery_id, f"{type(exc).__name__}: {exc}", transient=True)
+            detail = f"{type(exc).__name__}: {exc}"
+            return self._after_failure(delivery_id, token, detail, transient=True)
         with transaction(self.sessions) as session:
             delivery = session.get(Delivery, delivery_id)
             coupon = session.get(Coupon, delivery.coupon_id) if delivery else None
             assert delivery is not None and coupon is not None
+            if not self._owned(delivery, token):
+                log.warning("delivery %s was taken over while sending; outcome left", delivery_id)
+                return None
             delivery.sent_at = self.clock.now()
+            if delivery.kind == DeliveryKind.OFFER.value:
+                self.followups.after_sent(session, delivery, coupon, delivery.sent_at, self)
             return self._finish(
                 session,
                 delivery,
@@ -127,6 +168,8 @@ class DeliveryWorker:
         if coupon.expires_at - self.margin <= now:
             return DeliveryStatus.EXPIRED_UNDELIVERED, "coupon expired before it could be sent"
         if coupon.status != CouponStatus.ISSUED.value:
+            if delivery.kind == DeliveryKind.REMINDER.value:
+                return DeliveryStatus.CANCELLED, f"coupon is {coupon.status}; no reminder needed"
             return DeliveryStatus.FAILED, f"coupon is {coupon.status}; nothing to send"
         if delivery.channel not in self.channels:
             return DeliveryStatus.FAILED, f"no {delivery.channel} channel configured"
@@ -147,15 +190,19 @@ class DeliveryWorker:
         store = session.get(Store, coupon.store_id)
         assert offer is not None and store is not None
         ttl = remaining_seconds(coupon.expires_at - self.margin, now)
+        device = session.get(Device, coupon.device_id)
+        reminder = delivery.kind == DeliveryKind.REMINDER.value
         unsubscribe_url = None
         if self.links is not None and delivery.channel == ConsentChannel.EMAIL.value:
             unsubscribe_url = self.links.unsubscribe_url(
                 coupon.subject_id, ConsentChannel.EMAIL, now
             )
+        key = f"{coupon.id}:{delivery.channel}" + (":reminder" if reminder else "")
+        left_min = max(1, round((coupon.expires_at - now).total_seconds() / 60))
         return OfferMessage(
-            idempotency_key=f"{coupon.id}:{delivery.channel}",
+            idempotency_key=key,
             address=delivery.address,
-            title=offer.title,
+            title=f"{left_min} min left: {offer.title}" if reminder else offer.title,
             body=offer.body,
             discount_text=offer.discount_text,
             store_name=store.name,
@@ -163,28 +210,34 @@ class DeliveryWorker:
             expires_at=coupon.expires_at,
             ttl_s=ttl,
             unsubscribe_url=unsubscribe_url,
+            platform=device.platform if device is not None else None,
+            countdown_url=self.countdown_url(coupon.code) if self.countdown_url else None,
         )
 
     def _after_failure(
         self,
         delivery_id: str,
+        token: int | None,
         error: str,
         *,
         transient: bool,
         not_before_s: float | None = None,
         forget_address: bool = False,
-    ) -> DeliveryReport:
+    ) -> DeliveryReport | None:
         now = self.clock.now()
         with transaction(self.sessions) as session:
             delivery = session.get(Delivery, delivery_id)
             coupon = session.get(Coupon, delivery.coupon_id) if delivery else None
             assert delivery is not None and coupon is not None
+            if not self._owned(delivery, token):
+                return None
             delivery.last_error = error
             if forget_address:
                 device = session.get(Device, coupon.device_id)
                 if device is not None and device.push_token == delivery.address:
                     device.push_token = None
             if not transient:
+                self.followups.after_permanent_failure(session, delivery, coupon, now, self)
                 return self._finish(session, delivery, coupon, DeliveryStatus.FAILED, error, now)
             backoff = max(self.retry.backoff_s(delivery.attempts), not_before_s or 0.0)
             if now + timedelta(seconds=backoff) >= coupon.expires_at - self.margin:

@@ -64,10 +64,17 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     EXPIRED_UNDELIVERED = "expired_undelivered"
     NO_CONSENT = "no_consent"
+    CANCELLED = "cancelled"  # a reminder no longer needed (the coupon was redeemed)
+
+
+class DeliveryKind(StrEnum):
+    OFFER = "offer"
+    REMINDER = "reminder"
 
 
 FINAL_DELIVERY_STATES = frozenset(
     {
+        DeliveryStatus.CANCELLED,
         DeliveryStatus.SENT,
         DeliveryStatus.FAILED,
         DeliveryStatus.EXPIRED_UNDELIVERED,

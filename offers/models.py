@@ -107,17 +107,23 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("coupon_id", "channel", name="uq_deliveries_coupon_channel"),
+        UniqueConstraint("coupon_id", "channel", "kind", name="uq_deliveries_coupon_channel_kind"),
+        Index("ix_deliveries_due", "status", "due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(16))
+    # "offer" (the coupon itself) or "reminder" (sent N minutes before expiry).
+    kind: Mapped[str] = mapped_column(String(16), default="offer", server_default="offer")
     address: Mapped[str] = mapped_column(String(4096))
     status: Mapped[str] = mapped_column(String(24), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The scheduler lease's fencing token under which the delivery was claimed: a claim made
+    # under an older token belongs to a deposed leader and may be taken over at once.
+    claim_token: Mapped[int | None] = mapped_column(BigInt)
     last_error: Mapped[str | None] = mapped_column(Text)
     consent_event_id: Mapped[int | None] = mapped_column(BigInt)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -135,3 +141,16 @@ class TillAnswer(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SchedulerLease(Base):
+    """Who runs the timed work: one row per lease name, held until ``expires_at`` and renewed
+    by the holder's heartbeat. ``token`` grows on every change of holder (a fencing token)."""
+
+    __tablename__ = "scheduler_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    token: Mapped[int] = mapped_column(BigInt)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

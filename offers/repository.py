@@ -6,11 +6,11 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from offers.domain import CouponStatus, DeliveryStatus, Refusal
-from offers.models import Campaign, CampaignStore, Coupon, Delivery, Offer
+from offers.models import Campaign, CampaignStore, Coupon, Delivery, Offer, SchedulerLease
 
 
 class CampaignRepository:
@@ -253,23 +253,44 @@ class DeliveryRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def claim(self, delivery_id: str, now: datetime, lease_until: datetime) -> bool:
-        """Atomically take a due delivery (pending, or sending with a lapsed lease)."""
+    def claim(
+        self,
+        delivery_id: str,
+        now: datetime,
+        lease_until: datetime,
+        token: int | None = None,
+        lease_name: str = "scheduler",
+    ) -> bool:
+        """Atomically take a due delivery: pending, or sending with a lapsed claim, or sending
+        under an older fencing token (its claimer was deposed or died). With ``token`` the claim
+        succeeds only while that token still holds the scheduler lease (fencing)."""
+        taken_over = Delivery.status == DeliveryStatus.SENDING.value
+        if token is not None:
+            taken_over = and_(
+                taken_over,
+                or_(Delivery.claimed_until < now, func.coalesce(Delivery.claim_token, 0) < token),
+            )
+        else:
+            taken_over = and_(taken_over, Delivery.claimed_until < now)
+        conditions = [
+            Delivery.id == delivery_id,
+            or_(Delivery.status == DeliveryStatus.PENDING.value, taken_over),
+        ]
+        if token is not None:
+            conditions.append(
+                exists().where(
+                    SchedulerLease.name == lease_name,
+                    SchedulerLease.token == token,
+                    SchedulerLease.expires_at > now,
+                )
+            )
         result = self.session.execute(
             update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                or_(
-                    Delivery.status == DeliveryStatus.PENDING.value,
-                    and_(
-                        Delivery.status == DeliveryStatus.SENDING.value,
-                        Delivery.claimed_until < now,
-                    ),
-                ),
-            )
+            .where(*conditions)
             .values(
                 status=DeliveryStatus.SENDING.value,
                 claimed_until=lease_until,
+                claim_token=token,
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
             )
@@ -277,10 +298,31 @@ class DeliveryRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def unfinished(self) -> list[tuple[str, datetime]]:
-        rows = self.session.execute(
-            select(Delivery.id, Delivery.due_at).where(
-                Delivery.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
-            )
+    def unfinished(self, due_before: datetime | None = None) -> list[tuple[str, datetime]]:
+        """Pending or in-flight deliveries (due before ``due_before`` when given), soonest first."""
+        query = select(Delivery.id, Delivery.due_at).where(
+            Delivery.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value])
         )
+        if due_before is not None:
+            query = query.where(Delivery.due_at < due_before)
+        rows = self.session.execute(query.order_by(Delivery.due_at))
         return [(r.id, r.due_at) for r in rows]
+
+    def drop_expired(self, now: datetime, margin: timedelta) -> int:
+        """Pending deliveries whose coupon has less than ``margin`` left become
+        ``expired_undelivered`` in one statement (in-flight ones are left to their sender)."""
+        dying = select(Coupon.id).where(Coupon.expires_at <= now + margin)
+        result = self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.PENDING.value,
+                Delivery.coupon_id.in_(dying),
+            )
+            .values(
+                status=DeliveryStatus.EXPIRED_UNDELIVERED.value,
+                last_error="coupon expired before it could be sent",
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

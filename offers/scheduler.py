@@ -1,140 +1,223 @@
-"""Timed work on APScheduler 3.11 with its job store in the engine's own database.
+"""Timed work on APScheduler 3.11, run by exactly one process: the holder of the leader lease.
 
-Durable truth is the ``deliveries`` outbox; APScheduler jobs are how this process acts on it at
-the right time. On start, and then every ``sweep_interval_s``, unfinished deliveries that have no
-job (written by another API process, or lost in a crash) get one again, so a restart loses no send.
-A delivery is claimed atomically before it is sent, so two runs never send it twice.
+APScheduler's job stores must not be shared by several schedulers (its FAQ), so every process
+runs a ``BackgroundScheduler`` with an in-memory job store and only the leader puts work in it.
+The durable truth is in SQL: the ``deliveries`` outbox (sends and reminders, with their due
+instants), ``coupons.expires_at`` and the campaigns' ``starts_at`` / ``ends_at``. A new leader
+rebuilds its jobs from those rows, so nothing is lost when a leader dies, even by kill -9:
+
+- ``lease`` (every ``heartbeat_s``, in every process): renew or take the lease. Stand-by
+  processes keep trying and take over once the leader's lease has lapsed (``ttl``).
+- ``sweep`` (leader, every ``sweep_interval_s``): every unfinished delivery due before the next
+  sweep and not yet queued gets a date job at its ``due_at``; campaign boundaries in that window
+  get a job at their exact instant.
+- ``expiry`` (leader, every ``expiry_interval_s``): coupons past ``expires_at`` go issued ->
+  expired (the ``expire_due`` hook) and pending deliveries that can no longer go out in time are
+  recorded ``expired_undelivered``.
+
+A delivery is claimed atomically under the lease's fencing token before it is sent
+(``DeliveryRepository.claim``), so a deposed leader can no longer claim anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import secrets
+import os
+import socket
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Engine
 
 from core.db import transaction
+from offers.campaign_clock import CampaignClock
 from offers.delivery import DeliveryWorker
+from offers.lease import LeaderLease
 from offers.repository import DeliveryRepository
 
 log = logging.getLogger(__name__)
-
-# Jobs in a persistent store name their function by reference, so the function is module-level
-# and finds its worker here. One entry per running scheduler (normally exactly one per process).
-_WORKERS: dict[str, DeliveryWorker] = {}
+ExpireDue = Callable[[datetime], int]
 
 
-def run_delivery_job(worker_name: str, delivery_id: str) -> None:
-    worker = _WORKERS.get(worker_name)
-    if worker is None:
-        log.warning(
-            "no delivery worker %r in this process; delivery %s left for the sweep",
-            worker_name,
-            delivery_id,
-        )
-        return
-    worker.deliver(delivery_id)
-
-
-def run_sweep_job(worker_name: str) -> None:
-    scheduler = _SCHEDULERS.get(worker_name)
-    if scheduler is not None:
-        scheduler.sweep()
-
-
-_SCHEDULERS: dict[str, DeliveryScheduler] = {}
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{id(object()):x}"
 
 
 class DeliveryScheduler:
     def __init__(
         self,
-        engine: Engine,
         worker: DeliveryWorker,
+        lease: LeaderLease,
         *,
-        name: str = "default",
-        sweep_interval_s: float = 5.0,
-        threads: int = 4,
+        heartbeat_s: float = 5.0,
+        sweep_interval_s: float = 2.0,
+        expiry_interval_s: float = 5.0,
+        threads: int = 8,
+        expire_due: ExpireDue | None = None,
+        campaigns: CampaignClock | None = None,
     ) -> None:
-        self.name = name
         self.worker = worker
+        self.lease = lease
+        self.heartbeat_s = heartbeat_s
         self.sweep_interval_s = sweep_interval_s
+        self.expiry_interval_s = expiry_interval_s
+        self.expire_due = expire_due
+        self.campaigns = campaigns
+        self.leading = False
+        self._lock = threading.RLock()
+        self._queued: set[str] = set()
         self._scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            jobstores={"default": MemoryJobStore()},
             executors={"default": ThreadPoolExecutor(threads)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
         worker.reschedule = self.enqueue
-        # Other periodic upkeep run with each sweep (e.g. the coupon expiry transition).
-        self.periodic: list[Callable[[], object]] = []
+        self._periodic: dict[str, tuple[Callable[[], object], float]] = {}
 
     @property
     def running(self) -> bool:
         return bool(self._scheduler.running)
 
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
     def start(self) -> None:
-        _WORKERS[self.name] = self.worker
-        _SCHEDULERS[self.name] = self
+        # From now on the worker claims only under this process's lease (fencing).
+        self.worker.fence = self.lease.valid_token
+        self.worker.lease_name = self.lease.name
         self._scheduler.start()
         self._scheduler.add_job(
-            run_sweep_job,
-            "interval",
-            seconds=self.sweep_interval_s,
-            args=[self.name],
-            id=f"sweep:{self.name}",
-            replace_existing=True,
+            self.tick, "interval", seconds=self.heartbeat_s, id="lease", replace_existing=True
         )
-        self.sweep()
+        self.tick()
 
     def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            self._step_down()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
-        _WORKERS.pop(self.name, None)
-        _SCHEDULERS.pop(self.name, None)
+        self.lease.release()
+
+    def tick(self) -> bool:
+        """One heartbeat: renew or take the lease, start or stop leading. True while leading."""
+        try:
+            leadership = self.lease.try_acquire()
+        except Exception:  # database unreachable: a leader that cannot renew must stop acting
+            log.exception("lease %s could not be renewed or taken", self.lease.name)
+            leadership = None
+        with self._lock:
+            if leadership is not None and not self.leading:
+                self._lead()
+            elif leadership is None and self.leading:
+                self._step_down()
+        return leadership is not None
+
+    def _lead(self) -> None:
+        self.leading = True
+        log.info("%s leads the scheduler (token %s)", self.lease.holder, self.lease.valid_token())
+        jobs: list[tuple[str, Callable[[], object], float]] = [
+            ("sweep", self.sweep, self.sweep_interval_s),
+            ("expiry", self.expire, self.expiry_interval_s),
+        ]
+        jobs += [(job_id, func, seconds) for job_id, (func, seconds) in self._periodic.items()]
+        for job_id, func, seconds in jobs:
+            self._scheduler.add_job(
+                func, "interval", seconds=seconds, id=job_id, replace_existing=True
+            )
+        if self.campaigns is not None:
+            self.campaigns.apply(self.worker.clock.now())  # catch up boundaries missed meanwhile
+        self.expire()
+        self.sweep()
+
+    def add_periodic(self, job_id: str, func: Callable[[], object], interval_s: float) -> None:
+        """Housekeeping with no durable state of its own (e.g. the ping retention purge): run
+        ``func`` every ``interval_s`` seconds while this process leads."""
+        with self._lock:
+            self._periodic[job_id] = (func, interval_s)
+            if self.leading and self._scheduler.running:
+                self._scheduler.add_job(
+                    func, "interval", seconds=interval_s, id=job_id, replace_existing=True
+                )
+
+    def _step_down(self) -> None:
+        if not self.leading:
+            return
+        self.leading = False
+        for job in self._scheduler.get_jobs():
+            if job.id != "lease":
+                with contextlib.suppress(JobLookupError):
+                    job.remove()
+        self._queued.clear()
+        log.warning("%s no longer leads the scheduler; jobs dropped", self.lease.holder)
 
     def enqueue(self, delivery_id: str, delay_s: float = 0.0) -> None:
-        """Run the delivery after ``delay_s`` seconds. Only a running scheduler takes jobs; other
-        processes leave the outbox row for the running scheduler's sweep."""
-        if not self._scheduler.running:
-            return
+        """Run the delivery after ``delay_s`` seconds. Only the leader takes jobs; elsewhere the
+        outbox row waits for the leader's sweep."""
+        with self._lock:
+            if not self.leading or not self._scheduler.running or delivery_id in self._queued:
+                return
+            self._queued.add(delivery_id)
         run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
-        # Each attempt is its own job: a retry queued from inside a running job must not share
-        # that job's id, or APScheduler removes the retry when the running job finishes.
         try:
-            self._scheduler.add_job(
-                run_delivery_job,
-                "date",
-                run_date=run_at,
-                args=[self.name, delivery_id],
-                id=f"delivery:{delivery_id}:{secrets.token_hex(4)}",
-            )
-        except SchedulerNotRunningError:  # shutting down: the sweep of the next start has it
-            log.info("scheduler stopped; delivery %s left for the next sweep", delivery_id)
+            self._scheduler.add_job(self._run_delivery, "date", run_date=run_at, args=[delivery_id])
+        except SchedulerNotRunningError:  # shutting down: the next leader's sweep has it
+            self._queued.discard(delivery_id)
+
+    def _run_delivery(self, delivery_id: str) -> None:
+        self._queued.discard(delivery_id)
+        try:
+            self.worker.deliver(delivery_id)
+        except Exception:  # the row stays unfinished; the sweep tries again
+            log.exception("delivery %s failed unexpectedly", delivery_id)
 
     def sweep(self) -> int:
-        """Give every unfinished delivery without a job one. Returns how many were added."""
-        with transaction(self.worker.sessions) as session:
-            unfinished = DeliveryRepository(session).unfinished()
+        """Queue every unfinished delivery due before the next sweep that has no job yet, and the
+        campaign boundaries in that window. Returns how many deliveries were queued."""
+        if not self.leading:
+            return 0
         now = self.worker.clock.now()
-        queued = {
-            job.args[1] for job in self._scheduler.get_jobs() if job.id.startswith("delivery:")
-        }
+        horizon = now + timedelta(seconds=2 * self.sweep_interval_s)
+        with transaction(self.worker.sessions) as session:
+            unfinished = DeliveryRepository(session).unfinished(due_before=horizon)
         added = 0
         for delivery_id, due_at in unfinished:
-            if delivery_id not in queued:
+            if delivery_id not in self._queued:
                 self.enqueue(delivery_id, (due_at - now).total_seconds())
                 added += 1
+        if self.campaigns is not None:
+            for at in self.campaigns.boundaries(now, horizon):
+                delay = max(0.0, (at - now).total_seconds())
+                self._scheduler.add_job(
+                    self._apply_campaigns,
+                    "date",
+                    run_date=datetime.now(UTC) + timedelta(seconds=delay),
+                    id=f"campaign-boundary:{at.isoformat()}",
+                    replace_existing=True,
+                )
         if added:
             log.info("sweep queued %d delivery job(s)", added)
-        for task in self.periodic:
-            try:
-                task()
-            except Exception:  # one failing task must not stop the sweep
-                log.exception("periodic task failed")
         return added
+
+    def _apply_campaigns(self) -> None:
+        if self.leading and self.campaigns is not None:
+            self.campaigns.apply(self.worker.clock.now())
+
+    def expire(self) -> tuple[int, int]:
+        """Expire due coupons and drop deliveries that can no longer be made in time."""
+        if not self.leading:
+            return 0, 0
+        now = self.worker.clock.now()
+        coupons = self.expire_due(now) if self.expire_due is not None else 0
+        with transaction(self.worker.sessions) as session:
+            dropped = DeliveryRepository(session).drop_expired(now, self.worker.margin)
+        if coupons or dropped:
+            log.info("expired %d coupon(s), %d delivery(ies) undelivered", coupons, dropped)
+        return coupons, dropped

@@ -19,6 +19,7 @@ from core.ids import new_id
 from core.state import HotState
 from geo.hours import is_open
 from geo.models import FenceEvent, Store
+from offers.channel_choice import choose_channels
 from offers.domain import (
     CampaignRules,
     CampaignWindow,
@@ -241,15 +242,18 @@ class OfferIssuer:
         )
 
     def _queue_deliveries(self, coupon: Coupon, device: Device, now: datetime) -> list[Delivery]:
-        addresses = {Channel.EMAIL: device.email, Channel.PUSH: device.push_token}
+        addresses = {
+            Channel.PUSH: device.push_token,
+            Channel.EMAIL: device.email,
+            Channel.WEBHOOK: coupon.subject_id,  # the brand's systems know the shopper by id
+        }
+
+        def allowed(channel: Channel) -> bool:
+            decision = self.gate.check(coupon.subject_id, Purpose.MARKETING_OFFERS, channel, now)
+            return decision.allowed
+
         deliveries: list[Delivery] = []
-        for channel, address in addresses.items():
-            if not address or channel.value not in self.channels:
-                continue
-            if not self.gate.check(
-                coupon.subject_id, Purpose.MARKETING_OFFERS, channel, now
-            ).allowed:
-                continue
+        for channel, address in choose_channels(addresses, self.channels, allowed):
             delivery = Delivery(
                 id=new_id("dlv"),
                 coupon_id=coupon.id,

@@ -173,6 +173,16 @@ class SmtpInbox:
             return list(self.messages)
 
 
+def text_of(message: Message, subtype: str = "plain") -> str:
+    """The decoded ``text/<subtype>`` part of a received email (single part or multipart)."""
+    for part in message.walk():
+        if part.get_content_type() == f"text/{subtype}":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode(part.get_content_charset() or "utf-8")
+    raise AssertionError(f"no text/{subtype} part in the email")
+
+
 @pytest.fixture
 def smtp() -> Iterator[tuple[SmtpInbox, int]]:
     inbox = SmtpInbox()

@@ -218,14 +218,17 @@ def make_engine_api(
     inbox, port = smtp
     built: list[tuple[Runtime, TestClient]] = []
 
-    def factory(**overrides: Any) -> Engine:
+    def factory(publish: bool = True, **overrides: Any) -> Engine:
+        """A runtime on this test's database; ``publish=False`` for a further process on a
+        database whose notices are already published."""
         settings = stack.settings(**{"smtp_port": port, **overrides})
         runtime = Runtime.build(settings, clock=clock)
         runtime.start()
         client = TestClient(create_app(runtime=runtime))
         built.append((runtime, client))
         engine = Engine(runtime, client, clock, inbox)
-        engine.publish_notices()
+        if publish:
+            engine.publish_notices()
         return engine
 
     yield factory

@@ -12,6 +12,7 @@ from consent.models import ConsentEvent, SubjectKey
 from consent.optin import ConsentLinks
 from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
+from tests.conftest import text_of
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 
@@ -90,7 +91,7 @@ def test_offers_by_email_wait_for_the_link_in_the_confirmation_email(
     report = engine.runtime.worker.deliver(delivery.id)
     assert report is not None and report.status == "sent"
     [offer_mail] = engine.inbox.wait_for(1)
-    assert coupon["code"] in offer_mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    assert coupon["code"] in text_of(offer_mail)
 
 
 def test_a_confirmation_link_works_once_and_bad_links_record_nothing(engine_api: Engine) -> None:
@@ -180,7 +181,7 @@ def test_one_click_unsubscribe_from_a_delivered_offer_email(
     assert header.startswith("<") and header.endswith(">")
     url = header[1:-1]
     assert url.startswith(engine.runtime.settings.public_base_url + "/v1/consent/unsubscribe?")
-    assert url in mail.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    assert url in text_of(mail)
 
     page = engine.follow(url, headers=HTML)  # a person opening the link: a button, no change
     assert page.status_code == 200 and "<form method='post'" in page.text

@@ -3,10 +3,9 @@ time remains, and never lost across a restart."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from offers.models import Delivery
 from tests.api.conftest import INSIDE, Engine, EngineFactory
@@ -98,10 +97,10 @@ def test_outbox_survives_a_restart_and_is_sent_once(make_engine_api: EngineFacto
     assert len(with_scheduler.inbox.messages) == 1
 
 
-def test_a_retry_waits_as_a_job_persisted_in_the_engines_database(
+def test_a_retry_waits_in_the_outbox_row_and_a_new_leader_runs_it(
     make_engine_api: EngineFactory,
 ) -> None:
-    engine = make_engine_api()  # scheduler on
+    engine = make_engine_api()  # scheduler on: this process leads
     store = engine.create_store()
     engine.create_campaign([store["id"]])
     shopper = engine.shopper()
@@ -109,9 +108,13 @@ def test_a_retry_waits_as_a_job_persisted_in_the_engines_database(
     engine.ping(shopper, INSIDE)
     report = engine.next_report()
     assert report.status == "pending" and "retry in" in report.detail
-    with engine.runtime.engine.connect() as connection:
-        row = connection.execute(
-            text("SELECT next_run_time FROM apscheduler_jobs WHERE id LIKE :id"),
-            {"id": f"delivery:{report.delivery_id}:%"},
-        ).one()
-    assert row.next_run_time > time.time()  # waiting in the job store, not in memory
+    waiting = _pending_delivery(engine)
+    assert waiting.status == "pending" and waiting.due_at > engine.clock.now()
+    engine.runtime.stop()  # its in-memory jobs are gone; the row is the truth
+
+    successor = make_engine_api(publish=False)  # takes the released lease, rebuilds from rows
+    assert successor.runtime.scheduler.leading
+    successor.clock.set(waiting.due_at)
+    sent = successor.next_report()
+    assert sent.status == "sent" and sent.delivery_id == waiting.id
+    assert len(successor.inbox.wait_for(1)) == 1

@@ -8,6 +8,7 @@ from consent.models import ConsentEvent, SubjectKey
 from geo.models import FenceEvent, Ping
 from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, Engine
+from tests.conftest import text_of
 
 
 def test_enter_issues_a_coupon_sent_by_email_and_redeemed_once(engine_api: Engine) -> None:
@@ -33,7 +34,7 @@ def test_enter_issues_a_coupon_sent_by_email_and_redeemed_once(engine_api: Engin
 
     [message] = engine_api.inbox.wait_for(1)
     assert message["To"] == "walker@example.com"
-    text = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    text = text_of(message)
     assert coupon["code"] in text
     assert expires.strftime("%H:%M:%S UTC") in text
     report = engine_api.next_report()
