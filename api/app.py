@@ -9,7 +9,17 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import install_error_handlers
-from api.routes import compliance, consent_links, erasure, imports, manager, pos, preferences, sdk
+from api.routes import (
+    compliance,
+    consent_links,
+    erasure,
+    imports,
+    manager,
+    pos,
+    preferences,
+    sdk,
+    sdk_offers,
+)
 from api.runtime import Runtime
 from core.settings import Settings
 
@@ -50,6 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(sdk.router)
+    app.include_router(sdk_offers.router)
     app.include_router(manager.router)
     app.include_router(imports.router)
     app.include_router(pos.router)
