@@ -5,12 +5,13 @@
         device.give_consent("location_tracking", notice_version="n-1")
         result = device.send_pings([Ping(lon=24.94, lat=60.17, recorded_at=now)])
 
-Pass ``http=`` any ``httpx.Client`` (e.g. FastAPI's ``TestClient``) to talk to an app in-process.
+Pass ``http=`` an ``httpx.Client`` or FastAPI's ``TestClient`` to talk to an app in-process.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -25,7 +26,7 @@ class OfferEngineClient:
         self,
         base_url: str | None = None,
         *,
-        http: httpx.Client | None = None,
+        http: Any = None,
         sdk_key: str | None = None,
         manager_key: str | None = None,
         pos_key: str | None = None,

@@ -43,7 +43,10 @@ NO_RETRY = RetryPolicy(attempts=1)
 
 
 class Transport:
-    def __init__(self, http: httpx.Client, retry: RetryPolicy | None = None) -> None:
+    """``http``: an ``httpx.Client``, or any client with its ``request()`` (FastAPI's
+    ``TestClient`` for an app in this process)."""
+
+    def __init__(self, http: Any, retry: RetryPolicy | None = None) -> None:
         self.http = http
         self.retry = retry or RetryPolicy()
 
@@ -72,7 +75,7 @@ class Transport:
         while True:
             last = attempt >= self.retry.attempts - 1
             try:
-                response = self.http.request(
+                response: httpx.Response = self.http.request(
                     method, path, headers=send_headers, json=json, params=clean_params, files=files
                 )
             except httpx.ConnectError:

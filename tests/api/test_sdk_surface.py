@@ -145,7 +145,7 @@ def test_nearest_fences_capped_by_the_os_and_ranked(setup: Any) -> None:
 
 
 def test_nearest_fences_need_location_consent(setup: Any) -> None:
-    engine, api, _ = setup
+    _, api, _ = setup
     device = api.sdk.register_device("near-2", "android")
     with pytest.raises(ApiError) as refused:
         device.nearest_fences(STORE_LON, STORE_LAT)
