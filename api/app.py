@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from api.errors import install_error_handlers
+from api.errors import ErrorResponse, install_error_handlers
+from api.openapi_doc import install_openapi
 from api.routes import (
     compliance,
     consent_links,
@@ -69,11 +70,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(erasure.router)
     app.include_router(compliance.router)
 
-    @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")
+    @app.get(
+        "/health",
+        tags=["ops"],
+        summary="Database and hot-state store reachable",
+        responses={503: {"model": ErrorResponse}},
+    )
     def health() -> dict[str, str]:
         with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         runtime.state.ping()
         return {"status": "ok", "hot_state": "redis" if runtime.state.shared else "in-process"}
 
+    install_openapi(app)
     return app

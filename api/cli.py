@@ -107,6 +107,24 @@ def simulate(
     )
 
 
+@app.command()
+def openapi(
+    out: Annotated[
+        Path | None, typer.Option(help="Write here (e.g. docs/openapi.json); default: stdout.")
+    ] = None,
+) -> None:
+    """Print or write the OpenAPI document of this version of the API."""
+    from api.openapi_doc import current_document
+
+    document = current_document()
+    if out is None:
+        typer.echo(document, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(document, encoding="utf-8")
+        typer.echo(f"wrote {out}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     database_url: Annotated[
