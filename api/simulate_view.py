@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -109,6 +110,9 @@ def run_simulation(
                     )
     except ApiError as exc:
         console.print(f"[red]the engine refused: {exc}[/]")
+        return 1
+    except httpx.TransportError as exc:
+        console.print(f"[red]cannot reach the engine at {server}: {exc}[/]")
         return 1
     print_summary(console, summary)
     return 0

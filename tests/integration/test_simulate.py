@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
 from api.simulate import embedded_client, replay
 from api.tracks import read_track
+from core.settings import INSECURE_KEYS
 from geo.domain import haversine_m
 from geo.geometry import METRES_PER_DEGREE
+from tests.conftest import free_port
+from tests.integration.test_cli import CLI, _env
 
 
 def _data_dir() -> Path:
@@ -100,3 +107,82 @@ def test_simulate_refuses_a_csv_without_positions(tmp_path: Path) -> None:
     bad.write_text("time,speed\n2026-01-01T00:00:00Z,3\n")
     result = CliRunner().invoke(app, ["simulate", "--track", str(bad)])
     assert result.exit_code == 2 and "no latitude column" in result.output
+
+
+@needs_data
+def test_a_gpx_track_reads_the_same_as_its_csv(tmp_path: Path) -> None:
+    track = read_track(TRACK_CSV, "1105")
+    points = "\n".join(
+        f'<trkpt lat="{f.lat}" lon="{f.lon}"><time>{f.at:%Y-%m-%dT%H:%M:%SZ}</time></trkpt>'
+        for f in track.fixes
+    )
+    gpx = tmp_path / "trip.gpx"
+    gpx.write_text(
+        '<?xml version="1.0"?><gpx version="1.1" creator="test" '
+        'xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>'
+        f"{points}</trkseg></trk></gpx>"
+    )
+    again = read_track(gpx)
+    assert [(f.at, round(f.lon, 6), round(f.lat, 6)) for f in again.fixes] == [
+        (f.at, round(f.lon, 6), round(f.lat, 6)) for f in track.fixes
+    ]
+
+
+@needs_data
+def test_simulate_against_a_running_server(tmp_path: Path) -> None:
+    """``--server``: the same replay over the network against ``offer-engine serve``; without
+    ``--stores`` the simulator places three stores on the track."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--port",
+            str(port),
+            "--no-scheduler",
+            "--database-url",
+            f"sqlite:///{tmp_path / 's.db'}",
+        ],
+        env=_env(OFFER_ENGINE_ENVIRONMENT="test"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, up = time.monotonic() + 120, False
+        while not up and time.monotonic() < deadline and process.poll() is None:
+            try:
+                up = httpx.get(f"{url}/health", timeout=1).status_code == 200
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert up, "the server did not come up"
+        result = CliRunner().invoke(
+            app,
+            [
+                "simulate",
+                "--track",
+                str(TRACK_CSV),
+                "--trip",
+                "1105",
+                "--server",
+                url,
+                "--speedup",
+                "0",
+                "--batch",
+                "10",
+                "--sdk-key",
+                INSECURE_KEYS["sdk"],
+                "--manager-key",
+                INSECURE_KEYS["manager"],
+            ],
+            env={"COLUMNS": "200"},
+        )
+        assert result.exit_code == 0, result.output
+        counts = dict(re.findall(r"(\w+ events|coupons)\s+│\s+(\d+)", result.output))
+        assert counts["enter events"] == "3" and counts["exit events"] == "3", result.output
+        assert counts["coupons"] == "3", result.output
+        assert "154 / 154" in result.output
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
