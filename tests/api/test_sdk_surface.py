@@ -214,3 +214,20 @@ def test_another_device_cannot_read_or_act_for_a_shopper(setup: Any) -> None:
         "/v1/sdk/offers", headers={"Authorization": "Bearer " + alice.token[:-4] + "AAAA"}
     )
     assert forged_token.status_code == 401
+
+
+def test_two_rotations_with_one_token_only_one_wins(setup: Any) -> None:
+    """The rotation is one conditional update: the second exchange of the same generation (a
+    racing request, a replayed token) finds it gone and mints nothing."""
+    from consent.service import SubjectRegistry
+
+    engine, api, _ = setup
+    device = _shopper(engine, api, "race-1")
+    with engine.runtime.sessions() as first, engine.runtime.sessions() as second:
+        assert SubjectRegistry(first).rotate_token(device.device_id, 1) == 2
+        first.commit()
+        assert SubjectRegistry(second).rotate_token(device.device_id, 1) is None
+        second.commit()
+    with pytest.raises(ApiError) as refused:
+        device.inbox()  # the token of generation 1 is void now
+    assert refused.value.status == 401
