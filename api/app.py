@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from api.errors import install_error_handlers
+from api.errors import ErrorResponse, install_error_handlers
+from api.openapi_doc import install_openapi
 from api.routes import (
     compliance,
     consent_links,
@@ -19,6 +20,7 @@ from api.routes import (
     pos,
     preferences,
     sdk,
+    sdk_offers,
 )
 from api.runtime import Runtime
 from core.settings import Settings
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(sdk.router)
+    app.include_router(sdk_offers.router)
     app.include_router(manager.router)
     app.include_router(imports.router)
     app.include_router(pos.router)
@@ -69,13 +72,19 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(compliance.router)
     app.include_router(countdown.router)
 
-    @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")
+    @app.get(
+        "/health",
+        tags=["ops"],
+        summary="Database and hot-state store reachable",
+        responses={503: {"model": ErrorResponse}},
+    )
     def health() -> dict[str, str]:
         with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         runtime.state.ping()
         return {"status": "ok", "hot_state": "redis" if runtime.state.shared else "in-process"}
 
+    install_openapi(app)
     return app
 
 

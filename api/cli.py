@@ -117,6 +117,54 @@ def run_scheduler_only(
         runtime.stop()
 
 
+@app.command()
+def simulate(
+    track: Annotated[Path, typer.Option(help="A GPX file, or a CSV with time and lat/lon.")],
+    stores: Annotated[
+        Path | None,
+        typer.Option(help="Stores file to import (as `stores import`); else placed on the track."),
+    ] = None,
+    speedup: Annotated[
+        float, typer.Option(min=0, help="Replay N times faster than recorded; 0: no pauses.")
+    ] = 60.0,
+    server: Annotated[
+        str | None, typer.Option(help="Base URL of a running engine; default: embedded.")
+    ] = None,
+    trip: Annotated[
+        str | None, typer.Option(help="CSV with a trip column: the trip to replay.")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Fixes per upload.")] = 5,
+    sdk_key: Annotated[str | None, typer.Option(envvar="OFFER_ENGINE_SDK_API_KEY")] = None,
+    manager_key: Annotated[str | None, typer.Option(envvar="OFFER_ENGINE_MANAGER_API_KEY")] = None,
+) -> None:
+    """Replay a recorded track through the SDK API and show pings, fence events and coupons."""
+    from api.simulate_view import run_simulation
+
+    raise typer.Exit(
+        run_simulation(
+            track, stores, speedup, server, trip, batch, sdk_key=sdk_key, manager_key=manager_key
+        )
+    )
+
+
+@app.command()
+def openapi(
+    out: Annotated[
+        Path | None, typer.Option(help="Write here (e.g. docs/openapi.json); default: stdout.")
+    ] = None,
+) -> None:
+    """Print or write the OpenAPI document of this version of the API."""
+    from api.openapi_doc import current_document
+
+    document = current_document()
+    if out is None:
+        typer.echo(document, nl=False)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(document, encoding="utf-8")
+        typer.echo(f"wrote {out}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     database_url: Annotated[

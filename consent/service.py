@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from consent.domain import Purpose
@@ -100,3 +100,17 @@ class SubjectRegistry:
         if device is None:
             raise NotFound(f"device {device_id} is not registered")
         return device
+
+    def rotate_token(self, device_id: str, presented_version: int) -> int | None:
+        """Move the device to its next token generation, only from the one presented: the old
+        token stops working at once. ``None`` when that generation is no longer current (the
+        token was rotated already, or the subject erased)."""
+        result = self.session.execute(
+            update(Device)
+            .where(Device.id == device_id, Device.token_version == presented_version)
+            .values(token_version=presented_version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        if not getattr(result, "rowcount", 0):
+            return None
+        return presented_version + 1

@@ -100,6 +100,8 @@ class Coupon(Base):
     # What this coupon would cost (its offer's discount_amount); reserved in a budgeted campaign
     # at issue and released once, when it expires unredeemed.
     liability: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The first time the shopper opened it in the app (the SDK's opened callback).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Delivery(Base):

@@ -20,17 +20,16 @@ from api.schemas import (
     PingBatchIn,
     PingResult,
 )
+from api.schemas_sdk import TokenOut
 from consent.domain import Channel, CollectionMethod, ConsentStatus, Purpose
 from consent.gate import ConsentGate
 from consent.ledger import ConsentLedger
 from consent.models import ConsentEvent, ConsentState
 from consent.optin import EmailOptIn
 from consent.service import NoticeRegistry, SubjectRegistry
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, Unauthenticated
 from geo.domain import Fix
 from offers.domain import format_code, remaining_seconds
-from offers.models import Offer
-from offers.repository import CouponRepository
 
 router = APIRouter(
     prefix="/v1/sdk",
@@ -84,6 +83,29 @@ def register_device(body: DeviceIn, session: SessionDep, runtime: RuntimeDep) ->
     )
     return DeviceOut(
         device_id=device.id, subject_id=subject.id, token=token, token_expires_at=expires
+    )
+
+
+@router.post(
+    "/devices/token",
+    response_model=TokenOut,
+    summary="Rotate the device token: exchange the current token for a new one",
+    description="Send the current, still valid token; the answer carries the next one and the "
+    "one sent stops working at once (also for a second, concurrent rotation with it: 401). "
+    "Rotate well before `token_expires_at`; an expired token cannot be rotated (register again).",
+)
+def rotate_token(
+    claims: DeviceClaimsDep, device: DeviceDep, session: SessionDep, runtime: RuntimeDep
+) -> TokenOut:
+    now = runtime.clock.now()
+    generation = SubjectRegistry(session).rotate_token(device.id, claims.token_version)
+    if generation is None:
+        raise Unauthenticated("device token no longer valid; register the device again")
+    token, expires = issue_device_token(
+        runtime.settings, DeviceClaims(device.id, device.subject_id, generation), now
+    )
+    return TokenOut(
+        device_id=device.id, token=token, token_expires_at=expires, generation=generation
     )
 
 
@@ -221,28 +243,6 @@ def post_pings(
             for c in result.coupons
         ],
     )
-
-
-@router.get("/offers", response_model=list[CouponOut], summary="Live coupons of the device owner")
-def offers_inbox(device: DeviceDep, session: SessionDep, runtime: RuntimeDep) -> list[CouponOut]:
-    now = runtime.clock.now()
-    out = []
-    for coupon in CouponRepository(session).live_for_subject(device.subject_id, now):
-        offer = session.get(Offer, coupon.offer_id)
-        assert offer is not None
-        out.append(
-            CouponOut(
-                coupon_id=coupon.id,
-                code=format_code(coupon.code),
-                title=offer.title,
-                discount_text=offer.discount_text,
-                store_id=coupon.store_id,
-                expires_at=coupon.expires_at,
-                remaining_s=remaining_seconds(coupon.expires_at, now),
-                channels=[],
-            )
-        )
-    return out
 
 
 @router.get(
