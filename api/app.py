@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import install_error_handlers
+from api.limits import COMMON_RESPONSES, RateLimitDep, install_limits
 from api.routes import compliance, consent_links, erasure, imports, manager, pos, preferences, sdk
 from api.runtime import Runtime
 from core.settings import Settings
@@ -49,14 +50,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.include_router(sdk.router)
-    app.include_router(manager.router)
-    app.include_router(imports.router)
-    app.include_router(pos.router)
-    app.include_router(preferences.router)
-    app.include_router(consent_links.router)
-    app.include_router(erasure.router)
-    app.include_router(compliance.router)
+    install_limits(app, runtime)
+    for router in (sdk, manager, imports, pos, preferences, consent_links, erasure, compliance):
+        app.include_router(router.router, dependencies=[RateLimitDep], responses=COMMON_RESPONSES)
 
     @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")
     def health() -> dict[str, str]:

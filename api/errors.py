@@ -14,7 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consent.domain import ConsentRequired
 from consent.service import NoticeConflict
-from core.errors import EngineError, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable
+from core.errors import (
+    EngineError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from core.state import HotStateUnavailable
 from geo.service import StoreConflict
 from offers.domain import CouponAlreadyRedeemed, CouponExpired
@@ -31,6 +39,7 @@ STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
     (NoticeConflict, 409),
     (CouponExpired, 410),
     (InvalidInput, 422),
+    (RateLimited, 429),
     (Unavailable, 503),
 ]
 
@@ -65,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        if isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(status_for(exc), exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consent.crypto import CheckpointSigner, EvidenceSealer
 from consent.ledger import LedgerConfig
 from consent.optin import ConfirmationSender, ConsentLinks
+from core.apikeys import ApiKeyVerifier
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, upgrade_database
 from core.settings import EmailBackend, Settings
@@ -83,6 +84,7 @@ class Runtime:
     ledger_config: LedgerConfig
     links: ConsentLinks
     confirmations: ConfirmationSender
+    api_keys: ApiKeyVerifier
     started: bool = field(default=False)
 
     @classmethod
@@ -140,6 +142,13 @@ class Runtime:
             ledger_config,
             links,
             build_confirmation_sender(settings),
+            ApiKeyVerifier(
+                sessions,
+                state,
+                clock,
+                cache_s=settings.api_key_cache_s,
+                recheck_s=settings.api_key_recheck_s,
+            ),
         )
 
     def start(self, *, migrate: bool = True) -> None:
