@@ -30,7 +30,7 @@ class RouteLimits(BaseModel):
 
 class RateLimits(BaseModel):
     """Limits by route class. Pings count per device token; the SDK's publishable key is shared
-    by every install, so SDK routes count per device and address, not per key."""
+    by every install, so the defaults count SDK routes per device and address, not per key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
