@@ -23,6 +23,7 @@ from core.state import HotState, make_hot_state
 from geo.index import LiveFenceIndex
 from geo.matcher import BatchMatcher
 from geo.prediction import PredictionRules
+from geo.retention import PingRetention
 from geo.tracking import TrackingRules
 from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
@@ -113,6 +114,8 @@ class Runtime:
             links=links,
         )
         scheduler = DeliveryScheduler(engine, worker)
+        retention = PingRetention(sessions, clock, timedelta(hours=settings.ping_retention_hours))
+        scheduler.add_periodic("ping-retention", retention.purge, settings.ping_purge_interval_s)
         ingestor = PingIngestor(
             sessions,
             state,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -64,12 +66,16 @@ class DeliveryScheduler:
         self.worker = worker
         self.sweep_interval_s = sweep_interval_s
         self._scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs")},
+            jobstores={
+                "default": SQLAlchemyJobStore(engine=engine, tablename="apscheduler_jobs"),
+                "local": MemoryJobStore(),  # housekeeping, re-added by every start
+            },
             executors={"default": ThreadPoolExecutor(threads)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
         worker.reschedule = self.enqueue
+        self._periodic: dict[str, tuple[Callable[[], object], float]] = {}
 
     @property
     def running(self) -> bool:
@@ -87,7 +93,26 @@ class DeliveryScheduler:
             id=f"sweep:{self.name}",
             replace_existing=True,
         )
+        for job_id, (func, interval_s) in self._periodic.items():
+            self._add_periodic(job_id, func, interval_s)
         self.sweep()
+
+    def add_periodic(self, job_id: str, func: Callable[[], object], interval_s: float) -> None:
+        """Housekeeping with no durable state of its own (e.g. the ping retention purge): run
+        ``func`` every ``interval_s`` seconds while this scheduler runs."""
+        self._periodic[job_id] = (func, interval_s)
+        if self._scheduler.running:
+            self._add_periodic(job_id, func, interval_s)
+
+    def _add_periodic(self, job_id: str, func: Callable[[], object], interval_s: float) -> None:
+        self._scheduler.add_job(
+            func,
+            "interval",
+            seconds=interval_s,
+            id=job_id,
+            jobstore="local",
+            replace_existing=True,
+        )
 
     def shutdown(self, wait: bool = True) -> None:
         if self._scheduler.running:
