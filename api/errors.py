@@ -29,6 +29,8 @@ from offers.domain import CouponAlreadyRedeemed, CouponExpired
 
 log = logging.getLogger(__name__)
 
+UNREADABLE_BODY = "There was an error parsing the body"
+
 STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
     (Unauthenticated, 401),
     (Forbidden, 403),
@@ -89,6 +91,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:
+            # FastAPI's answer to a body it cannot decode at all (e.g. not UTF-8): the same 422
+            # as any other invalid body, with a message that says what to send.
+            return error_response(
+                422, "invalid_request", "the request body could not be read: send UTF-8 JSON"
+            )
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )

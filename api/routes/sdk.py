@@ -35,7 +35,7 @@ from offers.repository import CouponRepository
 router = APIRouter(
     prefix="/v1/sdk",
     tags=["sdk"],
-    responses={s: {"model": ErrorResponse} for s in (401, 403, 422, 503)},
+    responses={s: {"model": ErrorResponse} for s in (401, 403, 404, 422, 503)},
 )
 
 
