@@ -32,9 +32,8 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from api.runtime import Runtime
 from core.clock import ManualClock
-from core.ratelimit import RateLimits, RouteLimits
 from core.settings import INSECURE_KEYS, EmailBackend, Environment, Settings
-from tests.conftest import START
+from tests.conftest import NO_RATE_LIMITS, START
 
 FUZZ_EXAMPLES = int(os.environ.get("OFFER_ENGINE_FUZZ_EXAMPLES", "50"))
 CHECKS = [
@@ -44,12 +43,6 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-NO_LIMITS = RateLimits(
-    pings=RouteLimits(),
-    redemptions=RouteLimits(),
-    manager=RouteLimits(),
-    default=RouteLimits(),
-)
 
 
 class Credentials:
@@ -80,7 +73,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
         email_backend=EmailBackend.FILE,
         email_file_dir=folder / "outbox",
         run_scheduler=False,
-        rate_limits=NO_LIMITS,
+        rate_limits=NO_RATE_LIMITS,
     )
     runtime = Runtime.build(settings_, clock=ManualClock(START))
     runtime.start()
