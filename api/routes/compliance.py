@@ -7,7 +7,7 @@ own committed transaction, before any data leaves.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -144,6 +144,11 @@ def receipts(
 ) -> dict[str, Any]:
     if at.tzinfo is None:
         raise InvalidInput("'at' needs a time zone (e.g. 2026-11-23T09:00:00Z)")
+    try:  # the window around 'at' must itself be a representable instant
+        (at - timedelta(seconds=window_s)).astimezone(UTC)
+        (at + timedelta(seconds=window_s)).astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput("'at' is out of range (years 1 to 9999)") from None
     found = find_subject(session, subject_id)
     _audit(
         runtime, request, "consent.receipts_query", found.id, at=at.isoformat(), window_s=window_s

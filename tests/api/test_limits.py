@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from core.apikeys import ApiKeyAdmin
 from core.ratelimit import RateLimits, RouteLimits
+from core.settings import INSECURE_KEYS
 from geo.models import Ping
 from tests.api.conftest import INSIDE, MANAGER, Engine, EngineFactory
 
@@ -152,3 +153,15 @@ def test_unknown_fields_and_out_of_range_values_are_refused(engine_api: Engine) 
         json={"pings": [{"lon": 181, "lat": 2, "recorded_at": now}]},
     )
     assert far.status_code == 422 and "lon" in far.json()["error"]["message"]
+
+
+def test_an_instant_at_the_end_of_time_is_refused_not_a_crash(engine_api: Engine) -> None:
+    """Found by the fuzzer: the receipts window around year 9999 overflowed into a 500."""
+    walker = engine_api.register()
+    response = engine_api.client.get(
+        "/v1/compliance/receipts",
+        headers={"X-API-Key": INSECURE_KEYS["compliance"]},
+        params={"subject_id": walker["subject_id"], "at": "9999-12-31T23:59:59Z"},
+    )
+    assert response.status_code == 422, response.text
+    assert "out of range" in response.json()["error"]["message"]
