@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import ErrorResponse, install_error_handlers
+from api.limits import COMMON_RESPONSES, RateLimitDep, install_limits
 from api.openapi_doc import install_openapi
 from api.routes import (
     compliance,
@@ -61,16 +62,21 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.include_router(sdk.router)
-    app.include_router(sdk_offers.router)
-    app.include_router(manager.router)
-    app.include_router(imports.router)
-    app.include_router(pos.router)
-    app.include_router(preferences.router)
-    app.include_router(consent_links.router)
-    app.include_router(erasure.router)
-    app.include_router(compliance.router)
-    app.include_router(countdown.router)
+    install_limits(app, runtime)
+    routers = (
+        sdk,
+        sdk_offers,
+        manager,
+        imports,
+        pos,
+        preferences,
+        consent_links,
+        erasure,
+        compliance,
+        countdown,
+    )
+    for router in routers:
+        app.include_router(router.router, dependencies=[RateLimitDep], responses=COMMON_RESPONSES)
 
     @app.get(
         "/health",

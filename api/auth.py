@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 import jwt
 
+from core.apikeys import ApiKeyVerifier, split_key
 from core.errors import Unauthenticated
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TOKEN_AUDIENCE = "offer-engine:sdk"
 TOKEN_ALGORITHM = "HS256"
@@ -23,14 +28,50 @@ class Role(StrEnum):
     POS = "pos"
 
 
-def check_role_key(settings: Settings, role: Role, presented: str | None) -> None:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who presented a role key: the key's visible id (``env:<role>`` for a bootstrap key from
+    the settings), a label (a POS key names its terminal) and the stores it may act for."""
+
+    role: Role
+    key_id: str
+    label: str
+    stores: tuple[str, ...] | None = None
+
+    def may_act_for(self, store_id: str) -> bool:
+        return self.stores is None or store_id in self.stores
+
+
+def check_role_key(
+    settings: Settings, role: Role, presented: str | None, keys: ApiKeyVerifier | None = None
+) -> Caller:
+    """The caller behind ``presented`` when it is a valid key of ``role``. Managed keys (made by
+    ``offer-engine keys``) are checked against their stored digest; the role's key from the
+    settings stays valid as a bootstrap key. Comparisons run in constant time."""
     if not presented:
         raise Unauthenticated(
             f"this endpoint needs the {role.value} API key in the X-API-Key header"
         )
+    if keys is not None and split_key(presented) is not None:
+        record = keys.verify(presented)
+        if record is not None and record.role == role.value:
+            return Caller(role, record.id, record.label, record.stores)
+        log.info("refused %s API key id=%s", role.value, key_label(presented))
+        raise Unauthenticated(f"the API key is not valid for the {role.value} role")
     expected = getattr(settings, f"{role.value}_api_key").get_secret_value()
     if not hmac.compare_digest(presented.encode(), expected.encode()):
+        log.info("refused %s API key id=%s", role.value, key_label(presented))
         raise Unauthenticated(f"the API key is not valid for the {role.value} role")
+    return Caller(role, f"env:{role.value}", f"{role.value} bootstrap key")
+
+
+def key_label(presented: str) -> str:
+    """A name for a presented key that is safe to log or count by: the visible id of a managed
+    key, or a short digest of anything else (never the secret itself)."""
+    parts = split_key(presented)
+    if parts is not None:
+        return parts[0]
+    return "h:" + hashlib.sha256(presented.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from api.cli_keys import keys_app
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ consent_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(consent_app, name="consent")
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
@@ -74,7 +76,10 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per job run
-    uvicorn.run(create_app(settings), host=host, port=port)
+    from api.logfilter import install_redaction, uvicorn_log_config
+
+    install_redaction()
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=uvicorn_log_config())
 
 
 @app.command("scheduler")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from api.auth import DeviceClaims, Role, check_role_key, read_device_token
+from api.auth import Caller, DeviceClaims, Role, check_role_key, read_device_token
 from api.runtime import Runtime
 from consent.models import Device
 from core.db import transaction
@@ -33,8 +33,12 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def _role(role: Role):  # type: ignore[no-untyped-def]
-    def check(runtime: RuntimeDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
-        check_role_key(runtime.settings, role, x_api_key)
+    def check(
+        request: Request, runtime: RuntimeDep, x_api_key: Annotated[str | None, Header()] = None
+    ) -> Caller:
+        caller = check_role_key(runtime.settings, role, x_api_key, runtime.api_keys)
+        request.state.caller = caller
+        return caller
 
     return Depends(check)
 
@@ -43,6 +47,15 @@ require_sdk_key = _role(Role.SDK)
 require_manager = _role(Role.MANAGER)
 require_pos = _role(Role.POS)
 require_compliance = _role(Role.COMPLIANCE)
+
+
+def get_caller(request: Request) -> Caller:
+    """The caller a role check on this route (or its router) let through."""
+    caller: Caller = request.state.caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -14,7 +14,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consent.domain import ConsentRequired
 from consent.service import NoticeConflict
-from core.errors import EngineError, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable
+from core.errors import (
+    EngineError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 from core.state import HotStateUnavailable
 from geo.service import StoreConflict
 from offers.domain import (
@@ -25,6 +33,8 @@ from offers.domain import (
 )
 
 log = logging.getLogger(__name__)
+
+UNREADABLE_BODY = "There was an error parsing the body"
 
 STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
     (Unauthenticated, 401),
@@ -38,6 +48,7 @@ STATUS_BY_ERROR: list[tuple[type[EngineError], int]] = [
     (NoticeConflict, 409),
     (CouponExpired, 410),
     (InvalidInput, 422),
+    (RateLimited, 429),
     (Unavailable, 503),
 ]
 
@@ -72,7 +83,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
-        if isinstance(exc, TooManyAttempts):
+        if isinstance(exc, (TooManyAttempts, RateLimited)):
             headers = {"Retry-After": str(exc.retry_after_s)}
         return error_response(status_for(exc), exc.code, exc.message, headers)
 
@@ -87,6 +98,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNREADABLE_BODY:
+            # FastAPI's answer to a body it cannot decode at all (e.g. not UTF-8): the same 422
+            # as any other invalid body, with a message that says what to send.
+            return error_response(
+                422, "invalid_request", "the request body could not be read: send UTF-8 JSON"
+            )
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )

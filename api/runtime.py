@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from consent.crypto import CheckpointSigner, EvidenceSealer
 from consent.ledger import LedgerConfig
 from consent.optin import ConfirmationSender, ConsentLinks
+from core.apikeys import ApiKeyVerifier
 from core.clock import Clock, SystemClock
 from core.db import make_engine, make_session_factory, upgrade_database
 from core.settings import EmailBackend, Settings
@@ -22,6 +23,7 @@ from core.state import HotState, make_hot_state
 from geo.index import LiveFenceIndex
 from geo.matcher import BatchMatcher
 from geo.prediction import PredictionRules
+from geo.retention import PingRetention
 from geo.tracking import TrackingRules
 from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
@@ -89,6 +91,7 @@ class Runtime:
     ledger_config: LedgerConfig
     links: ConsentLinks
     confirmations: ConfirmationSender
+    api_keys: ApiKeyVerifier
     started: bool = field(default=False)
     expiry: CouponExpiry | None = None
 
@@ -134,6 +137,8 @@ class Runtime:
             expire_due=lambda now: expiry.expire_due(now).expired,
             campaigns=CampaignClock(sessions),
         )
+        retention = PingRetention(sessions, clock, timedelta(hours=settings.ping_retention_hours))
+        scheduler.add_periodic("ping-retention", retention.purge, settings.ping_purge_interval_s)
         ingestor = PingIngestor(
             sessions,
             state,
@@ -164,6 +169,13 @@ class Runtime:
             ledger_config,
             links,
             build_confirmation_sender(settings),
+            ApiKeyVerifier(
+                sessions,
+                state,
+                clock,
+                cache_s=settings.api_key_cache_s,
+                recheck_s=settings.api_key_recheck_s,
+            ),
             expiry=expiry,
         )
 

@@ -35,3 +35,13 @@ class Unauthenticated(EngineError):
 
 class Forbidden(EngineError):
     code = "forbidden"
+
+
+class RateLimited(EngineError):
+    """Too many requests from one key, device or address in the current window."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

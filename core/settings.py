@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.ratelimit import RateLimits
+
 DEFAULT_DATA_DIR = Path("data")
 
 # Well-known values only the demo and test environments may use; every other environment refuses
@@ -115,6 +117,19 @@ class Settings(BaseSettings):
     )
     pos_lockout_window_s: int = Field(default=300, ge=10, le=86_400)
     ledger_checkpoint_every: int = Field(default=1000, ge=1)
+
+    # security and limits (README: "Security and limits")
+    api_key_cache_s: float = Field(default=30.0, ge=0, le=3600)
+    api_key_recheck_s: float = Field(default=2.0, ge=0, le=3600)
+    cors_origins: list[str] | None = Field(
+        default=None, description="Origins the browser may call from; default: public_base_url's."
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    rate_limit_window_s: int = Field(default=60, ge=1, le=86_400)
+    rate_limits: RateLimits = RateLimits()
+    ping_retention_hours: float = Field(default=24.0, gt=0, le=24 * 365)
+    ping_purge_interval_s: float = Field(default=600.0, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:

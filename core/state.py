@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import redis
@@ -43,6 +43,11 @@ class HotState(Protocol):
 
     def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         """Add to a counter; the expiry is set when the counter is created."""
+        ...
+
+    def incr_many(self, keys: Sequence[str], ttl_s: int) -> list[int]:
+        """Add one to each counter (each created with the expiry) in one round trip; each
+        increment is atomic on its own key, the keys may live in different slots."""
         ...
 
     def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
@@ -129,6 +134,9 @@ class InProcessHotState:
             deadline = self._values[key][1]
             self._values[key] = (int(current) + amount, deadline)
             return int(current) + amount
+
+    def incr_many(self, keys: Sequence[str], ttl_s: int) -> list[int]:
+        return [self.incr(key, ttl_s) for key in keys]
 
     def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
         with self._lock:
@@ -301,6 +309,18 @@ class RedisHotState:
 
     def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         return int(self._call(lambda: self._incr(keys=[self._k(key)], args=[amount, ttl_s])))
+
+    def incr_many(self, keys: Sequence[str], ttl_s: int) -> list[int]:
+        if not keys:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                self._incr(keys=[self._k(key)], args=[1, ttl_s], client=pipe)
+            return list(pipe.execute())
+
+        return [int(v) for v in self._call(run)]
 
     def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
         result = self._call(lambda: self._incr_within(keys=[self._k(key)], args=[limit, ttl_s]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.ids import new_id
@@ -70,6 +70,12 @@ class StoreRepository:
 class PingRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def purge_received_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` raw pings received before ``cutoff``; returns how many."""
+        oldest = select(Ping.id).where(Ping.received_at < cutoff).limit(limit)
+        result = self.session.execute(delete(Ping).where(Ping.id.in_(oldest)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def add_fixes(
         self, subject_id: str, fixes: Sequence[Fix], statuses: Sequence[str], received_at: datetime

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 # Importing the model modules registers their tables on the metadata.
 import consent.models  # noqa: F401
+import core.apikeys
 import core.audit  # noqa: F401
 import geo.models  # noqa: F401
 import offers.models  # noqa: F401

@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.clock import ManualClock
 from core.db import make_engine
+from core.ratelimit import RateLimits, RouteLimits
 from core.settings import Environment, Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -35,6 +36,9 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("OFFER_ENGINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+NO_RATE_LIMITS = RateLimits(
+    pings=RouteLimits(), redemptions=RouteLimits(), manager=RouteLimits(), default=RouteLimits()
+)
 
 
 def _unavailable(what: str, error: Exception) -> None:
@@ -85,6 +89,9 @@ class Stack:
             "database_url": self.database_url,
             "redis_url": self.redis_url,
             "redis_key_prefix": self.redis_prefix,
+            # Tests drive many requests from one address inside one window of a manual clock;
+            # the tests about rate limits set the limits they exercise.
+            "rate_limits": NO_RATE_LIMITS,
         }
         values.update(overrides)
         return Settings(**values)

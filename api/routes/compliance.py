@@ -7,10 +7,10 @@ own committed transaction, before any data leaves.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep, SessionDep, require_compliance
@@ -40,8 +40,9 @@ From = Annotated[
 To = Annotated[
     datetime | None, Query(alias="to", description="Entries recorded before this instant.")
 ]
-FromId = Annotated[int | None, Query(ge=1, description="First entry id (inclusive).")]
-ToId = Annotated[int | None, Query(ge=1, description="Last entry id (inclusive).")]
+MAX_ID = 2**63 - 1  # a BIGINT
+FromId = Annotated[int | None, Query(ge=1, le=MAX_ID, description="First entry id (inclusive).")]
+ToId = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Last entry id (inclusive).")]
 
 
 def _audit(
@@ -64,7 +65,10 @@ def _audit(
     summary="Everything held about one subject (by subject id or customer reference), as JSON",
 )
 def export_subject(
-    subject: str, request: Request, session: SessionDep, runtime: RuntimeDep
+    subject: Annotated[str, Path(min_length=1, max_length=200)],
+    request: Request,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> dict[str, Any]:
     found = find_subject(session, subject)
     _audit(runtime, request, "consent.subject_export", found.id, requested=subject)
@@ -138,12 +142,19 @@ def receipts(
     request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
-    subject_id: Annotated[str, Query(description="Subject id or customer reference.")],
+    subject_id: Annotated[
+        str, Query(min_length=1, max_length=200, description="Subject id or customer reference.")
+    ],
     at: Annotated[datetime, Query(description="The instant in question (ISO 8601, with zone).")],
     window_s: Annotated[int, Query(ge=0, le=86_400, description="Receipts within ± this.")] = 300,
 ) -> dict[str, Any]:
     if at.tzinfo is None:
         raise InvalidInput("'at' needs a time zone (e.g. 2026-11-23T09:00:00Z)")
+    try:  # the window around 'at' must itself be a representable instant
+        (at - timedelta(seconds=window_s)).astimezone(UTC)
+        (at + timedelta(seconds=window_s)).astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput("'at' is out of range (years 1 to 9999)") from None
     found = find_subject(session, subject_id)
     _audit(
         runtime, request, "consent.receipts_query", found.id, at=at.isoformat(), window_s=window_s

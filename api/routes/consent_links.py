@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 
 from api.deps import RuntimeDep, SessionDep
 from api.errors import ErrorResponse, error_response
@@ -25,10 +26,24 @@ from consent.optin import (
     SubjectErased,
 )
 
+# A browser (Accept: text/html) gets a page; any other client the JSON bodies below.
+HTML: dict[str, Any] = {"text/html": {"schema": {"type": "string"}}}
+
+
+class LinkOutcomeOut(BaseModel):
+    subject_id: str
+    state: str
+    recorded: bool
+    event_id: int | None
+    message: str
+
+
+DONE: dict[int | str, dict[str, Any]] = {200: {"model": LinkOutcomeOut, "content": HTML}}
+
 router = APIRouter(
     prefix="/v1/consent",
     tags=["consent"],
-    responses={s: {"model": ErrorResponse} for s in (400, 409, 410, 422)},
+    responses={s: {"model": ErrorResponse, "content": HTML} for s in (400, 409, 410, 422)},
 )
 
 Token = Annotated[str, Query(max_length=4096, description="the signed token from the email")]
@@ -90,7 +105,7 @@ def _evidence(request: Request) -> dict[str, Any]:
 @router.get(
     "/confirm",
     summary="Follow the double opt-in link: confirms offers by email",
-    response_class=HTMLResponse,
+    responses=DONE,
 )
 def confirm(
     request: Request, session: SessionDep, runtime: RuntimeDep, token: Token = ""
@@ -114,7 +129,7 @@ def confirm(
 @router.get(
     "/unsubscribe",
     summary="The unsubscribe link opened in a browser: a page with one button",
-    response_class=HTMLResponse,
+    responses=DONE,
 )
 def unsubscribe_page(
     request: Request, session: SessionDep, runtime: RuntimeDep, token: Token = ""
@@ -139,7 +154,7 @@ def unsubscribe_page(
     summary="RFC 8058 one-click unsubscribe: withdraws offers by email",
     description="The body is the form field `List-Unsubscribe=One-Click`, as mailbox providers "
     "send it. The token in the query is the only credential.",
-    response_class=HTMLResponse,
+    responses=DONE,
 )
 def unsubscribe(
     request: Request,

@@ -65,7 +65,10 @@ def import_stores(
     runtime: RuntimeDep,
     response: Response,
     file: Annotated[UploadFile, File(description="The file; its name's suffix gives the format")],
-    radius_m: Annotated[float, Query(gt=0, description="Radius of circles made from points")] = 50,
+    radius_m: Annotated[
+        float,
+        Query(gt=0, le=50_000, allow_inf_nan=False, description="Radius of circles from points"),
+    ] = 50,
     id_column: Annotated[str | None, Query(max_length=100)] = None,
     name_column: Annotated[str | None, Query(max_length=100)] = None,
     timezone: Annotated[str, Query(max_length=64, description="IANA zone of every store")] = "UTC",

@@ -7,7 +7,6 @@ key) and per IP address: too many in the window -> 429 with Retry-After.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
@@ -16,11 +15,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from api.deps import RuntimeDep, require_pos
+from api.deps import CallerDep, RuntimeDep, require_pos
 from api.errors import ErrorResponse, status_for
 from api.runtime import Runtime
 from api.schemas import RedemptionIn, RedemptionOut, VoidIn, VoidOut
-from core.errors import EngineError, InvalidInput
+from core.errors import EngineError, Forbidden, InvalidInput
 from offers.domain import CouponUnknown
 from offers.idempotency import Answer, IdempotentTill, fingerprint
 from offers.lockout import GuessLockout
@@ -30,7 +29,7 @@ router = APIRouter(
     prefix="/v1/pos",
     tags=["pos"],
     dependencies=[require_pos],
-    responses={s: {"model": ErrorResponse} for s in (401, 404, 409, 410, 422, 429)},
+    responses={s: {"model": ErrorResponse} for s in (401, 403, 404, 409, 410, 422, 429)},
 )
 IdempotencyKey = Annotated[
     str | None,
@@ -40,12 +39,6 @@ IdempotencyKey = Annotated[
     ),
 ]
 MAX_KEY_LENGTH = 200
-
-
-def _terminal(request: Request) -> str:
-    """The terminal's identity: a digest of the API key it presented (never the key itself)."""
-    key = request.headers.get("x-api-key", "")
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _redeemer(runtime: Runtime, session: Session) -> CouponRedeemer:
@@ -67,6 +60,8 @@ def _answer(run: Callable[[], dict[str, Any]]) -> Answer:
 def _at_till(
     request: Request,
     runtime: RuntimeDep,
+    caller: CallerDep,
+    store_id: str,
     key: str | None,
     operation: str,
     payload: dict[str, Any],
@@ -74,8 +69,10 @@ def _at_till(
 ) -> JSONResponse:
     if key is not None and not 1 <= len(key.strip()) <= MAX_KEY_LENGTH:
         raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
+    if not caller.may_act_for(store_id):
+        raise Forbidden(f"this terminal's key ({caller.label}) may not act for that store")
     settings, now = runtime.settings, runtime.clock.now()
-    terminal = _terminal(request)
+    terminal = caller.key_id  # the key's visible id, never the key itself
     identities = [f"terminal:{terminal}", f"ip:{request.client.host if request.client else '-'}"]
     lockout = GuessLockout(
         runtime.state, settings.pos_lockout_failures, settings.pos_lockout_window_s
@@ -104,6 +101,7 @@ def redeem(
     body: RedemptionIn,
     request: Request,
     runtime: RuntimeDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     def action(session: Session) -> Answer:
@@ -123,7 +121,14 @@ def redeem(
         return _answer(run)
 
     return _at_till(
-        request, runtime, idempotency_key, "redeem", body.model_dump(mode="json"), action
+        request,
+        runtime,
+        caller,
+        body.store_id,
+        idempotency_key,
+        "redeem",
+        body.model_dump(mode="json"),
+        action,
     )
 
 
@@ -137,6 +142,7 @@ def void(
     body: VoidIn,
     request: Request,
     runtime: RuntimeDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     def action(session: Session) -> Answer:
@@ -155,4 +161,13 @@ def void(
 
         return _answer(run)
 
-    return _at_till(request, runtime, idempotency_key, "void", body.model_dump(mode="json"), action)
+    return _at_till(
+        request,
+        runtime,
+        caller,
+        body.store_id,
+        idempotency_key,
+        "void",
+        body.model_dump(mode="json"),
+        action,
+    )

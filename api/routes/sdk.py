@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 
 from api.auth import DeviceClaims, issue_device_token
 from api.deps import DeviceClaimsDep, DeviceDep, RuntimeDep, SessionDep, require_sdk_key
@@ -34,7 +34,7 @@ from offers.domain import format_code, remaining_seconds
 router = APIRouter(
     prefix="/v1/sdk",
     tags=["sdk"],
-    responses={s: {"model": ErrorResponse} for s in (401, 403, 422, 503)},
+    responses={s: {"model": ErrorResponse} for s in (401, 403, 404, 422, 503)},
 )
 
 
@@ -250,7 +250,11 @@ def post_pings(
     response_model=NoticeOut,
     summary="The notice to show before asking for consent to a purpose",
 )
-def current_notice(purpose: Purpose, session: SessionDep, language: str | None = None) -> NoticeOut:
+def current_notice(
+    purpose: Purpose,
+    session: SessionDep,
+    language: Annotated[str | None, Query(min_length=2, max_length=16)] = None,
+) -> NoticeOut:
     notice = NoticeRegistry(session).latest(purpose, language)
     if notice is None:
         raise NotFound(f"no notice is published for {purpose.value}")

@@ -170,6 +170,21 @@ def test_counter_expires_with_the_ttl_set_at_creation(hot: Subject) -> None:
     assert hot.state.incr("c", ttl_s=LONG_TTL_S) == 1, "an expired counter starts again"
 
 
+def test_incr_many_adds_one_to_each_counter_and_returns_the_new_values(hot: Subject) -> None:
+    hot.state.incr("rl:{ip:1.2.3.4}:pings:1", ttl_s=LONG_TTL_S, amount=4)
+    keys = ["rl:{ip:1.2.3.4}:pings:1", "rl:{device:d-1}:pings:1"]
+    assert hot.state.incr_many(keys, ttl_s=LONG_TTL_S) == [5, 1]
+    assert hot.state.incr_many(keys, ttl_s=LONG_TTL_S) == [6, 2]
+    assert hot.state.incr_many([], ttl_s=LONG_TTL_S) == []
+    assert hot.state.counter("rl:{device:d-1}:pings:1") == 2
+
+
+def test_incr_many_counters_expire_with_their_ttl(hot: Subject) -> None:
+    assert hot.state.incr_many(["w"], ttl_s=1) == [1]
+    hot.eventually(lambda: hot.state.counter("w") == 0, 1, "window counter expired")
+    assert hot.state.incr_many(["w"], ttl_s=LONG_TTL_S) == [1]
+
+
 def test_incr_within_stops_at_the_limit_and_leaves_the_counter_unchanged(hot: Subject) -> None:
     results = [hot.state.incr_within("cap", limit=3, ttl_s=LONG_TTL_S) for _ in range(5)]
 
