@@ -29,9 +29,11 @@ from offers.delivery import DeliveryWorker
 from offers.eligibility import IssueLimits
 from offers.expiry import CouponExpiry
 from offers.flows import PingIngestor
+from offers.idempotency import IdempotentTill
 from offers.scheduler import DeliveryScheduler
 
 log = logging.getLogger(__name__)
+TILL_ANSWERS_KEPT = timedelta(days=1)  # Idempotency-Key answers outlive any till's retries
 
 
 def build_channels(settings: Settings) -> dict[str, Channel]:
@@ -126,6 +128,8 @@ class Runtime:
         )
         expiry = CouponExpiry(sessions, clock, timedelta(seconds=settings.redemption_grace_s))
         scheduler.periodic.append(expiry.expire_due)
+        answers = IdempotentTill(sessions)
+        scheduler.periodic.append(lambda: answers.purge(clock.now() - TILL_ANSWERS_KEPT))
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),
             CheckpointSigner(secret),
