@@ -34,10 +34,12 @@ from offers.eligibility import IssueLimits
 from offers.expiry import CouponExpiry
 from offers.flows import PingIngestor
 from offers.followups import FollowUps
+from offers.idempotency import IdempotentTill
 from offers.lease import LeaderLease
 from offers.scheduler import DeliveryScheduler, default_holder
 
 log = logging.getLogger(__name__)
+TILL_ANSWERS_KEPT = timedelta(days=1)  # Idempotency-Key answers outlive any till's retries
 
 
 def build_channels(settings: Settings, clock: Clock | None = None) -> dict[str, Channel]:
@@ -148,6 +150,12 @@ class Runtime:
             set(channels),
             scheduler.enqueue,
             IssueLimits(settings.shopper_daily_offer_cap),
+        )
+        answers = IdempotentTill(sessions)
+        scheduler.add_periodic(
+            "till-answers-purge",
+            lambda: answers.purge(clock.now() - TILL_ANSWERS_KEPT),
+            300.0,  # housekeeping: every five minutes is plenty
         )
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),

@@ -168,12 +168,6 @@ class CampaignRulesIn(Strict):
         description="most discount (minor currency units) in coupons not expired",
     )
 
-    @model_validator(mode="after")
-    def _window_order(self) -> CampaignRulesIn:
-        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
-            raise ValueError("ends_at must be after starts_at")
-        return self
-
 
 class CampaignIn(CampaignRulesIn):
     name: str = Field(min_length=1, max_length=200)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +36,12 @@ def fingerprint(operation: str, request: dict[str, Any]) -> str:
 class IdempotentTill:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+
+    def purge(self, before: datetime) -> int:
+        """Forget answers stored before ``before`` (a till retries within minutes, not days)."""
+        with transaction(self.sessions) as session:
+            result = session.execute(delete(TillAnswer).where(TillAnswer.created_at < before))
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     def _stored(self, terminal: str, key: str, print_: str) -> TillResult | None:
         with transaction(self.sessions) as session:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from consent.models import Device
+from core.db import transaction
+from core.ids import new_id
+from geo.models import Fence, FenceEvent
 from offers.models import Campaign
+from offers.service import IssuedCoupon, OfferIssuer
 from tests.api.conftest import INSIDE, MANAGER, OUTSIDE, POS, SDK_KEY, Engine
 
 
@@ -90,3 +95,38 @@ def refusals_of(engine: Engine, event_id: str) -> list[dict[str, str]]:
             )
         ).all()
     return [r for receipt in receipts for r in receipt.details.get("refusals", [])]
+
+
+def decide(
+    engine: Engine,
+    shopper: dict[str, Any],
+    store: dict[str, Any],
+    eta_s: float = 0.0,
+    kind: str = "approaching",
+) -> tuple[list[IssuedCoupon], FenceEvent]:
+    """Run the offer decision for one fence event (a pass-by predicted ``eta_s`` away by
+    default), in its own transaction, the way the ping path does."""
+    now = engine.clock.now()
+    with transaction(engine.runtime.sessions) as session:
+        device = session.get(Device, shopper["device_id"])
+        fence = session.query(Fence).filter(Fence.store_id == store["id"]).one()
+        assert device is not None
+        event = FenceEvent(
+            id=new_id("evt"),
+            device_id=device.id,
+            subject_id=device.subject_id,
+            fence_id=fence.id,
+            store_id=store["id"],
+            kind=kind,
+            occurred_at=now,
+            details={"eta_s": eta_s, "distance_m": eta_s * 1.4} if kind == "approaching" else {},
+            eligible=True,
+            reason=None,
+            created_at=now,
+        )
+        session.add(event)
+        session.flush()
+        limits = engine.runtime.ingestor.issue_limits
+        issuer = OfferIssuer(session, engine.runtime.state, set(), lambda _: None, limits)
+        issued = issuer.on_enter(event, device, now)
+    return issued, event

@@ -5,16 +5,11 @@ recorded with its reason."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from consent.models import Device
-from core.db import transaction
-from core.ids import new_id
-from geo.models import Fence, FenceEvent
+from geo.models import FenceEvent
 from offers.models import Coupon
-from offers.service import IssuedCoupon, OfferIssuer
 from tests.api.conftest import INSIDE, MANAGER, Engine, EngineFactory
-from tests.api.coupon_helpers import campaign, quick_shopper, reenter, refusals_of
+from tests.api.coupon_helpers import campaign, decide, quick_shopper, reenter, refusals_of
 from tests.conftest import START
 
 
@@ -97,36 +92,6 @@ def test_no_second_coupon_at_the_same_store_within_the_cooldown(engine_api: Engi
     assert engine_api.count(Coupon) == 2
 
 
-def _approach(
-    engine: Engine, shopper: dict[str, Any], store: dict[str, Any], eta_s: float
-) -> tuple[list[IssuedCoupon], FenceEvent]:
-    """Run the offer decision for a pass-by (``approaching``) event predicted ``eta_s`` away."""
-    now = engine.clock.now()
-    with transaction(engine.runtime.sessions) as session:
-        device = session.get(Device, shopper["device_id"])
-        fence = session.query(Fence).filter(Fence.store_id == store["id"]).one()
-        assert device is not None
-        event = FenceEvent(
-            id=new_id("evt"),
-            device_id=device.id,
-            subject_id=device.subject_id,
-            fence_id=fence.id,
-            store_id=store["id"],
-            kind="approaching",
-            occurred_at=now,
-            details={"eta_s": eta_s, "distance_m": eta_s * 1.4},
-            eligible=True,
-            reason=None,
-            created_at=now,
-        )
-        session.add(event)
-        session.flush()
-        issued = OfferIssuer(session, engine.runtime.state, set(), lambda _: None).on_enter(
-            event, device, now
-        )
-    return issued, event
-
-
 def test_travel_validity_is_the_eta_plus_the_decision_window_capped(engine_api: Engine) -> None:
     store = engine_api.create_store()
     offer = {"validity_rule": "travel", "decision_window_minutes": 5, "max_valid_minutes": 20}
@@ -134,9 +99,9 @@ def test_travel_validity_is_the_eta_plus_the_decision_window_capped(engine_api: 
     shopper = quick_shopper(engine_api, "c1")
     now = engine_api.clock.now()
 
-    [near], _ = _approach(engine_api, shopper, store, eta_s=420)  # 7 min away
+    [near], _ = decide(engine_api, shopper, store, eta_s=420)  # 7 min away
     assert near.expires_at == now + timedelta(minutes=12)
-    [far], _ = _approach(engine_api, shopper, store, eta_s=3600)  # an hour away: the cap
+    [far], _ = decide(engine_api, shopper, store, eta_s=3600)  # an hour away: the cap
     assert far.expires_at == now + timedelta(minutes=20)
     # Already there (an enter): just the decision window.
     [there] = engine_api.ping(shopper, INSIDE).json()["coupons"]
@@ -146,7 +111,7 @@ def test_travel_validity_is_the_eta_plus_the_decision_window_capped(engine_api: 
 def test_fixed_validity_ignores_the_eta(engine_api: Engine) -> None:
     store = engine_api.create_store()
     campaign(engine_api, [store["id"]], offer={"valid_minutes": 8})
-    [coupon], _ = _approach(engine_api, quick_shopper(engine_api, "c1"), store, eta_s=900)
+    [coupon], _ = decide(engine_api, quick_shopper(engine_api, "c1"), store, eta_s=900)
     assert coupon.expires_at == engine_api.clock.now() + timedelta(minutes=8)
 
 
@@ -167,10 +132,10 @@ def test_a_pass_by_is_refused_when_the_store_closes_before_the_arrival(
     store = response.json()
     campaign(engine_api, [store["id"]], daily_cap_per_shopper=5)
     shopper = quick_shopper(engine_api, "c1")
-    refused, event = _approach(engine_api, shopper, store, eta_s=600)  # arrives at 11:10
+    refused, event = decide(engine_api, shopper, store, eta_s=600)  # arrives at 11:10
     assert refused == []
     with engine_api.runtime.sessions() as session:
         stored = session.get(FenceEvent, event.id)
         assert stored is not None and (stored.eligible, stored.reason) == (False, "store_closed")
-    in_time, _ = _approach(engine_api, shopper, store, eta_s=120)  # arrives at 11:02
+    in_time, _ = decide(engine_api, shopper, store, eta_s=120)  # arrives at 11:02
     assert len(in_time) == 1

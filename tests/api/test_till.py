@@ -129,3 +129,15 @@ def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(
         lockout.check(["terminal:b", "ip:10.0.0.1"], now)  # same IP, another terminal
     with pytest.raises(TooManyAttempts):
         lockout.check(["terminal:a", "ip:10.0.0.9"], now)  # same terminal, another IP
+
+
+def test_stored_answers_are_forgotten_after_a_day(engine_api: Engine) -> None:
+    store, coupon = _coupon(engine_api)
+    assert till(engine_api, "redemptions", coupon["code"], store["id"], key="k").status_code == 200
+    engine_api.clock.advance(timedelta(days=1, seconds=1))
+    engine_api.runtime.scheduler.tick()  # renew the lease at the moved clock
+    purge = engine_api.runtime.scheduler._scheduler.get_job("till-answers-purge")
+    assert purge is not None, "the leading scheduler runs the purge"
+    purge.func()
+    again = till(engine_api, "redemptions", coupon["code"], store["id"], key="k")
+    assert again.status_code == 409  # a new attempt: the day-old answer is gone
