@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from client import ApiError, DeviceSession, OfferEngineClient, Ping
+from consent.models import ConsentReceipt
 from core.settings import INSECURE_KEYS
 from geo.models import Ping as PingRow
 from offers.models import Coupon
@@ -145,11 +146,18 @@ def test_nearest_fences_capped_by_the_os_and_ranked(setup: Any) -> None:
 
 
 def test_nearest_fences_need_location_consent(setup: Any) -> None:
-    _, api, _ = setup
+    engine, api, _ = setup
     device = api.sdk.register_device("near-2", "android")
     with pytest.raises(ApiError) as refused:
         device.nearest_fences(STORE_LON, STORE_LAT)
     assert refused.value.status == 403
+    refusals = engine.count(
+        ConsentReceipt,
+        ConsentReceipt.subject_id == device.subject_id,
+        ConsentReceipt.action == "fence_sync",
+        ConsentReceipt.allowed.is_(False),
+    )
+    assert refusals == 1  # the refusal is on record; nothing else was
 
 
 def test_own_data_download(setup: Any) -> None:
