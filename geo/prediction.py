@@ -161,7 +161,7 @@ def predict(
     beyond = np.flatnonzero(np.abs(corners[:, :, 0]).max(axis=1) > 180.0)
     for i in beyond.tolist():  # a path over the antimeridian: fold the part beyond it back
         corridors[i] = _fold_antimeridian(corridors[i])
-    motion_idx, fence_idx = index.tree.query(corridors)
+    motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
     if motion_idx.size == 0:
         return []
     fences = index.fences
