@@ -161,6 +161,13 @@ class FenceIndex:
             [None if g is None else shapely.boundary(g) for g in local], dtype=object
         )
         shapely.prepare(self._local[~self._is_circle])
+        self._reach = self._radius.copy()  # how far from the anchor any point of the fence is
+        polygons = np.flatnonzero(~self._is_circle)
+        if polygons.size:
+            coords, owner = shapely.get_coordinates(self._local[polygons], return_index=True)
+            far = np.zeros(polygons.size)
+            np.maximum.at(far, owner, np.hypot(coords[:, 0], coords[:, 1]))
+            self._reach[polygons] = far
 
     def __len__(self) -> int:
         return len(self.fences)
@@ -176,6 +183,11 @@ class FenceIndex:
     @property
     def radii(self) -> FloatArray:
         return self._radius
+
+    @property
+    def reaches(self) -> FloatArray:
+        """Metres from each fence's anchor to its farthest point (a circle's radius)."""
+        return self._reach
 
     @property
     def local_shapes(self) -> NDArray[np.object_]:

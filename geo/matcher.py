@@ -17,16 +17,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geo.domain import FenceIndex, FixBatch, haversine_m
+from geo.geometry import FloatArray
 from geo.prediction import Motion, PredictionRules, motion_of, predict
 from geo.tracking import (
     FixStatus,
     Record,
     TrackingRules,
     Transition,
-    fence_step,
     fix_order,
     track_device,
 )
+from geo.visits import DeviceFixes, scan_fences
 
 STATUS_CODES = list(FixStatus)
 USED = STATUS_CODES.index(FixStatus.USED)
@@ -65,13 +66,16 @@ class BatchMatcher:
         for device_id, positions in _segments(batch.device_ids):
             record = records.get(device_id) or {}
             checked = None if "j" in record else self._validity(batch, positions, record)
+            moved: FloatArray | None = None
             if checked is None:  # a jump to judge: the per-fix state machine decides
                 new_record, seg_codes, seg_transitions = self._scalar(
                     index, batch, positions, record, point_idx, fence_idx, signed
                 )
                 codes[positions] = seg_codes
+                used = positions[seg_codes == USED]
+                used = used[np.argsort(batch.t[used], kind="stable")]
             else:
-                seg, seg_codes, ids = checked
+                seg, seg_codes, ids, moved = checked
                 codes[seg] = seg_codes
                 used = seg[seg_codes == USED]
                 new_record, seg_transitions = self._fences(
@@ -80,9 +84,7 @@ class BatchMatcher:
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
             if self.prediction is not None:
-                _odometer(
-                    batch, positions[codes[positions] == USED], record, new_record, self.prediction
-                )
+                _odometer(batch, used, moved, record, new_record, self.prediction)
             self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
@@ -90,22 +92,27 @@ class BatchMatcher:
 
     def _validity(
         self, batch: FixBatch, positions: NDArray[np.intp], record: Mapping[str, Any]
-    ) -> tuple[NDArray[np.intp], NDArray[np.int8], list[str]] | None:
+    ) -> tuple[NDArray[np.intp], NDArray[np.int8], list[str], FloatArray | None] | None:
         """Ordering, duplicates, mock, accuracy and jumps as array operations, in event-time
-        order. None when a jump needs the state machine to judge it."""
+        order, with the metres moved between used fixes (from the last one before the batch).
+        None when a jump needs the state machine to judge it."""
         rules = self.tracking
-        accuracy = np.nan_to_num(batch.accuracy[positions], nan=0.0)
-        if batch.ping_ids is not None:  # the same order as tracking.fix_order, ids included
-            keys = [fix_order(batch.fix(int(i))) for i in positions.tolist()]
-            order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.intp)
-        else:  # missing accuracy sorts last, as in tracking.fix_order
-            rank = np.nan_to_num(batch.accuracy[positions], nan=np.inf)
-            order = np.lexsort(
-                (batch.lat[positions], batch.lon[positions], rank, batch.t[positions])
-            )
-        seg = positions[order]
-        t = batch.t[seg]
-        codes = np.full(len(seg), USED, dtype=np.int8)
+        t = batch.t[positions]
+        ordered = t.size < 2 or bool(np.all(t[1:] > t[:-1]))
+        if ordered:  # strictly in time order already (the usual case): nothing ties
+            seg = positions
+        else:
+            if batch.ping_ids is not None:  # the order of tracking.fix_order, ids included
+                keys = [fix_order(batch.fix(int(i))) for i in positions.tolist()]
+                order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.intp)
+            else:  # missing accuracy sorts last, as in tracking.fix_order
+                rank = np.nan_to_num(batch.accuracy[positions], nan=np.inf)
+                order = np.lexsort(
+                    (batch.lat[positions], batch.lon[positions], rank, batch.t[positions])
+                )
+            seg = positions[order]
+            t = batch.t[seg]
+        codes = np.where(batch.mock[seg], _MOCK, USED).astype(np.int8)
         ids = list(record.get("ids", []))
         if batch.ping_ids is not None:
             seen = set(ids)
@@ -114,23 +121,22 @@ class BatchMatcher:
                 if ping_id is None:
                     continue
                 if ping_id in seen:
-                    codes[k] = _DUPLICATE
+                    codes[k] = _DUPLICATE  # a repeat, mock or not
                 else:
                     seen.add(ping_id)
                     ids.append(ping_id)
-        codes[(codes == USED) & batch.mock[seg]] = _MOCK
         watermark = record.get("w")
         if watermark is not None:
             codes[(codes == USED) & (t <= watermark)] = _STALE
-        codes[(codes == USED) & (accuracy[order] > rules.max_accuracy_m)] = _INACCURATE
+        codes[(codes == USED) & (batch.accuracy[seg] > rules.max_accuracy_m)] = _INACCURATE
         used = np.flatnonzero(codes == USED)
-        if used.size > 1:  # of fixes with the same time only the first counts
+        if not ordered and used.size > 1:  # of fixes with the same time only the first counts
             codes[used[1:][np.diff(t[used]) == 0]] = _STALE
             used = np.flatnonzero(codes == USED)
         # A fix at the time of a used one is stale whatever else is wrong with it (as in the
         # state machine, which sees the used fix first: better accuracy sorts first).
         late = np.flatnonzero(codes == _INACCURATE)
-        if late.size and used.size:
+        if not ordered and late.size and used.size:
             codes[late[np.isin(t[late], t[used])]] = _STALE
         if used.size:
             lons, lats, times = batch.lon[seg[used]], batch.lat[seg[used]], t[used]
@@ -143,7 +149,8 @@ class BatchMatcher:
                 moved = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:])
                 if np.any(moved > rules.max_speed_mps * np.maximum(np.diff(times), 1.0)):
                     return None
-        return seg, codes, ids
+                return seg, codes, ids, moved
+        return seg, codes, ids, None
 
     def _fences(
         self,
@@ -156,54 +163,40 @@ class BatchMatcher:
         fence_idx: NDArray[np.intp],
         signed: NDArray[np.float64],
     ) -> tuple[Record, list[Transition]]:
-        """Run the fence state machine over the used fixes (in time order) that can matter: those
-        touching a fence, and every fix while the device is inside one."""
-        device_id = batch.device_ids[int(used[0])] if used.size else ""
+        """Enter/exit/dwell over the used fixes (in time order), fence by fence: only fences
+        the device holds or whose fence a fix is in are looked at (geo.visits)."""
         new: Record = dict(record)
         new["ap"] = dict(record.get("ap", {}))  # never change the caller's record
         new["ids"] = ids[-self.tracking.remembered_ping_ids :]
         inside: dict[str, dict[str, Any]] = {k: dict(v) for k, v in record.get("in", {}).items()}
         transitions: list[Transition] = []
         if used.size:
-            hit = np.isin(point_idx, used)
-            touching = np.flatnonzero(np.isin(used, point_idx[hit]))
-            if inside or touching.size:
-                near: dict[int, dict[str, float]] = {}
-                fences = index.fences
-                for p, f, d in zip(
-                    point_idx[hit].tolist(),
-                    fence_idx[hit].tolist(),
-                    signed[hit].tolist(),
-                    strict=True,
-                ):
-                    near.setdefault(p, {})[fences[f].fence_id] = d
-                times = batch.t[used].tolist()
-                accuracies = np.nan_to_num(batch.accuracy[used], nan=0.0).tolist()
-                k = 0 if inside else int(touching[0])
-                while k < used.size:
-                    if not inside:
-                        nxt = int(np.searchsorted(touching, k))
-                        if nxt == touching.size:
-                            break
-                        k = int(touching[nxt])
-                    row = int(used[k])
-                    distances = near.setdefault(row, {})
-                    missing = [f for f in inside if f not in distances and f in index.position]
-                    if missing:  # look ahead: the device usually stays a while, so do a window
-                        _fill_ahead(index, batch, used[k : k + LOOKAHEAD], missing, near)
-                    transitions.extend(
-                        fence_step(
-                            device_id,
-                            inside,
-                            times[k],
-                            accuracies[k],
-                            distances,
-                            index.by_id,
-                            self.tracking,
-                            new,
-                        )
-                    )
-                    k += 1
+            slot = np.full(len(batch), -1, dtype=np.intp)
+            slot[used] = np.arange(used.size, dtype=np.intp)
+            k = slot[point_idx]
+            mine = np.flatnonzero(k >= 0)
+            if inside or mine.size:
+                hit_k = k[mine]
+                order = np.argsort(hit_k, kind="stable")  # time order, tree order within a fix
+                fixes = DeviceFixes(
+                    batch.t[used].tolist(),
+                    batch.lon[used],
+                    batch.lat[used],
+                    self.tracking.entry_accuracy_weight
+                    * np.nan_to_num(batch.accuracy[used], nan=0.0),
+                )
+                inside, transitions, entered = scan_fences(
+                    batch.device_ids[int(used[0])],
+                    index,
+                    fixes,
+                    inside,
+                    hit_k[order],
+                    fence_idx[mine][order],
+                    signed[mine][order],
+                    self.tracking,
+                )
+                for fence_id in entered:
+                    new["ap"].pop(fence_id, None)
             last = int(used[-1])
             if used.size > 1:
                 before = int(used[-2])
@@ -329,12 +322,10 @@ class BatchMatcher:
         return len(found)
 
 
-LOOKAHEAD = 32
-
-
 def _odometer(
     batch: FixBatch,
     used: NDArray[np.intp],
+    moved: FloatArray | None,
     old: Mapping[str, Any],
     new: Record,
     rules: PredictionRules,
@@ -348,7 +339,6 @@ def _odometer(
     """
     if used.size == 0:
         return
-    used = used[np.argsort(batch.t[used], kind="stable")]
     lons, lats, times = batch.lon[used], batch.lat[used], batch.t[used]
     previous = old.get("p")
     odo, eff, moving = (float(old.get(k, 0.0)) for k in ("odo", "eff", "mv"))
@@ -358,7 +348,7 @@ def _odometer(
         lats = np.concatenate(([previous[1]], lats))
         times = np.concatenate(([previous[2]], times))
     if times.size > 1:
-        steps = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:])
+        steps = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:]) if moved is None else moved
         dts = np.maximum(np.diff(times), 0.0)
         stopped = steps < rules.min_speed_mps * dts
         odo += float(steps.sum())

@@ -134,6 +134,57 @@ def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
     return shapely.polygons(corners), corners, length, w0, w1
 
 
+def _polygon_along(
+    shapes: Any,
+    dx: Any,
+    dy: Any,
+    sin: Any,
+    cos: Any,
+    length: Any,
+    w0: Any,
+    w1: Any,
+) -> Any:
+    """For each (corridor, polygon) pair in the polygon's own frame: how far along the corridor
+    the polygon begins (nan if they do not meet). The nearest point of their intersection is a
+    polygon vertex inside the corridor, a crossing of a polygon edge with a corridor side or its
+    start or end, or a corridor corner inside the polygon: all found as array operations.
+    ``dx, dy``: the device; ``sin, cos``: its heading; the corridor spans u in [0, length] along
+    it, |v| <= w0 + (w1 - w0) * u / length across."""
+    pairs = len(shapes)
+    parts, part_owner = shapely.get_parts(shapes, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    owner = part_owner[ring_part[ring]]
+    rx, ry = coords[:, 0] - dx[owner], coords[:, 1] - dy[owner]
+    u = rx * sin[owner] + ry * cos[owner]
+    v = rx * cos[owner] - ry * sin[owner]
+    span, half0 = length[owner], w0[owner]
+    slope = (w1[owner] - half0) / span
+    best = np.full(pairs, np.inf)
+    inside = (u >= 0.0) & (u <= span) & (np.abs(v) <= half0 + slope * u)
+    np.minimum.at(best, owner[inside], u[inside])
+    edge = np.flatnonzero(ring[1:] == ring[:-1])  # vertex edge .. edge + 1 bound one edge
+    ua, va, du, dv = u[edge], v[edge], u[edge + 1] - u[edge], v[edge + 1] - v[edge]
+    e_owner, e_span, e_half, e_slope = owner[edge], span[edge], half0[edge], slope[edge]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for side in (1.0, -1.0):  # the sides v = +-(w0 + slope * u)
+            lam = (side * (e_half + e_slope * ua) - va) / (dv - side * e_slope * du)
+            at = ua + lam * du
+            ok = (lam >= 0.0) & (lam <= 1.0) & (at >= 0.0) & (at <= e_span)
+            np.minimum.at(best, e_owner[ok], at[ok])
+        for end, reach in ((0.0, e_half), (e_span, e_half + e_slope * e_span)):  # start, end
+            lam = (end - ua) / du
+            ok = (lam >= 0.0) & (lam <= 1.0) & (np.abs(va + lam * dv) <= reach)
+            np.minimum.at(best, e_owner[ok], np.broadcast_to(end, lam.shape)[ok])
+    for u0, half in ((0.0, w0), (length, w1)):  # corridor corners inside the polygon
+        for side in (1.0, -1.0):
+            x = dx + u0 * sin + side * half * cos
+            y = dy + u0 * cos - side * half * sin
+            corner = shapely.contains_xy(shapes, x, y)
+            best[corner] = np.minimum(best[corner], np.broadcast_to(u0, pairs)[corner])
+    return np.where(np.isfinite(best), best, np.nan)
+
+
 def _fold_antimeridian(corridor: Any) -> Any:
     world = shapely.box(-180.0, -90.0, 180.0, 90.0)
     parts = [shapely.intersection(corridor, world)]
@@ -161,7 +212,7 @@ def predict(
     beyond = np.flatnonzero(np.abs(corners[:, :, 0]).max(axis=1) > 180.0)
     for i in beyond.tolist():  # a path over the antimeridian: fold the part beyond it back
         corridors[i] = _fold_antimeridian(corridors[i])
-    motion_idx, fence_idx = index.tree.query(corridors)
+    motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
     if motion_idx.size == 0:
         return []
     fences = index.fences
@@ -197,19 +248,11 @@ def predict(
     if polygon.any():
         f = fence_idx[polygon]
         m = motion_idx[polygon]
-        quad = corners[m]  # (k, 4, 2) lon/lat corners of each pair's corridor
-        qx, qy = to_local(quad[:, :, 0], quad[:, :, 1], lon0[f][:, None], lat0[f][:, None])
-        local_corridors = shapely.polygons(np.stack([qx, qy], axis=2))
         dx, dy = to_local(mlon[polygon], mlat[polygon], lon0[f], lat0[f])
         shapes = index.local_shapes[f]
-        meeting = shapely.intersection(local_corridors, shapes)
-        coords, owner = shapely.get_coordinates(meeting, return_index=True)
-        projected = (coords[:, 0] - dx[owner]) * sin[polygon][owner] + (
-            coords[:, 1] - dy[owner]
-        ) * cos[polygon][owner]
-        nearest = np.full(f.size, np.inf)
-        np.minimum.at(nearest, owner, projected)
-        along[polygon] = np.where(np.isfinite(nearest), nearest, np.nan)
+        along[polygon] = _polygon_along(
+            shapes, dx, dy, sin[polygon], cos[polygon], length[m], w0[m], w1[m]
+        )
         distance[polygon] = shapely.distance(shapes, shapely.points(dx, dy))
     speeds = np.array([m.eta_speed_mps for m in motions])[motion_idx]
     eta = np.nan_to_num(along, nan=-1.0) / speeds

@@ -114,12 +114,60 @@ def test_eta_is_distance_over_speed_in_any_direction_speed_and_place(
     if distance / speed > PREDICTION.horizon_s:
         distance = speed * PREDICTION.horizon_s * 0.9
         centre = ahead(distance + radius, bearing, second)
+    if distance / speed < PREDICTION.min_eta_s:  # nearer arrivals are not announced
+        distance = speed * PREDICTION.min_eta_s * 1.1
+        centre = ahead(distance + radius, bearing, second)
 
     outcome = process([fix(0, start), fix(20, second)], [circle("A", centre, radius)])
 
     found = approaches(outcome)
     assert list(found) == ["A"]
     assert found["A"]["eta_s"] == pytest.approx(distance / speed, rel=0.05)
+
+
+def test_an_arrival_sooner_than_the_minimum_lead_is_not_announced() -> None:
+    near = circle("near", ahead(100.0 + 10.0 * (PREDICTION.min_eta_s - 10.0) + 50.0))
+    far = circle("far", ahead(100.0 + 10.0 * (PREDICTION.min_eta_s + 10.0) + 50.0), 50.0)
+
+    outcome = process(moving_east(10.0, [0, 10]), [near, far])
+
+    assert list(approaches(outcome)) == ["far"]
+
+
+def stop_and_go(moving_s: float, stop_s: float, cycles: int, speed: float = 8.0) -> list[Fix]:
+    """Drive ``moving_s`` at ``speed``, stand ``stop_s``, repeated; a fix every 10 s."""
+    fixes, t, x = [], 0.0, 0.0
+    for _ in range(cycles):
+        for _ in range(int(moving_s // 10)):
+            fixes.append(fix(t, ahead(x)))
+            t, x = t + 10.0, x + speed * 10.0
+        for _ in range(int(stop_s // 10)):
+            fixes.append(fix(t, ahead(x)))
+            t += 10.0
+    fixes.append(fix(t, ahead(x)))
+    fixes.append(fix(t + 10.0, ahead(x + speed * 10.0)))
+    return fixes
+
+
+def test_eta_counts_each_recent_stop_up_to_the_stop_allowance_and_gives_a_band() -> None:
+    # 60 s driving at 8 m/s, then a 60 s stop, for 10 minutes: moving speed 8 m/s, average
+    # with stops in full 4 m/s, with each stop counted for 20 s 6 m/s
+    fixes = stop_and_go(60.0, 60.0, 6)
+    last = fixes[-1]
+    fence = circle("A", ahead(3_000.0 + 50.0, 90.0, (last.lon, last.lat)))
+    records: dict[str, Record] = {}
+    for start in range(0, len(fixes), 6):  # an upload a minute, records carried over
+        final = start + 6 >= len(fixes)  # the fence is only there at the end (no earlier ETA)
+        outcome = process(fixes[start : start + 6], [fence] if final else [], records)
+        records = outcome.records
+
+    found = approaches(outcome)["A"]
+    window = PREDICTION.average_over_s
+    assert PREDICTION.stop_allowance_s == 20.0 and window == 600.0
+    assert found["eta_s"] == pytest.approx(3_000.0 / 6.0, rel=0.08)
+    assert found["eta_earliest_s"] == pytest.approx(3_000.0 / 8.0, rel=0.08)
+    assert found["eta_latest_s"] == pytest.approx(3_000.0 / 4.0, rel=0.1)
+    assert found["speed_mps"] == pytest.approx(8.0, rel=0.01)  # the speed of the moment
 
 
 def test_a_stationary_device_gets_no_prediction() -> None:
@@ -138,7 +186,7 @@ def test_a_single_fix_without_reported_motion_predicts_nothing() -> None:
 
 
 def test_reported_speed_and_heading_are_used_when_given() -> None:
-    east, north = circle("E", ahead(1_050.0, 90.0)), circle("N", ahead(1_050.0, 0.0))
+    east, north = circle("E", ahead(2_050.0, 90.0)), circle("N", ahead(2_050.0, 0.0))
 
     one_fix = process([fix(0, (LON0, LAT0), speed_mps=20.0, heading_deg=90.0)], [east, north])
     # the track says east at 10 m/s; the last fix reports north at 5 m/s: the report wins
@@ -148,7 +196,7 @@ def test_reported_speed_and_heading_are_used_when_given() -> None:
     reported = process(turned, [circle("E2", ahead(1_150.0)), north_of_it])
 
     assert list(approaches(one_fix)) == ["E"]
-    assert approaches(one_fix)["E"]["eta_s"] == pytest.approx(1_000.0 / 20.0, rel=0.05)
+    assert approaches(one_fix)["E"]["eta_s"] == pytest.approx(2_000.0 / 20.0, rel=0.05)
     assert list(approaches(reported)) == ["N2"]
     assert approaches(reported)["N2"]["eta_s"] == pytest.approx(1_000.0 / 5.0, rel=0.05)
 
@@ -173,7 +221,7 @@ def test_a_fence_behind_or_beside_or_beyond_the_horizon_is_not_approached() -> N
     behind = circle("behind", ahead(500.0, 270.0))
     beside = circle("beside", ahead(500.0, 0.0, ahead(600.0)))  # 500 m north of the path
     beyond = circle("beyond", ahead(100.0 + 10.0 * 600.0 + 500.0))  # past 600 s at 10 m/s
-    in_front = circle("front", ahead(800.0))
+    in_front = circle("front", ahead(1_500.0))
 
     outcome = process(moving_east(10.0, [0, 10]), [behind, beside, beyond, in_front])
 
@@ -208,11 +256,11 @@ def test_an_approach_is_not_repeated_until_eta_plus_the_repeat_time() -> None:
 
 
 def test_entering_a_fence_clears_its_announcement() -> None:
-    fence = circle("A", ahead(400.0))
+    fence = circle("A", ahead(1_200.0))  # edge 1050 m from the 10 s fix: ETA 105 s
     first = process(moving_east(10.0, [0, 10]), [fence])
     announced = dict(first.records["d1"]["ap"])
 
-    inside = process(moving_east(10.0, [20, 30, 40]), [fence], copy.deepcopy(first.records))
+    inside = process(moving_east(10.0, [110, 120, 130]), [fence], copy.deepcopy(first.records))
 
     assert list(announced) == ["A"]
     assert [t.kind for t in inside.transitions] == ["enter"]

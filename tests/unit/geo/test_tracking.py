@@ -813,8 +813,9 @@ def test_the_vectorised_path_is_taken_for_an_ordinary_batch() -> None:
 def test_long_batches_agree_with_the_state_machine_past_the_look_ahead_window(
     steps: list[tuple[str, float | None]],
 ) -> None:
-    """The matcher fetches distances to held fences for a window of fixes ahead (geo/matcher.py
-    LOOKAHEAD); a batch longer than that window must still give what the state machine gives."""
+    """The matcher classifies fixes against a held fence a window at a time (geo/visits.py
+    FIRST_WINDOW, doubling); a batch longer than that window must still give what the state
+    machine gives."""
     fixes = [fix(20 * k, SPOTS[spot], accuracy) for k, (spot, accuracy) in enumerate(steps)]
     fixes[0] = fix(0)
 
