@@ -182,9 +182,11 @@ class DeliveryWorker:
         sent_at = self.clock.now()
         reports: dict[str, DeliveryReport] = {}
         with transaction(self.sessions) as session:
-            repository = DeliveryRepository(session)
+            recorded = DeliveryRepository(session).mark_sent(
+                [d.id for d, _, _ in accepted], token, sent_at
+            )
             for delivery, coupon, provider_id in accepted:
-                if not repository.mark_sent(delivery.id, token, sent_at):
+                if delivery.id not in recorded:
                     log.warning("delivery %s was taken over while sending", delivery.id)
                     continue
                 delivery.status, delivery.sent_at = DeliveryStatus.SENT.value, sent_at

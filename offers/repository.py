@@ -176,14 +176,16 @@ class DeliveryRepository:
         )
         return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def mark_sent(self, delivery_id: str, token: int | None, sent_at: datetime) -> bool:
-        """Record the provider's acceptance, only while this claim still stands (no newer
-        leader took the delivery over meanwhile)."""
+    def mark_sent(
+        self, delivery_ids: Sequence[str], token: int | None, sent_at: datetime
+    ) -> set[str]:
+        """Record the providers' acceptances in one statement, only for claims that still
+        stand (no newer leader took the delivery over meanwhile). Returns the ids recorded."""
         owner = Delivery.claim_token.is_(None) if token is None else Delivery.claim_token == token
         result = self.session.execute(
             update(Delivery)
             .where(
-                Delivery.id == delivery_id,
+                Delivery.id.in_(list(delivery_ids)),
                 Delivery.status == DeliveryStatus.SENDING.value,
                 owner,
             )
@@ -193,9 +195,10 @@ class DeliveryRepository:
                 claimed_until=None,
                 updated_at=sent_at,
             )
+            .returning(Delivery.id)
             .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return set(result.scalars())
 
     def unfinished(self, due_before: datetime | None = None) -> list[tuple[str, datetime]]:
         """Pending or in-flight deliveries (due before ``due_before`` when given), soonest first."""

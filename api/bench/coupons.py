@@ -31,7 +31,7 @@ from pathlib import Path
 from sqlalchemy import func, select, text, update
 
 from api.bench.coupon_seed import SeededDelivery, seed_webhook_coupons
-from api.bench.sink import WebhookSink
+from api.bench.sink import SinkProcess
 from api.runtime import Runtime
 from core.db import make_engine, transaction
 from core.settings import EmailBackend, Environment, Settings
@@ -118,11 +118,11 @@ def run_coupon_bench(
     threads: int,
     say: Callable[[str], None],
 ) -> CouponBenchResult:
-    sink = WebhookSink(SECRET).start()
     with (
         tempfile.TemporaryDirectory(prefix="bench-coupons-") as folder,
         _database(database_url, Path(folder)) as url,
     ):
+        sink = SinkProcess(SECRET, Path(folder)).start()
         settings = Settings(
             environment=Environment.TEST,
             database_url=url,
@@ -139,15 +139,17 @@ def run_coupon_bench(
         runtime = Runtime.build(settings)
         runtime.start()
         try:
-            return _run(runtime, sink, coupons, rate, say)
+            seeded = _run(runtime, coupons, rate, say)
+            sink.stop()  # flushes every arrival to its file
+            return _figures(runtime, sink, seeded, say)
         finally:
             runtime.stop()
             sink.stop()
 
 
 def _run(
-    runtime: Runtime, sink: WebhookSink, coupons: int, rate: float, say: Callable[[str], None]
-) -> CouponBenchResult:
+    runtime: Runtime, coupons: int, rate: float, say: Callable[[str], None]
+) -> list[SeededDelivery]:
     began = time.perf_counter()
     placeholder = datetime.now(UTC) + timedelta(days=1)
     seeded = seed_webhook_coupons(
@@ -178,11 +180,11 @@ def _run(
         if datetime.now(UTC) >= last_due and not open_rows:
             break
     runtime.scheduler.shutdown(wait=True)
-    return _figures(runtime, sink, seeded, say)
+    return seeded
 
 
 def _figures(
-    runtime: Runtime, sink: WebhookSink, seeded: list[SeededDelivery], say: Callable[[str], None]
+    runtime: Runtime, sink: SinkProcess, seeded: list[SeededDelivery], say: Callable[[str], None]
 ) -> CouponBenchResult:
     receipts = sink.snapshot()
     arrivals = Counter(r.key for r in receipts)
