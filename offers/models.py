@@ -53,7 +53,11 @@ class Offer(Base):
 
 class Coupon(Base):
     __tablename__ = "coupons"
-    __table_args__ = (Index("ix_coupons_subject_issued", "subject_id", "issued_at"),)
+    __table_args__ = (
+        Index("ix_coupons_subject_issued", "subject_id", "issued_at"),
+        # The expiry transition finds issued coupons past expires_at without a table scan.
+        Index("ix_coupons_status_expires", "status", "expires_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)

@@ -213,13 +213,10 @@ class DeliveryRepository:
     def drop_expired(self, now: datetime, margin: timedelta) -> int:
         """Pending deliveries whose coupon has less than ``margin`` left become
         ``expired_undelivered`` in one statement (in-flight ones are left to their sender)."""
-        dying = select(Coupon.id).where(Coupon.expires_at <= now + margin)
+        dying = exists().where(Coupon.id == Delivery.coupon_id, Coupon.expires_at <= now + margin)
         result = self.session.execute(
             update(Delivery)
-            .where(
-                Delivery.status == DeliveryStatus.PENDING.value,
-                Delivery.coupon_id.in_(dying),
-            )
+            .where(Delivery.status == DeliveryStatus.PENDING.value, dying)
             .values(
                 status=DeliveryStatus.EXPIRED_UNDELIVERED.value,
                 last_error="coupon expired before it could be sent",

@@ -43,6 +43,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('coupons', schema=None) as batch_op:
+        batch_op.drop_index('ix_coupons_status_expires')
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_deliveries_due")
         batch_op.drop_constraint("uq_deliveries_coupon_channel_kind", type_="unique")
