@@ -361,6 +361,38 @@ def bench_api(
     typer.echo(result.line())
 
 
+@bench_app.command("coupons")
+def bench_coupons(
+    coupons: Annotated[
+        int, typer.Option(min=1, help="Coupons scheduled, one send each.")
+    ] = 100_000,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Sends falling due per second, from a common start.")
+    ] = 400.0,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL (a fresh schema is used, then dropped); default: SQLite."
+        ),
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL for hot state.")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=256, help="Sending threads.")] = 8,
+) -> None:
+    """Schedule N coupon sends and deliver them to a local HTTP sink through the scheduler."""
+    from api.bench.coupons import run_coupon_bench
+
+    logging.basicConfig(level=logging.WARNING)
+    result = run_coupon_bench(
+        coupons,
+        rate=rate,
+        database_url=database_url,
+        redis_url=redis_url,
+        threads=threads,
+        say=typer.echo,
+    )
+    typer.echo(result.result_line())
+
+
 def _instant(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None

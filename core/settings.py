@@ -86,11 +86,11 @@ class Settings(BaseSettings):
     fcm_base_url: str = "https://fcm.googleapis.com"
     apns_team_id: str | None = None
     apns_key_id: str | None = None
-    apns_private_key_file: Path | None = None
+    apns_key_file: Path | None = None
     apns_topic: str | None = None
     apns_base_url: str = "https://api.push.apple.com"
-    webpush_vapid_private_key: SecretStr | None = None
-    webpush_vapid_subject: str | None = None
+    vapid_private_key: SecretStr | None = None
+    vapid_subject: str | None = None
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     max_ping_accuracy_m: float = Field(default=100.0, gt=0)

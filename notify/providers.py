@@ -28,25 +28,25 @@ def build_push_providers(settings: Settings, clock: Clock) -> dict[str, Channel]
     apns = (
         settings.apns_team_id,
         settings.apns_key_id,
-        settings.apns_private_key_file,
+        settings.apns_key_file,
         settings.apns_topic,
     )
     if all(apns):
-        assert settings.apns_private_key_file is not None and settings.apns_topic is not None
+        assert settings.apns_key_file is not None and settings.apns_topic is not None
         providers["apns"] = ApnsChannel(
             str(settings.apns_team_id),
             str(settings.apns_key_id),
-            settings.apns_private_key_file.read_text(),
+            settings.apns_key_file.read_text(),
             settings.apns_topic,
             settings.apns_base_url,
             clock=clock,
         )
     elif any(apns):
         log.warning("APNs is off: team id, key id, key file and topic are all needed")
-    if settings.webpush_vapid_private_key and settings.webpush_vapid_subject:
+    if settings.vapid_private_key and settings.vapid_subject:
         providers["webpush"] = WebPushChannel(
-            settings.webpush_vapid_private_key.get_secret_value(),
-            settings.webpush_vapid_subject,
+            settings.vapid_private_key.get_secret_value(),
+            settings.vapid_subject,
             clock=clock,
         )
     return providers

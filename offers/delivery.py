@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -107,26 +107,58 @@ class DeliveryWorker:
 
     def deliver(self, delivery_id: str) -> DeliveryReport | None:
         """Run one attempt. None when another worker holds the delivery or it is already final."""
+        return self.deliver_many([delivery_id]).get(delivery_id)
+
+    def deliver_many(self, delivery_ids: Sequence[str]) -> dict[str, DeliveryReport]:
+        """One attempt for each delivery that can be claimed now: one claim statement and one
+        load for the whole batch, then each send, then the acceptances recorded together.
+        Deliveries another worker holds, or already final, are left out of the answer."""
         may_act, token = self._token()
-        if not may_act:
-            return None
+        if not may_act or not delivery_ids:
+            return {}
         now = self.clock.now()
+        reports: dict[str, DeliveryReport] = {}
+        ready: list[tuple[Delivery, Coupon, OfferMessage]] = []
         with transaction(self.sessions) as session:
             repository = DeliveryRepository(session)
-            if not repository.claim(delivery_id, now, now + LEASE, token, self.lease_name):
-                return None
-            delivery = session.get(Delivery, delivery_id)
-            assert delivery is not None
-            coupon = session.get(Coupon, delivery.coupon_id)
-            assert coupon is not None
-            refusal = self._refusal(session, delivery, coupon, now)
-            if refusal is not None:
-                status, detail = refusal
-                return self._finish(session, delivery, coupon, status, detail, now)
-            message = self._message(session, delivery, coupon, now)
+            claimed = repository.claim_many(delivery_ids, now, now + LEASE, token, self.lease_name)
+            for delivery, coupon, offer, store, device in repository.load_for_send(claimed):
+                refusal = self._refusal(session, delivery, coupon, now)
+                if refusal is not None:
+                    status, detail = refusal
+                    reports[delivery.id] = self._finish(
+                        session, delivery, coupon, status, detail, now
+                    )
+                else:
+                    message = self._message(delivery, coupon, offer, store, device, now)
+                    ready.append((delivery, coupon, message))
+        accepted: list[tuple[Delivery, Coupon, str]] = []
+        for delivery, coupon, message in ready:
+            outcome = self._send(delivery, coupon, message, token)
+            if isinstance(outcome, str):
+                accepted.append((delivery, coupon, outcome))
+            elif outcome is not None:
+                reports[delivery.id] = outcome
+        if accepted:
+            reports.update(self._record_sent(accepted, token))
+        return reports
+
+    def _send(
+        self, delivery: Delivery, coupon: Coupon, message: OfferMessage, token: int | None
+    ) -> str | DeliveryReport | None:
+        """The provider's receipt id when it accepted, else the failure's report."""
+        delivery_id = delivery.id
+        if coupon.expires_at - self.margin <= self.clock.now():  # the batch took too long
+            return self._after_failure(
+                delivery_id,
+                token,
+                "coupon expired before it could be sent",
+                transient=False,
+                status=DeliveryStatus.EXPIRED_UNDELIVERED,
+            )
         channel = self.channels[delivery.channel]
         try:
-            receipt = channel.send(message)
+            return channel.send(message).provider_id
         except RetryLater as exc:  # the provider said when: never sooner than that
             return self._after_failure(
                 delivery_id, token, str(exc), transient=True, not_before_s=exc.retry_after_s
@@ -143,24 +175,33 @@ class DeliveryWorker:
             log.exception("channel %s raised", delivery.channel)
             detail = f"{type(exc).__name__}: {exc}"
             return self._after_failure(delivery_id, token, detail, transient=True)
+
+    def _record_sent(
+        self, accepted: list[tuple[Delivery, Coupon, str]], token: int | None
+    ) -> dict[str, DeliveryReport]:
+        sent_at = self.clock.now()
+        reports: dict[str, DeliveryReport] = {}
         with transaction(self.sessions) as session:
-            delivery = session.get(Delivery, delivery_id)
-            coupon = session.get(Coupon, delivery.coupon_id) if delivery else None
-            assert delivery is not None and coupon is not None
-            if not self._owned(delivery, token):
-                log.warning("delivery %s was taken over while sending; outcome left", delivery_id)
-                return None
-            delivery.sent_at = self.clock.now()
-            if delivery.kind == DeliveryKind.OFFER.value:
-                self.followups.after_sent(session, delivery, coupon, delivery.sent_at, self)
-            return self._finish(
-                session,
-                delivery,
-                coupon,
-                DeliveryStatus.SENT,
-                f"accepted by {delivery.channel}: {receipt.provider_id}",
-                delivery.sent_at,
+            recorded = DeliveryRepository(session).mark_sent(
+                [d.id for d, _, _ in accepted], token, sent_at
             )
+            for delivery, coupon, provider_id in accepted:
+                if delivery.id not in recorded:
+                    log.warning("delivery %s was taken over while sending", delivery.id)
+                    continue
+                delivery.status, delivery.sent_at = DeliveryStatus.SENT.value, sent_at
+                if delivery.kind == DeliveryKind.OFFER.value:
+                    self.followups.after_sent(session, delivery, coupon, sent_at, self)
+                detail = f"accepted by {delivery.channel}: {provider_id}"
+                reports[delivery.id] = self._report(delivery, detail, sent_at)
+            done = list(reports.values())
+
+            def emit_all() -> None:
+                for report in done:
+                    self._emit(report)
+
+            on_commit(session, emit_all)
+        return reports
 
     def _refusal(
         self, session: Session, delivery: Delivery, coupon: Coupon, now: datetime
@@ -184,13 +225,15 @@ class DeliveryWorker:
         return None
 
     def _message(
-        self, session: Session, delivery: Delivery, coupon: Coupon, now: datetime
+        self,
+        delivery: Delivery,
+        coupon: Coupon,
+        offer: Offer,
+        store: Store,
+        device: Device | None,
+        now: datetime,
     ) -> OfferMessage:
-        offer = session.get(Offer, coupon.offer_id)
-        store = session.get(Store, coupon.store_id)
-        assert offer is not None and store is not None
         ttl = remaining_seconds(coupon.expires_at - self.margin, now)
-        device = session.get(Device, coupon.device_id)
         reminder = delivery.kind == DeliveryKind.REMINDER.value
         unsubscribe_url = None
         if self.links is not None and delivery.channel == ConsentChannel.EMAIL.value:
@@ -223,6 +266,7 @@ class DeliveryWorker:
         transient: bool,
         not_before_s: float | None = None,
         forget_address: bool = False,
+        status: DeliveryStatus = DeliveryStatus.FAILED,
     ) -> DeliveryReport | None:
         now = self.clock.now()
         with transaction(self.sessions) as session:
@@ -237,8 +281,9 @@ class DeliveryWorker:
                 if device is not None and device.push_token == delivery.address:
                     device.push_token = None
             if not transient:
-                self.followups.after_permanent_failure(session, delivery, coupon, now, self)
-                return self._finish(session, delivery, coupon, DeliveryStatus.FAILED, error, now)
+                if status is DeliveryStatus.FAILED:
+                    self.followups.after_permanent_failure(session, delivery, coupon, now, self)
+                return self._finish(session, delivery, coupon, status, error, now)
             backoff = max(self.retry.backoff_s(delivery.attempts), not_before_s or 0.0)
             if now + timedelta(seconds=backoff) >= coupon.expires_at - self.margin:
                 return self._finish(

@@ -81,6 +81,7 @@ class Coupon(Base):
     __tablename__ = "coupons"
     __table_args__ = (
         Index("ix_coupons_subject_issued", "subject_id", "issued_at"),
+        # The expiry transition finds issued coupons past expires_at without a table scan.
         Index("ix_coupons_status_expires", "status", "expires_at"),
     )
 

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from consent.models import Device
+from geo.models import Store
 from offers.domain import CouponStatus, DeliveryStatus, Refusal
 from offers.models import Campaign, CampaignStore, Coupon, Delivery, Offer, SchedulerLease
 
@@ -261,9 +263,20 @@ class DeliveryRepository:
         token: int | None = None,
         lease_name: str = "scheduler",
     ) -> bool:
-        """Atomically take a due delivery: pending, or sending with a lapsed claim, or sending
+        return bool(self.claim_many([delivery_id], now, lease_until, token, lease_name))
+
+    def claim_many(
+        self,
+        delivery_ids: Sequence[str],
+        now: datetime,
+        lease_until: datetime,
+        token: int | None = None,
+        lease_name: str = "scheduler",
+    ) -> list[str]:
+        """Atomically take due deliveries: pending, or sending with a lapsed claim, or sending
         under an older fencing token (its claimer was deposed or died). With ``token`` the claim
-        succeeds only while that token still holds the scheduler lease (fencing)."""
+        succeeds only while that token still holds the scheduler lease (fencing). Returns the
+        ids taken, in one statement."""
         taken_over = Delivery.status == DeliveryStatus.SENDING.value
         if token is not None:
             taken_over = and_(
@@ -273,7 +286,7 @@ class DeliveryRepository:
         else:
             taken_over = and_(taken_over, Delivery.claimed_until < now)
         conditions = [
-            Delivery.id == delivery_id,
+            Delivery.id.in_(list(delivery_ids)),
             or_(Delivery.status == DeliveryStatus.PENDING.value, taken_over),
         ]
         if token is not None:
@@ -294,9 +307,51 @@ class DeliveryRepository:
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
             )
+            .returning(Delivery.id)
             .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return list(result.scalars())
+
+    def load_for_send(
+        self, delivery_ids: Sequence[str]
+    ) -> list[tuple[Delivery, Coupon, Offer, Store, Device | None]]:
+        """The deliveries with their coupon, offer, store and device, in one query."""
+        if not delivery_ids:
+            return []
+        rows = self.session.execute(
+            select(Delivery, Coupon, Offer, Store, Device)
+            .join(Coupon, Coupon.id == Delivery.coupon_id)
+            .join(Offer, Offer.id == Coupon.offer_id)
+            .join(Store, Store.id == Coupon.store_id)
+            .outerjoin(Device, Device.id == Coupon.device_id)
+            .where(Delivery.id.in_(list(delivery_ids)))
+            .order_by(Delivery.due_at)
+        )
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def mark_sent(
+        self, delivery_ids: Sequence[str], token: int | None, sent_at: datetime
+    ) -> set[str]:
+        """Record the providers' acceptances in one statement, only for claims that still
+        stand (no newer leader took the delivery over meanwhile). Returns the ids recorded."""
+        owner = Delivery.claim_token.is_(None) if token is None else Delivery.claim_token == token
+        result = self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(list(delivery_ids)),
+                Delivery.status == DeliveryStatus.SENDING.value,
+                owner,
+            )
+            .values(
+                status=DeliveryStatus.SENT.value,
+                sent_at=sent_at,
+                claimed_until=None,
+                updated_at=sent_at,
+            )
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+        return set(result.scalars())
 
     def unfinished(self, due_before: datetime | None = None) -> list[tuple[str, datetime]]:
         """Pending or in-flight deliveries (due before ``due_before`` when given), soonest first."""
@@ -311,13 +366,10 @@ class DeliveryRepository:
     def drop_expired(self, now: datetime, margin: timedelta) -> int:
         """Pending deliveries whose coupon has less than ``margin`` left become
         ``expired_undelivered`` in one statement (in-flight ones are left to their sender)."""
-        dying = select(Coupon.id).where(Coupon.expires_at <= now + margin)
+        dying = exists().where(Coupon.id == Delivery.coupon_id, Coupon.expires_at <= now + margin)
         result = self.session.execute(
             update(Delivery)
-            .where(
-                Delivery.status == DeliveryStatus.PENDING.value,
-                Delivery.coupon_id.in_(dying),
-            )
+            .where(Delivery.status == DeliveryStatus.PENDING.value, dying)
             .values(
                 status=DeliveryStatus.EXPIRED_UNDELIVERED.value,
                 last_error="coupon expired before it could be sent",

@@ -43,6 +43,7 @@ from offers.repository import DeliveryRepository
 
 log = logging.getLogger(__name__)
 ExpireDue = Callable[[datetime], int]
+BUCKET_S = 0.05
 
 
 def default_holder() -> str:
@@ -59,6 +60,7 @@ class DeliveryScheduler:
         sweep_interval_s: float = 2.0,
         expiry_interval_s: float = 5.0,
         threads: int = 8,
+        batch_size: int = 20,
         expire_due: ExpireDue | None = None,
         campaigns: CampaignClock | None = None,
     ) -> None:
@@ -72,9 +74,13 @@ class DeliveryScheduler:
         self.leading = False
         self._lock = threading.RLock()
         self._queued: set[str] = set()
+        self._buckets: dict[int, list[str]] = {}
+        self.batch_size = batch_size
         self._scheduler = BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
-            executors={"default": ThreadPoolExecutor(threads)},
+            # Heartbeat, sweep and expiry run in their own threads: a pool busy with slow sends
+            # must never delay the lease renewal, or the leader would lose its lease.
+            executors={"default": ThreadPoolExecutor(threads), "control": ThreadPoolExecutor(3)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -95,7 +101,12 @@ class DeliveryScheduler:
         self.worker.lease_name = self.lease.name
         self._scheduler.start()
         self._scheduler.add_job(
-            self.tick, "interval", seconds=self.heartbeat_s, id="lease", replace_existing=True
+            self.tick,
+            "interval",
+            seconds=self.heartbeat_s,
+            id="lease",
+            replace_existing=True,
+            executor="control",
         )
         self.tick()
 
@@ -130,7 +141,12 @@ class DeliveryScheduler:
         jobs += [(job_id, func, seconds) for job_id, (func, seconds) in self._periodic.items()]
         for job_id, func, seconds in jobs:
             self._scheduler.add_job(
-                func, "interval", seconds=seconds, id=job_id, replace_existing=True
+                func,
+                "interval",
+                seconds=seconds,
+                id=job_id,
+                replace_existing=True,
+                executor="control",
             )
         if self.campaigns is not None:
             self.campaigns.apply(self.worker.clock.now())  # catch up boundaries missed meanwhile
@@ -156,27 +172,47 @@ class DeliveryScheduler:
                 with contextlib.suppress(JobLookupError):
                     job.remove()
         self._queued.clear()
+        self._buckets.clear()
         log.warning("%s no longer leads the scheduler; jobs dropped", self.lease.holder)
 
     def enqueue(self, delivery_id: str, delay_s: float = 0.0) -> None:
         """Run the delivery after ``delay_s`` seconds. Only the leader takes jobs; elsewhere the
-        outbox row waits for the leader's sweep."""
+        outbox row waits for the leader's sweep.
+
+        Deliveries falling due in the same ``BUCKET_S`` share one job (a batch of at most
+        ``batch_size``: one claim statement, one load), run at the bucket's start."""
+        run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
+        bucket = int(run_at.timestamp() / BUCKET_S)
         with self._lock:
             if not self.leading or not self._scheduler.running or delivery_id in self._queued:
                 return
             self._queued.add(delivery_id)
-        run_at = datetime.now(UTC) + timedelta(seconds=max(0.0, delay_s))
+            batch = self._buckets.get(bucket)
+            if batch is not None and len(batch) < self.batch_size:
+                batch.append(delivery_id)
+                return
+            batch = self._buckets[bucket] = [delivery_id]
         try:
-            self._scheduler.add_job(self._run_delivery, "date", run_date=run_at, args=[delivery_id])
+            self._scheduler.add_job(
+                self._run_batch,
+                "date",
+                run_date=datetime.fromtimestamp(bucket * BUCKET_S, UTC),
+                args=[batch],
+            )
         except SchedulerNotRunningError:  # shutting down: the next leader's sweep has it
             self._queued.discard(delivery_id)
 
-    def _run_delivery(self, delivery_id: str) -> None:
-        self._queued.discard(delivery_id)
+    def _run_batch(self, batch: list[str]) -> None:
+        with self._lock:
+            for bucket, pending in list(self._buckets.items()):
+                if pending is batch:
+                    del self._buckets[bucket]
+            ids = list(batch)
+            self._queued.difference_update(ids)
         try:
-            self.worker.deliver(delivery_id)
-        except Exception:  # the row stays unfinished; the sweep tries again
-            log.exception("delivery %s failed unexpectedly", delivery_id)
+            self.worker.deliver_many(ids)
+        except Exception:  # the rows stay unfinished; the sweep tries again
+            log.exception("delivery batch of %d failed unexpectedly", len(ids))
 
     def sweep(self) -> int:
         """Queue every unfinished delivery due before the next sweep that has no job yet, and the
@@ -201,6 +237,7 @@ class DeliveryScheduler:
                     run_date=datetime.now(UTC) + timedelta(seconds=delay),
                     id=f"campaign-boundary:{at.isoformat()}",
                     replace_existing=True,
+                    executor="control",
                 )
         if added:
             log.info("sweep queued %d delivery job(s)", added)

@@ -9,11 +9,13 @@ a test can see a repeat (the same key again) as well.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from notify.webhook import SIGNATURE_HEADER, verify_webhook_signature
@@ -83,3 +85,64 @@ class WebhookSink:
     def count(self) -> int:
         with self._lock:
             return len(self.receipts)
+
+
+class SinkProcess:
+    """A ``WebhookSink`` in a child process (its own interpreter and GIL, as a real receiver
+    would be), writing one line per arrival to a file the parent reads at the end."""
+
+    def __init__(self, secret: str, folder: Path) -> None:
+        self.secret = secret
+        self.log = folder / "sink.tsv"
+        context = multiprocessing.get_context("spawn")
+        self._ready: Any = context.Queue()
+        self._stop: Any = context.Event()
+        self._process = context.Process(
+            target=_serve, args=(secret, str(self.log), self._ready, self._stop), daemon=True
+        )
+        self.url = ""
+
+    def start(self) -> SinkProcess:
+        self._process.start()
+        self.url = str(self._ready.get(timeout=60))
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._process.join(timeout=30)
+
+    def snapshot(self) -> list[Receipt]:
+        receipts = []
+        if self.log.exists():
+            for line in self.log.read_text().splitlines():
+                key, received, expires, signed = line.split("\t")
+                receipts.append(
+                    Receipt(
+                        key,
+                        datetime.fromisoformat(received),
+                        datetime.fromisoformat(expires),
+                        signed == "1",
+                    )
+                )
+        return receipts
+
+
+def _serve(secret: str, log_path: str, ready: Any, stop: Any) -> None:
+    sink = WebhookSink(secret).start()
+    ready.put(sink.url)
+    with open(log_path, "w") as out:
+        written = 0
+        while not stop.wait(0.2):
+            written = _flush(sink, out, written)
+        sink.stop()
+        _flush(sink, out, written)
+
+
+def _flush(sink: WebhookSink, out: Any, written: int) -> int:
+    receipts = sink.snapshot()[written:]
+    for r in receipts:
+        out.write(
+            f"{r.key}\t{r.received_at.isoformat()}\t{r.expires_at.isoformat()}\t{int(r.signed)}\n"
+        )
+    out.flush()
+    return written + len(receipts)

@@ -150,4 +150,12 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(
     repeated = {key: n for key, n in arrivals.items() if n > 1}
     assert len(repeated) <= THREADS and all(n == 2 for n in repeated.values())
     retried = [d for d in rows.values() if d.attempts > 1]
+    print(
+        "DIAG",
+        arrived_before_kill,
+        len(receipts),
+        repeated,
+        len(retried),
+        time.monotonic() - deadline + BOUND_S,
+    )
     assert {f"{d.coupon_id}:webhook" for d in retried} >= set(repeated)
