@@ -29,6 +29,13 @@ class RedactSecrets(logging.Filter):
     """Rewrites the record's message with credentials masked; never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Arguments are masked one by one, so formatters that read them (uvicorn's access log
+        # unpacks its tuple) keep working; whatever still shows a credential once the message
+        # is put together is replaced by the masked message.
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from api.logfilter import RedactSecrets
+from api.logfilter import RedactSecrets, uvicorn_log_config
 from core.apikeys import ApiKey, ApiKeyAdmin
 from tests.api.conftest import INSIDE, MANAGER, Engine, EngineFactory
 
@@ -171,7 +171,17 @@ def test_the_log_filter_redacts_tokens_keys_and_bearer_credentials() -> None:
     for item in (record, other):
         assert RedactSecrets().filter(item)
     assert "eyJhbGciOi" not in record.getMessage() and "token=***" in record.getMessage()
+    assert isinstance(record.args, tuple), "uvicorn's access formatter unpacks the arguments"
+    assert record.args[2] == "/v1/consent/confirm?token=***&x=1"
     assert "x=1" in record.getMessage()
     message = other.getMessage()
     assert "s3cr3t" not in message and "oek_0123abcd4567_***" in message
     assert "eyJzdWIi" not in message and "Bearer ***" in message
+
+
+def test_serve_puts_the_filter_on_every_uvicorn_handler() -> None:
+    config = uvicorn_log_config()
+    assert config["filters"]["redact_secrets"]["()"] is RedactSecrets
+    assert config["handlers"], "uvicorn logs through handlers"
+    for handler in config["handlers"].values():
+        assert "redact_secrets" in handler["filters"]

@@ -23,6 +23,7 @@ EXPECTED_TABLES = {
     "coupons",
     "deliveries",
     "apscheduler_jobs",
+    "api_keys",
     "alembic_version",
 }
 
