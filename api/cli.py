@@ -58,8 +58,11 @@ def serve(
     scheduler: Annotated[
         bool, typer.Option(help="Run the delivery scheduler in this process.")
     ] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API worker processes (needs a Redis URL if > 1).")
+    ] = 1,
 ) -> None:
-    """Run the HTTP API (and, by default, the scheduler) in one process."""
+    """Run the HTTP API (and, by default, the scheduler) in one process, or in ``--workers``."""
     import uvicorn
 
     from api.app import create_app
@@ -74,7 +77,25 @@ def serve(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per job run
-    uvicorn.run(create_app(settings), host=host, port=port)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port)
+        return
+    if not settings.uses_shared_state:
+        raise typer.BadParameter("several workers share hot state: set a Redis URL")
+    # each worker process builds its own app from the environment
+    os.environ["OFFER_ENGINE_RUN_SCHEDULER"] = str(scheduler).lower()
+    for name, value in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
+        if value:
+            os.environ[f"OFFER_ENGINE_{name}"] = value
+    uvicorn.run(
+        "api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 @db_app.command("upgrade")

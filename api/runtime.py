@@ -121,7 +121,6 @@ class Runtime:
             build_matcher(settings),
             set(channels),
             scheduler.enqueue,
-            async_commit_without_events=settings.ping_commit_async,
         )
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),

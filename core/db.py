@@ -12,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -81,15 +81,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-def relax_commit_durability(session: Session) -> None:
-    """Let this transaction's commit return before its WAL reaches the disk (PostgreSQL
-    ``synchronous_commit = off`` for this transaction only; elsewhere nothing changes). A crash
-    of the database server can then lose this transaction (the last few hundred milliseconds of
-    such commits), never corrupt anything. Only for data that is worth less than the wait."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:

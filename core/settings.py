@@ -84,11 +84,6 @@ class Settings(BaseSettings):
     default_dwell_s: int | None = Field(default=120, gt=0, le=86400)
     prediction_horizon_s: float = Field(default=600.0, ge=0, le=3600)
     fence_index_check_s: float = Field(default=0.5, gt=0, le=60)
-    ping_commit_async: bool = Field(
-        default=True,
-        description="A ping batch that makes no event commits without waiting for the disk "
-        "(PostgreSQL synchronous_commit off for that transaction only).",
-    )
     consent_max_age_days: int = Field(default=365, ge=1, le=3650)
     ledger_checkpoint_every: int = Field(default=1000, ge=1)
 

@@ -14,7 +14,7 @@ from consent.gate import ConsentGate
 from consent.models import Device
 from consent.service import SubjectRegistry
 from core.clock import Clock
-from core.db import on_commit, relax_commit_durability, transaction
+from core.db import on_commit, transaction
 from core.errors import Unauthenticated
 from core.state import HotState
 from geo.domain import Fix, FixBatch
@@ -60,8 +60,6 @@ class PingIngestor:
         matcher: BatchMatcher,
         channels: Collection[str],
         enqueue_delivery: Callable[[str], None],
-        *,
-        async_commit_without_events: bool = False,
     ) -> None:
         self.sessions = sessions
         self.state = state
@@ -70,7 +68,6 @@ class PingIngestor:
         self.matcher = matcher
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
-        self.async_commit_without_events = async_commit_without_events
 
     def ingest(
         self,
@@ -131,8 +128,6 @@ class PingIngestor:
         for event in events:
             if event.kind in OFFER_TRIGGERS and event.eligible:
                 coupons.extend(issuer.on_enter(event, device, now))
-        if self.async_commit_without_events and not events:
-            relax_commit_durability(session)
         record = outcome.records[device.id]
         device_id = device.id
         on_commit(session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S))
