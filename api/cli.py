@@ -260,7 +260,7 @@ def bench_api(
         "redis://127.0.0.1:6379/0"
     ),
     workers: Annotated[int, typer.Option(min=1, max=16, help="uvicorn worker processes.")] = 2,
-    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 64,
+    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Fixes per request.")] = 500,
     batches_per_device: Annotated[int, typer.Option(min=1, max=1000)] = 8,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Batch connections.")] = 8,

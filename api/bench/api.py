@@ -52,7 +52,7 @@ class ApiBenchOptions:
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     redis_url: str = "redis://127.0.0.1:6379/0"
     workers: int = 2
-    devices: int = 64
+    devices: int = 32
     batch_size: int = 500
     batches_per_device: int = 8
     concurrency: int = 8
@@ -353,7 +353,7 @@ def _drive(
             [sys.executable, "-m", "api.bench.load", str(plan_file)],
             capture_output=True,
             text=True,
-            timeout=options.max_seconds * 2 + options.single_seconds * 3 + 120,
+            timeout=options.max_seconds * 2 + options.single_seconds * 2 + 600,
             check=False,
         )
     if done.returncode != 0:

@@ -88,13 +88,18 @@ def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
 
-async def run_batch(
-    url: str, walkers: list[Walker], plan: dict[str, Any], t0: datetime
-) -> dict[str, Any]:
+Lanes = list[list[tuple[dict[str, str], bytes]]]
+_built: dict[tuple[int, int, int], Lanes] = {}
+
+
+def _lanes(walkers: list[Walker], plan: dict[str, Any], t0: datetime) -> Lanes:
+    """Every batch body, per connection; built once and reused by the bare phase."""
     size, per_device = int(plan["batch_size"]), int(plan["batches_per_device"])
     concurrency = int(plan["concurrency"])
-    deadline_s = float(plan["max_seconds"])
-    lanes: list[list[tuple[dict[str, str], bytes]]] = [[] for _ in range(concurrency)]
+    key = (size, per_device, concurrency)
+    if key in _built:
+        return _built[key]
+    lanes: Lanes = [[] for _ in range(concurrency)]
     for n, walker in enumerate(walkers):
         lane = lanes[n % concurrency]
         for j in range(per_device):
@@ -104,6 +109,17 @@ async def run_batch(
     for i, lane in enumerate(lanes):
         devices = len(lane) // per_device if per_device else 0
         lanes[i] = [lane[d * per_device + j] for j in range(per_device) for d in range(devices)]
+    _built[key] = lanes
+    return lanes
+
+
+async def run_batch(
+    url: str, walkers: list[Walker], plan: dict[str, Any], t0: datetime
+) -> dict[str, Any]:
+    size = int(plan["batch_size"])
+    concurrency = int(plan["concurrency"])
+    deadline_s = float(plan["max_seconds"])
+    lanes = _lanes(walkers, plan, t0)
     statuses: Counter[str] = Counter()
     pings = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
