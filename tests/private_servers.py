@@ -64,6 +64,13 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
+        try:
+            return self._start()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _start(self) -> PrivateRedis:
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -160,6 +167,13 @@ class PrivatePostgres:
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
 
     def init(self) -> PrivatePostgres:
+        try:
+            return self._init()
+        except BaseException:
+            self.close()
+            raise
+
+    def _init(self) -> PrivatePostgres:
         self._run(
             str(self.bin / "initdb"),
             "-D",
@@ -242,6 +256,13 @@ class PrivateRedisCluster:
         return self.nodes[0].url
 
     def start(self) -> PrivateRedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> PrivateRedisCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
