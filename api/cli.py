@@ -60,8 +60,11 @@ def serve(
     scheduler: Annotated[
         bool, typer.Option(help="Run the delivery scheduler in this process.")
     ] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="API worker processes (needs a Redis URL if > 1).")
+    ] = 1,
 ) -> None:
-    """Run the HTTP API (and, by default, the scheduler) in one process."""
+    """Run the HTTP API (and, by default, the scheduler) in one process, or in ``--workers``."""
     import uvicorn
 
     from api.app import create_app
@@ -79,7 +82,26 @@ def serve(
     from api.logfilter import install_redaction, uvicorn_log_config
 
     install_redaction()
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=uvicorn_log_config())
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=uvicorn_log_config())
+        return
+    if not settings.uses_shared_state:
+        raise typer.BadParameter("several workers share hot state: set a Redis URL")
+    # each worker process builds its own app from the environment
+    os.environ["OFFER_ENGINE_RUN_SCHEDULER"] = str(scheduler).lower()
+    for name, value in (("DATABASE_URL", database_url), ("REDIS_URL", redis_url)):
+        if value:
+            os.environ[f"OFFER_ENGINE_{name}"] = value
+    uvicorn.run(
+        "api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=uvicorn_log_config(),
+    )
 
 
 @app.command("scheduler")
@@ -332,7 +354,7 @@ def bench_api(
         "redis://127.0.0.1:6379/0"
     ),
     workers: Annotated[int, typer.Option(min=1, max=16, help="uvicorn worker processes.")] = 2,
-    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 64,
+    devices: Annotated[int, typer.Option(min=1, max=10_000)] = 32,
     batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Fixes per request.")] = 500,
     batches_per_device: Annotated[int, typer.Option(min=1, max=1000)] = 8,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Batch connections.")] = 8,

@@ -29,7 +29,9 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a client never sees a
+# success its transaction did not keep, and its next request (to any process) reads the write.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def _role(role: Role):  # type: ignore[no-untyped-def]

@@ -109,7 +109,9 @@ class Runtime:
         clock = clock or SystemClock()
         engine = make_engine(settings.database_url)
         sessions = make_session_factory(engine)
-        state = state or make_hot_state(settings.redis_url, settings.redis_key_prefix)
+        state = state or make_hot_state(
+            settings.redis_url, settings.redis_key_prefix, settings.redis_cluster
+        )
         channels = channels if channels is not None else build_channels(settings, clock)
         fences = LiveFenceIndex(sessions, state, settings.fence_index_check_s)
         secret = settings.secret_key.get_secret_value()

@@ -24,12 +24,14 @@ from core.state import HotState
 CACHE_TTL_S = 300
 
 
+# Both keys carry the subject as a hash tag: they are read together (one MGET), so on Redis
+# Cluster they must live in one slot.
 def _cache_key(subject_id: str) -> str:
-    return f"consent:{subject_id}"
+    return f"consent:{{{subject_id}}}"
 
 
 def _generation_key(subject_id: str) -> str:
-    return f"consent-gen:{subject_id}"
+    return f"consent-gen:{{{subject_id}}}"
 
 
 class ConsentGate:

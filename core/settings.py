@@ -53,6 +53,11 @@ class Settings(BaseSettings):
         description="Redis URL for shared hot state. Unset: in-process state, one process only.",
     )
     redis_key_prefix: str = "oe:"
+    redis_cluster: bool = Field(
+        default=False,
+        description="OFFER_ENGINE_REDIS_URL names a node of a Redis Cluster (redis-py's "
+        "RedisCluster client is used).",
+    )
     secret_key: SecretStr = SecretStr(INSECURE_SECRET)
     sdk_api_key: SecretStr = SecretStr(INSECURE_KEYS["sdk"])
     manager_api_key: SecretStr = SecretStr(INSECURE_KEYS["manager"])

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 JSONDict = dict[str, Any]
@@ -251,19 +252,39 @@ return 0
 
 
 class RedisHotState:
-    """Hot state in Redis, shared by every API process. Keys carry a prefix."""
+    """Hot state in Redis, shared by every API process. Keys carry a prefix.
+
+    With ``cluster=True`` the client is redis-py's ``RedisCluster`` (the URL names any node).
+    Every atomic operation (a Lua script, an MGET read together) touches keys of one hash slot:
+    keys that must be read or changed together share a ``{...}`` hash tag (see
+    ``consent.gate``); batches over many devices (presence) are split by slot by the client.
+    """
 
     shared = True
 
-    def __init__(self, url: str, prefix: str = "oe:", timeout_s: float = 2.0) -> None:
+    def __init__(
+        self, url: str, prefix: str = "oe:", timeout_s: float = 2.0, *, cluster: bool = False
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("the Redis key prefix must not contain '{' or '}' (hash tags)")
         self._prefix = prefix
-        self._redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=30,
-        )
+        self._cluster = cluster
+        self._redis: Any
+        if cluster:
+            self._redis = RedisCluster.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+            )
+        else:
+            self._redis = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                health_check_interval=30,
+            )
         self._incr_within = self._redis.register_script(_INCR_WITHIN)
         self._incr = self._redis.register_script(_INCR)
         self._extend = self._redis.register_script(_EXTEND_LOCK)
@@ -287,7 +308,9 @@ class RedisHotState:
         ids = list(device_ids)
         if not ids:
             return {}
-        raw = self._call(lambda: self._redis.mget([self._k(f"presence:{d}") for d in ids]))
+        keys = [self._k(f"presence:{d}") for d in ids]
+        read = self._redis.mget_nonatomic if self._cluster else self._redis.mget
+        raw = self._call(lambda: read(keys))
         return {d: json.loads(v) for d, v in zip(ids, raw, strict=True) if v is not None}
 
     def store_presence(self, records: Mapping[str, JSONDict], ttl_s: int) -> None:
@@ -377,7 +400,7 @@ class RedisHotState:
         self._redis.close()
 
 
-def make_hot_state(redis_url: str | None, prefix: str = "oe:") -> HotState:
+def make_hot_state(redis_url: str | None, prefix: str = "oe:", cluster: bool = False) -> HotState:
     if redis_url is None:
         return InProcessHotState()
-    return RedisHotState(redis_url, prefix=prefix)
+    return RedisHotState(redis_url, prefix=prefix, cluster=cluster)

@@ -67,6 +67,23 @@ class StoreRepository:
         return fences
 
 
+COPY_FROM_ROWS = 32
+PING_COLUMNS = (
+    "device_id",
+    "subject_id",
+    "lon",
+    "lat",
+    "accuracy_m",
+    "speed_mps",
+    "heading_deg",
+    "is_mock",
+    "client_id",
+    "status",
+    "recorded_at",
+    "received_at",
+)
+
+
 class PingRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -80,27 +97,38 @@ class PingRepository:
     def add_fixes(
         self, subject_id: str, fixes: Sequence[Fix], statuses: Sequence[str], received_at: datetime
     ) -> None:
+        """Store a batch in one statement, no ORM objects: ``COPY`` on PostgreSQL for larger
+        batches, one multi-row insert otherwise (one round trip where ``COPY`` takes two)."""
         if not fixes:
             return
-        self.session.execute(
-            insert(Ping),
-            [
-                {
-                    "device_id": f.device_id,
-                    "subject_id": subject_id,
-                    "lon": f.lon,
-                    "lat": f.lat,
-                    "accuracy_m": f.accuracy_m,
-                    "speed_mps": f.speed_mps,
-                    "heading_deg": f.heading_deg,
-                    "is_mock": f.mock,
-                    "client_id": f.ping_id,
-                    "status": status,
-                    "recorded_at": f.recorded_at,
-                    "received_at": received_at,
-                }
-                for f, status in zip(fixes, statuses, strict=True)
-            ],
+        rows = [
+            (
+                f.device_id,
+                subject_id,
+                f.lon,
+                f.lat,
+                f.accuracy_m,
+                f.speed_mps,
+                f.heading_deg,
+                f.mock,
+                f.ping_id,
+                status,
+                f.recorded_at,
+                received_at,
+            )
+            for f, status in zip(fixes, statuses, strict=True)
+        ]
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+            driver = connection.connection.driver_connection  # psycopg 3
+            assert driver is not None
+            statement = f"COPY {Ping.__tablename__} ({', '.join(PING_COLUMNS)}) FROM STDIN"
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        connection.execute(
+            insert(Ping).values([dict(zip(PING_COLUMNS, row, strict=True)) for row in rows])
         )
 
     def add_events(

@@ -64,6 +64,13 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
+        try:
+            return self._start()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _start(self) -> PrivateRedis:
         self.process = subprocess.Popen(
             [
                 self.binary,
@@ -160,6 +167,13 @@ class PrivatePostgres:
         return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
 
     def init(self) -> PrivatePostgres:
+        try:
+            return self._init()
+        except BaseException:
+            self.close()
+            raise
+
+    def _init(self) -> PrivatePostgres:
         self._run(
             str(self.bin / "initdb"),
             "-D",
@@ -203,3 +217,85 @@ class PrivatePostgres:
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop", check=False
         )
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                return port
+
+
+class PrivateRedisCluster:
+    """Three masters (no replicas) on free ports, joined with ``redis-cli --cluster create``."""
+
+    def __init__(self, masters: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            missing("redis-cli")
+        self.cli = str(cli)
+        self.nodes = [
+            PrivateRedis(
+                _cluster_port(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{i}.conf",
+                "--cluster-node-timeout",
+                "2000",
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> PrivateRedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> PrivateRedisCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            info = subprocess.run(
+                [self.cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=10,
+            ).stdout
+            if "cluster_state:ok" in info:
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(f"private Redis Cluster not ready: {info}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

@@ -52,7 +52,7 @@ class ApiBenchOptions:
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     redis_url: str = "redis://127.0.0.1:6379/0"
     workers: int = 2
-    devices: int = 64
+    devices: int = 32
     batch_size: int = 500
     batches_per_device: int = 8
     concurrency: int = 8
@@ -110,9 +110,7 @@ def fresh_database(url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@contextmanager
-def served(app: str, port: int, workers: int, env: dict[str, str]) -> Iterator[str]:
-    """``app`` (a factory) under uvicorn in a child process until the block ends."""
+def _uvicorn(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -133,19 +131,52 @@ def served(app: str, port: int, workers: int, env: dict[str, str]) -> Iterator[s
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, env={**os.environ, **env})
+    return subprocess.Popen(command, env={**os.environ, **env})
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], base: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {base} exited with {process.returncode}")
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/health", timeout=1).status_code < 500:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{base} did not answer within {timeout_s} s")
+        time.sleep(0.2)
+
+
+@contextmanager
+def served_many(
+    app: str, envs: list[dict[str, str]], workers: int = 1, timeout_s: float = 120
+) -> Iterator[list[str]]:
+    """One uvicorn server per environment, started together, until the block ends."""
+    ports = [free_port() for _ in envs]
+    processes = [_uvicorn(app, port, workers, env) for port, env in zip(ports, envs, strict=True)]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    try:
+        for process, base in zip(processes, bases, strict=True):
+            _wait_until_serving(process, base, timeout_s)
+        yield bases
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@contextmanager
+def served(app: str, port: int, workers: int, env: dict[str, str]) -> Iterator[str]:
+    """``app`` (a factory) under uvicorn in a child process until the block ends."""
+    process = _uvicorn(app, port, workers, env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{app} exited with {process.returncode} before serving")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=1).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not answer within 60 s")
-            time.sleep(0.2)
+        _wait_until_serving(process, base, 120)
         yield base
     finally:
         process.terminate()
@@ -322,7 +353,7 @@ def _drive(
             [sys.executable, "-m", "api.bench.load", str(plan_file)],
             capture_output=True,
             text=True,
-            timeout=options.max_seconds * 2 + options.single_seconds * 3 + 120,
+            timeout=options.max_seconds * 2 + options.single_seconds * 2 + 600,
             check=False,
         )
     if done.returncode != 0:

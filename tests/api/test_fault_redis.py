@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from consent.domain import Channel
 from consent.models import ConsentEvent, ConsentReceipt
+from core.state import HotStateUnavailable
 from geo.models import FenceEvent, Ping
-from offers.models import Coupon
+from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, EngineFactory
 from tests.private_servers import PrivateRedis
 
@@ -96,3 +97,28 @@ def test_a_withdrawal_during_a_stall_is_refused_whole_so_no_stale_consent_surviv
     assert [e["kind"] for e in entered.json()["events"]] == ["enter"]
     assert entered.json()["coupons"] == []  # the cached grant did not outlive the withdrawal
     assert engine.count(Coupon) == 0
+
+
+def test_no_delivery_goes_out_while_its_consent_cannot_be_checked(
+    make_engine_api: EngineFactory, private_redis: PrivateRedis
+) -> None:
+    engine = make_engine_api(redis_url=private_redis.url, run_scheduler=False)
+    store = engine.create_store()
+    engine.create_campaign([store["id"]])
+    shopper = engine.shopper()
+    assert engine.ping(shopper, INSIDE).json()["coupons"]
+    with engine.runtime.sessions() as session:
+        [delivery] = session.scalars(select(Delivery)).all()
+
+    private_redis.kill()
+    with pytest.raises(HotStateUnavailable):
+        engine.runtime.worker.deliver(delivery.id)
+    assert engine.inbox.messages == []  # not sent without the channel's consent checked
+    with engine.runtime.sessions() as session:
+        kept = session.get(Delivery, delivery.id)
+        assert kept is not None and kept.status == "pending"  # the claim was rolled back
+
+    private_redis.start()
+    report = engine.runtime.worker.deliver(delivery.id)
+    assert report is not None and report.status == "sent", report
+    assert len(engine.inbox.wait_for(1)) == 1

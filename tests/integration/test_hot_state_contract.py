@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from core.state import HotState, HotStateUnavailable, InProcessHotState, RedisHotState
+from tests.private_servers import PrivateRedisCluster
 
 LONG_TTL_S = 60  # far longer than any test runs: "still there" checks use this
 POLL_S = 0.01
@@ -60,13 +61,33 @@ class Subject:
             time.sleep(POLL_S)
 
 
-@pytest.fixture(params=["inprocess", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateRedisCluster]:
+    """A private 3-master Redis Cluster: the contract must hold when keys spread over slots."""
+    cluster = PrivateRedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["inprocess", "redis", "redis-cluster"])
 def hot(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "inprocess":
         fake = FakeMonotonic()
         state = InProcessHotState(monotonic=fake)
         yield Subject("inprocess", state, fake)
         state.close()
+        return
+    if request.param == "redis-cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        cluster_state = RedisHotState(
+            cluster.url, prefix=f"test:{secrets.token_hex(6)}:", cluster=True
+        )
+        try:
+            yield Subject("redis-cluster", cluster_state, None)
+        finally:
+            cluster_state.close()  # the private cluster goes away with its data
         return
     url: str = request.getfixturevalue("redis_available")
     prefix = f"test:{secrets.token_hex(6)}:"
@@ -380,7 +401,7 @@ def test_cached_values_counters_and_locks_of_one_name_are_separate(hot: Subject)
 
 
 def test_shared_flag_says_whether_other_processes_see_the_state(hot: Subject) -> None:
-    assert hot.state.shared is (hot.name == "redis")
+    assert hot.state.shared is (hot.name != "inprocess")
     hot.state.ping()
 
 
