@@ -9,7 +9,20 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.errors import install_error_handlers
-from api.routes import compliance, consent_links, erasure, imports, manager, pos, preferences, sdk
+from api.routes import (
+    analytics,
+    campaigns,
+    compliance,
+    consent_links,
+    console,
+    erasure,
+    imports,
+    manager,
+    pos,
+    preferences,
+    sdk,
+    tracking,
+)
 from api.runtime import Runtime
 from core.settings import Settings
 
@@ -51,12 +64,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     app.include_router(sdk.router)
     app.include_router(manager.router)
+    app.include_router(campaigns.router)
+    app.include_router(analytics.router)
+    app.include_router(tracking.pos_router)
+    app.include_router(tracking.link_router)
     app.include_router(imports.router)
     app.include_router(pos.router)
     app.include_router(preferences.router)
     app.include_router(consent_links.router)
     app.include_router(erasure.router)
     app.include_router(compliance.router)
+    console.install(app)
 
     @app.get("/health", tags=["ops"], summary="Database and hot-state store reachable")
     def health() -> dict[str, str]:

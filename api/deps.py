@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Cookie, Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from api.auth import DeviceClaims, Role, check_role_key, read_device_token
+from api.console_auth import manager_actor, read_session
 from api.runtime import Runtime
 from consent.models import Device
 from core.db import transaction
@@ -33,7 +34,17 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def _role(role: Role):  # type: ignore[no-untyped-def]
-    def check(runtime: RuntimeDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    def check(
+        request: Request,
+        runtime: RuntimeDep,
+        x_api_key: Annotated[str | None, Header()] = None,
+        x_console: Annotated[str | None, Header()] = None,
+        oe_console: Annotated[str | None, Cookie()] = None,
+    ) -> None:
+        if role is Role.MANAGER and x_api_key is None and oe_console is not None:
+            settings, now = runtime.settings, runtime.clock.now()
+            read_session(settings, oe_console, now, request.method, x_console)
+            return
         check_role_key(runtime.settings, role, x_api_key)
 
     return Depends(check)
@@ -43,6 +54,14 @@ require_sdk_key = _role(Role.SDK)
 require_manager = _role(Role.MANAGER)
 require_pos = _role(Role.POS)
 require_compliance = _role(Role.COMPLIANCE)
+
+
+def get_manager_actor(runtime: RuntimeDep) -> str:
+    """Who the audit log names for a manager change (the key's fingerprint, never the key)."""
+    return manager_actor(runtime.settings)
+
+
+ActorDep = Annotated[str, Depends(get_manager_actor)]
 
 
 def _bearer(authorization: str | None) -> str | None:

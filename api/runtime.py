@@ -25,7 +25,9 @@ from geo.prediction import PredictionRules
 from geo.tracking import TrackingRules
 from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
+from offers.decisions import VariantPicker
 from offers.delivery import DeliveryWorker
+from offers.experiments import holdout_secret
 from offers.flows import PingIngestor
 from offers.scheduler import DeliveryScheduler
 
@@ -119,6 +121,8 @@ class Runtime:
             build_matcher(settings),
             set(channels),
             scheduler.enqueue,
+            picker=VariantPicker(settings.variant_seed),
+            holdout_secret=holdout_secret(secret),
         )
         ledger_config = LedgerConfig(
             EvidenceSealer(secret),

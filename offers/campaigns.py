@@ -1,67 +1,301 @@
-"""Campaign catalogue: validated creation and listing of campaigns with their offer."""
+"""Campaign catalogue: validated creation and change of campaigns and their offer variants.
+
+Every change is written to the audit log in the same transaction: who, when, and what changed
+(a diff of the fields, old and new value).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.audit import audit
+from core.errors import NotFound
 from core.ids import new_id
 from geo.repository import StoreRepository
 from offers.domain import MAX_VALID_MINUTES, InvalidCampaign
-from offers.models import Campaign, Offer
+from offers.experiments import Selection
+from offers.models import Campaign, CampaignStore, Offer
 from offers.repository import CampaignRepository
+from offers.templates import check_template
+
+TRIGGERS = ("enter", "dwell", "approaching")
+STATUSES = ("active", "paused")
+CAMPAIGN_FIELDS = (
+    "name",
+    "status",
+    "starts_at",
+    "ends_at",
+    "daily_cap_per_shopper",
+    "category",
+    "triggers",
+    "store_tags",
+    "holdout_share",
+    "selection",
+    "visit_window_minutes",
+)
+VARIANT_FIELDS = ("name", "title", "body", "discount_text", "valid_minutes", "weight", "active")
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    title: str
+    body: str
+    discount_text: str
+    valid_minutes: int
+    name: str = "A"
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    name: str
+    variants: Sequence[VariantSpec]
+    store_ids: Sequence[str] = ()
+    store_tags: Sequence[str] = ()
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    daily_cap_per_shopper: int = 1
+    category: str | None = None
+    triggers: Sequence[str] = ("enter",)
+    holdout_share: float = 0.1
+    selection: str = Selection.FIXED.value
+    visit_window_minutes: int = 120
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _plain(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Fields whose value changed, as ``{"field": {"from": old, "to": new}}`` (JSON-safe)."""
+    return {
+        k: {"from": _plain(before.get(k)), "to": _plain(after.get(k))}
+        for k in after
+        if before.get(k) != after.get(k)
+    }
+
+
+def _snapshot(row: Any, fields: Sequence[str]) -> dict[str, Any]:
+    return {f: getattr(row, f) for f in fields}
+
+
+def check_variant(v: Mapping[str, Any], label: str) -> None:
+    for what in ("title", "body"):
+        if what in v and v[what] is not None:
+            check_template(str(v[what]), f"{label} {what}")
+    minutes = v.get("valid_minutes")
+    if minutes is not None and not 1 <= int(minutes) <= MAX_VALID_MINUTES:
+        raise InvalidCampaign(f"{label}: valid_minutes must be between 1 and {MAX_VALID_MINUTES}")
+    weight = v.get("weight")
+    if weight is not None and not 0 <= int(weight) <= 1000:
+        raise InvalidCampaign(f"{label}: weight must be between 0 and 1000")
+
+
+def check_campaign(values: Mapping[str, Any]) -> None:
+    starts, ends = values.get("starts_at"), values.get("ends_at")
+    if starts is not None and ends is not None and ends <= starts:
+        raise InvalidCampaign("ends_at must be after starts_at")
+    triggers = values.get("triggers")
+    if triggers is not None:
+        unknown = [t for t in triggers if t not in TRIGGERS]
+        if not triggers or unknown:
+            raise InvalidCampaign(
+                f"triggers must be a non-empty list of {', '.join(TRIGGERS)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
+    share = values.get("holdout_share")
+    if share is not None and not 0 <= share <= 0.5:
+        raise InvalidCampaign("holdout_share must be between 0 and 0.5")
+    selection = values.get("selection")
+    if selection is not None and selection not in tuple(Selection):
+        raise InvalidCampaign("selection must be 'fixed' (weights) or 'adaptive' (Thompson)")
+    status = values.get("status")
+    if status is not None and status not in STATUSES:
+        raise InvalidCampaign(f"status must be one of {', '.join(STATUSES)}")
 
 
 class CampaignCatalog:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, actor: str = "system") -> None:
         self.session = session
+        self.actor = actor
         self.repository = CampaignRepository(session)
 
-    def create(
-        self,
-        *,
-        name: str,
-        store_ids: Sequence[str],
-        starts_at: datetime | None,
-        ends_at: datetime | None,
-        daily_cap_per_shopper: int,
-        title: str,
-        body: str,
-        discount_text: str,
-        valid_minutes: int,
-        now: datetime,
-        category: str | None = None,
-    ) -> tuple[Campaign, list[str], Offer]:
-        unique_stores = list(dict.fromkeys(store_ids))
-        if not unique_stores:
-            raise InvalidCampaign("a campaign needs at least one store")
-        missing = set(unique_stores) - StoreRepository(self.session).existing_ids(unique_stores)
+    def get(self, campaign_id: str) -> Campaign:
+        campaign = self.session.get(Campaign, campaign_id)
+        if campaign is None:
+            raise NotFound(f"no campaign with id {campaign_id}")
+        return campaign
+
+    def _check_stores(self, store_ids: Sequence[str], store_tags: Sequence[str]) -> list[str]:
+        unique = list(dict.fromkeys(store_ids))
+        if not unique and not store_tags:
+            raise InvalidCampaign("a campaign needs at least one store or store tag")
+        missing = set(unique) - StoreRepository(self.session).existing_ids(unique)
         if missing:
             raise InvalidCampaign(f"unknown store id(s): {', '.join(sorted(missing))}")
-        if starts_at is not None and ends_at is not None and ends_at <= starts_at:
-            raise InvalidCampaign("ends_at must be after starts_at")
-        if not 1 <= valid_minutes <= MAX_VALID_MINUTES:
-            raise InvalidCampaign(f"valid_minutes must be between 1 and {MAX_VALID_MINUTES}")
+        return unique
+
+    def create(self, spec: CampaignSpec, now: datetime) -> Campaign:
+        stores = self._check_stores(spec.store_ids, spec.store_tags)
+        values = {f: getattr(spec, f) for f in CAMPAIGN_FIELDS if hasattr(spec, f)}
+        values["triggers"] = list(dict.fromkeys(spec.triggers))
+        values["store_tags"] = sorted(set(spec.store_tags))
+        check_campaign(values)
+        if not spec.variants:
+            raise InvalidCampaign("a campaign needs at least one offer variant")
+        names = [v.name for v in spec.variants]
+        if len(set(names)) != len(names):
+            raise InvalidCampaign("variant names must be unique within a campaign")
+        for v in spec.variants:
+            check_variant(vars_of(v), f"variant {v.name}")
         campaign = Campaign(
-            id=new_id("cmp"),
-            name=name,
-            status="active",
-            starts_at=starts_at,
-            ends_at=ends_at,
-            daily_cap_per_shopper=daily_cap_per_shopper,
-            category=category,
-            created_at=now,
+            id=new_id("cmp"), status="active", created_at=now, updated_at=now, **values
         )
-        offer = Offer(
+        self.session.add(campaign)
+        self.session.flush()
+        self.session.add_all([CampaignStore(campaign_id=campaign.id, store_id=s) for s in stores])
+        offers = [self._new_offer(campaign.id, v, now) for v in spec.variants]
+        self.session.add_all(offers)
+        self.session.flush()
+        audit(
+            self.session,
+            actor=self.actor,
+            action="campaign.create",
+            at=now,
+            target=campaign.id,
+            details={
+                "changes": diff({}, {**values, "status": "active", "store_ids": stores}),
+                "variants": [vars_of(v) for v in spec.variants],
+            },
+        )
+        return campaign
+
+    def update(self, campaign_id: str, changes: Mapping[str, Any], now: datetime) -> Campaign:
+        campaign = self.get(campaign_id)
+        before = _snapshot(campaign, CAMPAIGN_FIELDS)
+        before["store_ids"] = self.store_ids(campaign_id)
+        after = {**before, **{k: v for k, v in changes.items() if k != "store_ids"}}
+        check_campaign(after)
+        if "store_ids" in changes:
+            after["store_ids"] = self._check_stores(
+                changes["store_ids"] or [], after.get("store_tags") or []
+            )
+        elif "store_tags" in changes:
+            self._check_stores(before["store_ids"], after.get("store_tags") or [])
+        for key in CAMPAIGN_FIELDS:
+            setattr(campaign, key, after[key])
+        if after["store_ids"] != before["store_ids"]:
+            for link in self.session.scalars(
+                select(CampaignStore).where(CampaignStore.campaign_id == campaign_id)
+            ):
+                self.session.delete(link)
+            self.session.flush()
+            self.session.add_all(
+                [CampaignStore(campaign_id=campaign_id, store_id=s) for s in after["store_ids"]]
+            )
+        changed = diff(before, after)
+        if changed:
+            campaign.updated_at = now
+            action = "campaign.update"
+            if set(changed) == {"status"}:
+                action = "campaign.pause" if after["status"] == "paused" else "campaign.resume"
+            audit(
+                self.session,
+                actor=self.actor,
+                action=action,
+                at=now,
+                target=campaign_id,
+                details={"changes": changed},
+            )
+        self.session.flush()
+        return campaign
+
+    def add_variant(self, campaign_id: str, spec: VariantSpec, now: datetime) -> Offer:
+        self.get(campaign_id)
+        if any(o.name == spec.name for o in self.variants(campaign_id)):
+            raise InvalidCampaign(f"this campaign already has a variant named {spec.name!r}")
+        check_variant(vars_of(spec), f"variant {spec.name}")
+        offer = self._new_offer(campaign_id, spec, now)
+        self.session.add(offer)
+        self.session.flush()
+        audit(
+            self.session,
+            actor=self.actor,
+            action="variant.create",
+            at=now,
+            target=campaign_id,
+            details={"variant": offer.id, "changes": diff({}, vars_of(spec))},
+        )
+        return offer
+
+    def update_variant(
+        self, campaign_id: str, offer_id: str, changes: Mapping[str, Any], now: datetime
+    ) -> Offer:
+        offer = self.session.get(Offer, offer_id)
+        if offer is None or offer.campaign_id != campaign_id:
+            raise NotFound(f"campaign {campaign_id} has no variant {offer_id}")
+        check_variant(changes, f"variant {offer.name}")
+        if changes.get("active") is False and not any(
+            o.active for o in self.variants(campaign_id) if o.id != offer_id
+        ):
+            raise InvalidCampaign("a campaign keeps at least one active variant")
+        before = _snapshot(offer, VARIANT_FIELDS)
+        after = {**before, **changes}
+        for key in VARIANT_FIELDS:
+            setattr(offer, key, after[key])
+        changed = diff(before, after)
+        if changed:
+            audit(
+                self.session,
+                actor=self.actor,
+                action="variant.update",
+                at=now,
+                target=campaign_id,
+                details={"variant": offer_id, "changes": changed},
+            )
+        self.session.flush()
+        return offer
+
+    def store_ids(self, campaign_id: str) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(CampaignStore.store_id)
+                .where(CampaignStore.campaign_id == campaign_id)
+                .order_by(CampaignStore.store_id)
+            )
+        )
+
+    def variants(self, campaign_id: str) -> list[Offer]:
+        return list(
+            self.session.scalars(
+                select(Offer)
+                .where(Offer.campaign_id == campaign_id)
+                .order_by(Offer.created_at, Offer.id)
+            )
+        )
+
+    @staticmethod
+    def _new_offer(campaign_id: str, v: VariantSpec, now: datetime) -> Offer:
+        return Offer(
             id=new_id("ofr"),
-            campaign_id=campaign.id,
-            title=title,
-            body=body,
-            discount_text=discount_text,
-            valid_minutes=valid_minutes,
+            campaign_id=campaign_id,
+            name=v.name,
+            title=v.title,
+            body=v.body,
+            discount_text=v.discount_text,
+            valid_minutes=v.valid_minutes,
+            weight=v.weight,
+            active=True,
             created_at=now,
         )
-        self.repository.add(campaign, unique_stores, offer)
-        return campaign, unique_stores, offer
+
+
+def vars_of(v: VariantSpec) -> dict[str, Any]:
+    return {f: getattr(v, f) for f in VariantSpec.__slots__}

@@ -26,8 +26,9 @@ from geo.models import Store
 from notify.channel import Channel, OfferMessage, PermanentSendError, TransientSendError
 from notify.errors import RetryLater, TokenUnregistered
 from offers.domain import CouponStatus, DeliveryStatus, format_code, remaining_seconds
-from offers.models import Coupon, Delivery, Offer
+from offers.models import Campaign, Coupon, Delivery, Offer
 from offers.repository import DeliveryRepository
+from offers.templates import TemplateContext, render
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
@@ -152,11 +153,19 @@ class DeliveryWorker:
             unsubscribe_url = self.links.unsubscribe_url(
                 coupon.subject_id, ConsentChannel.EMAIL, now
             )
+        campaign = session.get(Campaign, coupon.campaign_id)
+        context = TemplateContext(
+            store=store.name,
+            discount=offer.discount_text,
+            minutes=offer.valid_minutes,
+            expires_at=coupon.expires_at,
+            campaign=campaign.name if campaign else "",
+        )
         return OfferMessage(
             idempotency_key=f"{coupon.id}:{delivery.channel}",
             address=delivery.address,
-            title=offer.title,
-            body=offer.body,
+            title=render(offer.title, context),
+            body=render(offer.body, context),
             discount_text=offer.discount_text,
             store_name=store.name,
             code=format_code(coupon.code),

@@ -17,7 +17,8 @@ from consent.preferences import PreferencesRepository
 from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
-from geo.models import FenceEvent
+from geo.models import FenceEvent, Store
+from offers.decisions import DecisionLog, Outcome, VariantPicker
 from offers.domain import (
     CampaignWindow,
     CouponStatus,
@@ -27,8 +28,10 @@ from offers.domain import (
     new_coupon_code,
     shopper_cap_key,
 )
-from offers.models import Coupon, Delivery
+from offers.experiments import is_held_out
+from offers.models import Campaign, Coupon, Delivery, Offer
 from offers.repository import CampaignRepository
+from offers.templates import TemplateContext, render
 
 log = logging.getLogger(__name__)
 CAP_TTL_S = 2 * 86400
@@ -48,7 +51,7 @@ class IssuedCoupon:
 
 
 class OfferIssuer:
-    """Turns an ``enter`` into coupons, each with its outbox rows, in the caller's transaction.
+    """Turns a trigger into coupons, each with its outbox rows, in the caller's transaction.
 
     The scheduler hears of a new delivery only after the transaction commits.
     """
@@ -59,47 +62,94 @@ class OfferIssuer:
         state: HotState,
         channels: Collection[str],
         enqueue_delivery: Callable[[str], None],
+        *,
+        picker: VariantPicker | None = None,
+        holdout_secret: bytes = b"",
     ) -> None:
         self.session = session
+        self.picker = picker or VariantPicker()
+        self.secret = holdout_secret
         self.state = state
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
         self.gate = ConsentGate(session, state)
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
-        """Coupons for an ``enter``. Without marketing consent nothing is issued; in the
-        shopper's quiet hours the offer is dropped (never deferred: an exploding offer later
-        would be for a place they have left); the shopper's daily maximum counts every campaign.
-        A drop for a preference is recorded on the event (``eligible: false`` with the reason)
-        and in the offer's consent receipt."""
+        return self.on_trigger(event, device, now)
+
+    def on_trigger(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
+        """Coupons for a trigger (enter, dwell or approaching) at a store, for every live
+        campaign that targets the store (directly or by tag) and listens for the event's kind.
+        Without marketing consent nothing is issued; in the shopper's quiet hours the offer is
+        dropped (never deferred: an exploding offer later would be for a place they have left);
+        the shopper's daily maximum counts every campaign. Each (trigger, campaign) leaves one
+        decision: suppressed with its reason, held out, or issued. The holdout is drawn after
+        the campaign's own limits and before (and independently of) the variant choice."""
+        targeted = self._targeted(event, now)
+        if not targeted:
+            return []
+        log_ = DecisionLog(self.session)
         marketing = self.gate.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS, now)
         if not marketing.allowed or marketing.event_id is None:
             self.gate.receipt(event.subject_id, "offer", marketing, now, ref=event.id)
+            for campaign, _ in targeted:
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="no_consent",
+                    now=now,
+                    anonymous=True,
+                )
             return []
         prefs = PreferencesRepository(self.session).get(event.subject_id)
-        if prefs.quiet_at(now):
+        targeted = [(c, o) for c, o in targeted if prefs.wants_category(c.category)]
+        if targeted and prefs.quiet_at(now):
             self._drop(
                 event, marketing, now, "quiet_hours", {"quiet_hours": prefs.describe_quiet()}
             )
+            for campaign, _ in targeted:
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="quiet_hours",
+                    now=now,
+                )
             return []
         shopper_key = shopper_cap_key(event.subject_id, prefs.local_day(now))
         shopper_limit = prefs.max_offers_per_day or UNLIMITED
         issued: list[IssuedCoupon] = []
         over_shopper_limit = False
-        for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
-            window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
-            if not window.is_live(now):
-                continue
-            if not prefs.wants_category(campaign.category):
-                continue
+        for campaign, offers in targeted:
             key = cap_key(event.subject_id, campaign.id, now)
             if not self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="cap",
+                    now=now,
+                )
+                continue
+            if is_held_out(self.secret, campaign.id, event.subject_id, campaign.holdout_share):
+                # Held out after the campaign's cap, like the treated: nothing is sent, the
+                # shopper's own daily maximum is untouched.
+                log_.record(campaign=campaign, event=event, outcome=Outcome.HELD_OUT, now=now)
                 continue
             # Counted even without a limit, so a limit set during the day counts what came before.
             if not self.state.incr_within(shopper_key, shopper_limit, CAP_TTL_S):
                 self.state.incr(key, CAP_TTL_S, amount=-1)  # give the campaign's count back
                 over_shopper_limit = True
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="shopper_daily_limit",
+                    now=now,
+                )
                 continue
+            offer = self.picker.pick(self.session, campaign, offers, now)
             coupon = Coupon(
                 id=new_id("cpn"),
                 code=new_coupon_code(),
@@ -116,15 +166,31 @@ class OfferIssuer:
             )
             self.session.add(coupon)
             self.session.flush()
+            log_.record(
+                campaign=campaign,
+                event=event,
+                outcome=Outcome.ISSUED,
+                offer_id=offer.id,
+                coupon_id=coupon.id,
+                now=now,
+            )
             self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
             deliveries = self._queue_deliveries(coupon, device, now)
+            store = self.session.get(Store, event.store_id)
+            context = TemplateContext(
+                store=store.name if store else "",
+                discount=offer.discount_text,
+                minutes=offer.valid_minutes,
+                expires_at=coupon.expires_at,
+                campaign=campaign.name,
+            )
             issued.append(
                 IssuedCoupon(
                     coupon.id,
                     coupon.code,
                     campaign.id,
                     coupon.store_id,
-                    offer.title,
+                    render(offer.title, context),
                     offer.discount_text,
                     coupon.expires_at,
                     tuple(d.channel for d in deliveries),
@@ -134,6 +200,29 @@ class OfferIssuer:
             limit = {"max_offers_per_day": prefs.max_offers_per_day, "timezone": prefs.timezone}
             self._drop(event, marketing, now, "shopper_daily_limit", limit)
         return issued
+
+    def on_ineligible(self, event: FenceEvent, now: datetime) -> None:
+        """A trigger the store's state refused (closed): recorded for the campaigns it would
+        have served, with the reason, and nothing more."""
+        if event.reason != "store_closed":
+            return
+        log_ = DecisionLog(self.session)
+        for campaign, _ in self._targeted(event, now):
+            log_.record(
+                campaign=campaign, event=event, outcome=Outcome.SUPPRESSED, reason="closed", now=now
+            )
+
+    def _targeted(self, event: FenceEvent, now: datetime) -> list[tuple[Campaign, list[Offer]]]:
+        store = self.session.get(Store, event.store_id)
+        tags = list(store.tags or []) if store is not None else []
+        return [
+            (c, offers)
+            for c, offers in CampaignRepository(self.session).campaigns_for_store(
+                event.store_id, tags
+            )
+            if event.kind in (c.triggers or ["enter"])
+            and CampaignWindow(c.status, c.starts_at, c.ends_at).is_live(now)
+        ]
 
     def _drop(
         self,

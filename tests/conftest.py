@@ -85,6 +85,8 @@ class Stack:
             "database_url": self.database_url,
             "redis_url": self.redis_url,
             "redis_key_prefix": self.redis_prefix,
+            # No holdout unless a test asks for one: a test's shopper gets the offer it expects.
+            "default_holdout_share": 0.0,
         }
         values.update(overrides)
         return Settings(**values)
