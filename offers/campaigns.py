@@ -277,7 +277,7 @@ class CampaignCatalog:
             self.session.scalars(
                 select(Offer)
                 .where(Offer.campaign_id == campaign_id)
-                .order_by(Offer.created_at, Offer.id)
+                .order_by(Offer.created_at, Offer.name)
             )
         )
 

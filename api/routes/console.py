@@ -31,7 +31,7 @@ def _headers(settings: Settings) -> dict[str, str]:
         images += " " + _origin(settings.console_tile_url)
     return {
         "Content-Security-Policy": (
-            f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+            f"default-src 'self'; img-src {images}; style-src 'self'; "
             "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
             "base-uri 'none'"
         ),
