@@ -32,7 +32,7 @@ class LiveFeed:
 
     def since(self, cursor: FeedCursor) -> list[tuple[str, str, dict[str, Any]]]:
         """(event type, id, data) after the cursor, which moves forward."""
-        names = dict(self.session.execute(select(Campaign.id, Campaign.name)).tuples().all())
+        names = {r[0]: r[1] for r in self.session.execute(select(Campaign.id, Campaign.name))}
         out: list[tuple[str, str, dict[str, Any]]] = []
         for d in self.session.scalars(
             select(OfferDecision)

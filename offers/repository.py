@@ -70,7 +70,9 @@ class CampaignRepository:
             ):
                 stores[link.campaign_id].append(link.store_id)
             for offer in self.session.scalars(
-                select(Offer).where(Offer.campaign_id.in_(ids)).order_by(Offer.created_at, Offer.name)
+                select(Offer)
+                .where(Offer.campaign_id.in_(ids))
+                .order_by(Offer.created_at, Offer.name)
             ):
                 offers[offer.campaign_id].append(offer)
         return [(c, stores[c.id], offers[c.id]) for c in campaigns], total
