@@ -116,6 +116,7 @@ async function loadCampaigns() {
     toggle.onclick = () => act(async () => {
       await api(`/v1/manager/campaigns/${c.id}/${c.status === "active" ? "pause" : "resume"}`, { method: "POST" });
       await loadCampaigns();
+      await loadAudit();
     }, `${c.name}: ${toggle.textContent.toLowerCase()}d`);
     const stats = document.createElement("button"); stats.type = "button"; stats.className = "secondary";
     stats.textContent = "Analytics"; stats.setAttribute("aria-label", `Analytics of ${c.name}`);
@@ -202,6 +203,7 @@ async function saveCampaign(event) {
     }
     form.hidden = true;
     await loadCampaigns();
+    await loadAudit();
   }, `campaign ${body.name} saved`);
 }
 
