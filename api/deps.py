@@ -30,7 +30,9 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent, so a client that got a 2xx
+# sees its write in its next request (and a failed commit is an error response, not a lost 2xx).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def _role(role: Role):  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ from api.schemas import (
     StorePatch,
 )
 from consent.service import NoticeRegistry
+from core.audit import audit
 from core.db import on_commit
 from geo.models import Fence, Store
 from geo.repository import StoreRepository
@@ -124,7 +125,9 @@ def list_stores(
     response_model=NoticeOut,
     summary="Publish a consent notice version (immutable once published)",
 )
-def publish_notice(body: NoticeIn, session: SessionDep, runtime: RuntimeDep) -> NoticeOut:
+def publish_notice(
+    body: NoticeIn, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
+) -> NoticeOut:
     notice = NoticeRegistry(session).publish(
         purpose=body.purpose,
         version=body.version,
@@ -132,4 +135,13 @@ def publish_notice(body: NoticeIn, session: SessionDep, runtime: RuntimeDep) -> 
         text=body.text,
         now=runtime.clock.now(),
     )
-    return NoticeOut.model_validate(notice, from_attributes=True)
+    out = NoticeOut.model_validate(notice, from_attributes=True)
+    audit(
+        session,
+        actor=actor,
+        action="notice.publish",
+        at=runtime.clock.now(),
+        target=out.id,
+        details={"purpose": out.purpose, "version": out.version, "language": out.language},
+    )
+    return out

@@ -5,10 +5,11 @@ const PAGE = 20;
 const state = { stores: [], offsets: { stores: 0, campaigns: 0, audit: 0 }, totals: {}, campaigns: [] };
 
 async function api(path, options = {}) {
+  const json = !(options.body instanceof FormData);
   const response = await fetch(path, {
     credentials: "same-origin",
     ...options,
-    headers: { "Content-Type": "application/json", "X-Console": "1", ...(options.headers || {}) },
+    headers: { ...(json ? { "Content-Type": "application/json" } : {}), "X-Console": "1", ...(options.headers || {}) },
   });
   if (response.status === 401) { location.href = "/console/login"; throw new Error("session ended"); }
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
@@ -48,6 +49,42 @@ async function setupMap() {
   if (config.tile_url) L.tileLayer(config.tile_url, { maxZoom: 19 }).addTo(map);
   fenceLayer = L.featureGroup().addTo(map);
   map.setView([0, 0], 2);
+  map.on("click", (e) => {
+    const f = $("#store-form").elements;
+    f.lon.value = e.latlng.lng.toFixed(6); f.lat.value = e.latlng.lat.toFixed(6);
+    $("#store-add").open = true;
+  });
+}
+
+async function addStore(event) {
+  event.preventDefault();
+  const f = event.target.elements;
+  const body = { name: f.name.value.trim(), timezone: f.timezone.value.trim(),
+    tags: f.tags.value.split(",").map((t) => t.trim()).filter(Boolean),
+    fence: { lon: Number(f.lon.value), lat: Number(f.lat.value), radius_m: Number(f.radius_m.value) } };
+  await act(async () => {
+    await api("/v1/manager/stores", { method: "POST", body: JSON.stringify(body) });
+    event.target.reset();
+    await loadStores(); await loadAudit();
+  }, `store ${body.name} added`);
+}
+
+async function importStores(event) {
+  event.preventDefault();
+  const data = new FormData(event.target);
+  await act(async () => {
+    const report = await api("/v1/manager/stores/import", { method: "POST", body: data });
+    status(`import: ${report.created} created, ${report.updated} updated, ${report.rejected_count} rejected`);
+    await loadStores(); await loadAudit();
+  });
+}
+
+async function saveTags(store, input) {
+  const tags = input.value.split(",").map((t) => t.trim()).filter(Boolean);
+  await act(async () => {
+    await api(`/v1/manager/stores/${store.id}`, { method: "PATCH", body: JSON.stringify({ tags }) });
+    await loadStores(); await loadAudit();
+  }, `tags of ${store.name} saved`);
 }
 
 function drawFences(stores) {
@@ -72,7 +109,15 @@ async function loadStores() {
   const rows = $("#store-rows"); rows.replaceChildren();
   for (const s of body.items) {
     const tr = document.createElement("tr");
-    cell(tr, s.name); cell(tr, s.tags.join(", ")); cell(tr, s.fences.map((f) => f.kind).join(", ")); cell(tr, s.id);
+    cell(tr, s.name);
+    const tagCell = cell(tr, "");
+    const input = document.createElement("input"); input.value = s.tags.join(", ");
+    input.setAttribute("aria-label", `Tags of ${s.name}`); input.size = 16;
+    const save = document.createElement("button"); save.type = "button"; save.className = "secondary";
+    save.textContent = "Save"; save.setAttribute("aria-label", `Save tags of ${s.name}`);
+    save.onclick = () => saveTags(s, input);
+    tagCell.append(input, " ", save);
+    cell(tr, s.fences.map((f) => f.kind).join(", ")); cell(tr, s.id);
     rows.append(tr);
   }
   drawFences(body.items);
@@ -292,6 +337,8 @@ async function act(fn, done) {
 }
 
 function bind() {
+  $("#store-form").onsubmit = addStore;
+  $("#import-form").onsubmit = importStores;
   $("#store-filter").onsubmit = (e) => { e.preventDefault(); state.offsets.stores = 0; act(loadStores); };
   $("#campaign-filter").onsubmit = (e) => { e.preventDefault(); state.offsets.campaigns = 0; act(loadCampaigns); };
   $("#audit-filter").onsubmit = (e) => { e.preventDefault(); state.offsets.audit = 0; act(loadAudit); };

@@ -118,20 +118,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
         runtime.stop()
 
 
-def _setup_store_and_shopper(engine: Served) -> tuple[dict[str, Any], dict[str, Any]]:
+def _setup_shopper(engine: Served) -> dict[str, Any]:
     http = engine.http
     for purpose in ("location_tracking", "marketing_offers"):
         notice = {"purpose": purpose, "version": "n-1", "text": f"We use {purpose}."}
         assert http.post("/v1/manager/notices", headers=MANAGER, json=notice).status_code == 201
-    store = http.post(
-        "/v1/manager/stores",
-        headers=MANAGER,
-        json={
-            "name": "Williamson Square Books",
-            "tags": ["city"],
-            "fence": {"lon": STORE[0], "lat": STORE[1], "radius_m": 60},
-        },
-    ).json()
     device = http.post(
         "/v1/sdk/devices",
         headers=SDK_KEY,
@@ -141,13 +132,19 @@ def _setup_store_and_shopper(engine: Served) -> tuple[dict[str, Any], dict[str, 
     for purpose, channel in (("location_tracking", None), ("marketing_offers", "push")):
         consent = {"purpose": purpose, "channel": channel, "granted": True, "notice_version": "n-1"}
         assert http.post("/v1/sdk/consents", headers=auth, json=consent).status_code == 201
-    return store, device
+    return dict(device)
 
 
-def test_console_login_campaign_track_and_funnel(served: Served) -> None:
+def test_console_login_campaign_track_and_funnel(served: Served, tmp_path: Path) -> None:
     sync_playwright = _need_browser()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    store, device = _setup_store_and_shopper(served)
+    device = _setup_shopper(served)
+    upload = tmp_path / "stores.geojson"
+    upload.write_text(
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+        '{"id": "lp-1", "name": "Bold Street Coffee"}, "geometry": {"type": "Point", '
+        '"coordinates": [-2.9800, 53.4020]}}]}'
+    )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -166,10 +163,25 @@ def test_console_login_campaign_track_and_funnel(served: Served) -> None:
             page.wait_for_selector("#status:has-text('ready')")
             cookie = next(c for c in page.context.cookies() if c["name"] == "oe_console")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-            # the fence is drawn by Leaflet with no tile server
-            page.wait_for_selector("#map path.leaflet-interactive")
+            # a store added through the form, one imported from a file
+            page.click("#store-add summary")
+            page.fill("#store-form [name=name]", "Williamson Square Books")
+            page.fill("#store-form [name=lon]", str(STORE[0]))
+            page.fill("#store-form [name=lat]", str(STORE[1]))
+            page.fill("#store-form [name=radius_m]", "60")
+            page.fill("#store-form [name=tags]", "city")
+            page.click("#store-form button[type=submit]")
+            page.wait_for_selector("#store-rows td:has-text('Williamson Square Books')")
+            page.set_input_files("#import-form input[type=file]", str(upload))
+            page.click("#import-form button[type=submit]")
+            page.wait_for_selector("#status:has-text('import: 1 created')")
+            # the fences are drawn by Leaflet with no tile server
+            assert page.locator("#map path.leaflet-interactive").count() == 2
             assert page.locator("#map img.leaflet-tile").count() == 0
-            assert "Williamson Square Books" in page.inner_text("#store-rows")
+            stores = served.http.get("/v1/manager/stores", headers=MANAGER).json()["items"]
+            store = next(s for s in stores if s["name"] == "Williamson Square Books")
+            assert store["tags"] == ["city"]
+            page.screenshot(path=str(ARTIFACTS / "02-stores.png"), full_page=True)
 
             page.click("#new-campaign")
             page.fill("#campaign-form [name=name]", "Books at lunch")
@@ -179,12 +191,12 @@ def test_console_login_campaign_track_and_funnel(served: Served) -> None:
             page.fill("[name=v_title]", "{discount} at {store}")
             page.fill("[name=v_body]", "Only until {expires_at}.")
             page.fill("[name=v_discount_text]", "2 for 1 paperbacks")
-            page.screenshot(path=str(ARTIFACTS / "02-campaign-editor.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "03-campaign-editor.png"), full_page=True)
             page.click("#campaign-form button[type=submit]")
             page.wait_for_selector("#campaign-rows td:has-text('Books at lunch')")
             row = page.inner_text("#campaign-rows")
             assert "enter, dwell" in row and "active" in row
-            page.screenshot(path=str(ARTIFACTS / "03-campaign-listed.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "04-campaign-listed.png"), full_page=True)
 
             # replay a short walk into the store through the SDK API
             track = [(-2.9960, 53.4075), (-2.9940, 53.4075), (-2.9918, 53.4075), STORE]
@@ -207,11 +219,13 @@ def test_console_login_campaign_track_and_funnel(served: Served) -> None:
             assert counts["triggered"] == "2" and counts["issued"] == "1"
             assert counts["suppressed"] == "1" and counts["visited"] == "1"
             assert page.locator("#funnel-chart svg rect").count() >= 10
-            page.screenshot(path=str(ARTIFACTS / "04-funnel.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "05-funnel.png"), full_page=True)
 
             page.click("a[href='#audit']")
             page.wait_for_selector("#audit-rows td:has-text('campaign.create')")
-            page.screenshot(path=str(ARTIFACTS / "05-audit.png"), full_page=True)
+            actions = page.locator("#audit-rows tr td:nth-child(3)").all_inner_texts()
+            assert {"campaign.create", "store.create", "store.import"} <= set(actions)
+            page.screenshot(path=str(ARTIFACTS / "06-audit.png"), full_page=True)
             assert errors == []
         finally:
             browser.close()
