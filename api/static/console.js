@@ -324,8 +324,10 @@ async function loadAudit() {
   for (const a of body.items) {
     const tr = document.createElement("tr");
     cell(tr, a.at.slice(0, 19).replace("T", " ")); cell(tr, a.actor); cell(tr, a.action); cell(tr, a.target || "");
-    const changes = a.details.changes || {};
-    cell(tr, Object.entries(changes).map(([k, v]) => `${k}: ${JSON.stringify(v.from)} → ${JSON.stringify(v.to)}`).join("; "));
+    const changes = a.details.changes;
+    cell(tr, changes
+      ? Object.entries(changes).map(([k, v]) => `${k}: ${JSON.stringify(v.from)} → ${JSON.stringify(v.to)}`).join("; ")
+      : Object.entries(a.details).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join("; "));
     rows.append(tr);
   }
   pager("audit", loadAudit);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -170,3 +171,59 @@ def test_live_feed_streams_decisions(engine_api: Engine) -> None:
     assert lines["event"] == "decision"
     data = json.loads(lines["data"])
     assert (data["outcome"], data["trigger"], data["store_id"]) == ("issued", "enter", store["id"])
+
+
+def test_adaptive_selection_learns_from_redemptions(make_engine_api: Any) -> None:
+    engine_api = make_engine_api(variant_seed=11)  # seeded: the same draws on every run
+    store = engine_api.create_store()
+    variant = {"title": "Coffee", "body": "Now.", "valid_minutes": 15}
+    created = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={
+            "name": "Learn",
+            "store_ids": [store["id"]],
+            "selection": "fixed",  # first an even split, then learn
+            "visit_window_minutes": 60,
+            "variants": [
+                {**variant, "name": "A", "discount_text": "5% off"},
+                {**variant, "name": "B", "discount_text": "50% off"},
+            ],
+        },
+    ).json()
+    offers = {o["name"]: o["id"] for o in created["offers"]}
+    by_offer: dict[str, int] = {offers["A"]: 0, offers["B"]: 0}
+    redeemed = 0
+    for n in range(10):
+        shopper = _push_shopper(engine_api, n)
+        [coupon] = engine_api.ping(shopper, INSIDE).json()["coupons"]
+        with engine_api.runtime.sessions() as session:
+            decision = session.query(OfferDecision).filter_by(coupon_id=coupon["coupon_id"]).one()
+        by_offer[str(decision.offer_id)] += 1
+        if decision.offer_id == offers["B"]:  # only the generous variant persuades
+            assert engine_api.redeem(coupon["code"], store["id"]).status_code == 200
+            redeemed += 1
+    engine_api.clock.advance(timedelta(minutes=61))  # every visit window has closed
+    engine_api.client.patch(
+        f"/v1/manager/campaigns/{created['id']}", headers=MANAGER, json={"selection": "adaptive"}
+    )
+    from offers.decisions import DecisionLog
+    from offers.models import Offer
+
+    with engine_api.runtime.sessions() as session:
+        rows = session.query(Offer).filter(Offer.campaign_id == created["id"]).all()
+        stats = {
+            s.offer_id: s for s in DecisionLog(session).variant_stats(rows, engine_api.clock.now())
+        }
+    assert stats[offers["A"]].trials == by_offer[offers["A"]]
+    assert stats[offers["B"]].trials == by_offer[offers["B"]]
+    assert (stats[offers["A"]].redeemed, stats[offers["B"]].redeemed) == (0, redeemed)
+    assert stats[offers["A"]].visited == stats[offers["B"]].visited == 0
+    # with B at `redeemed` of `trials` and A at none, the next shoppers mostly get B
+    later = Counter()
+    for n in range(10, 22):
+        shopper = _push_shopper(engine_api, n)
+        [coupon] = engine_api.ping(shopper, INSIDE).json()["coupons"]
+        later[coupon["discount_text"]] += 1
+    assert min(by_offer.values()) >= 3  # both variants were tried in the even split
+    assert later["50% off"] >= 10, later  # B's posterior is far ahead: A rarely wins a draw
