@@ -7,7 +7,7 @@ Every change is written to the audit log in the same transaction: who, when, and
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -66,7 +66,6 @@ class CampaignSpec:
     holdout_share: float = 0.1
     selection: str = Selection.FIXED.value
     visit_window_minutes: int = 120
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _plain(value: Any) -> Any:

@@ -88,13 +88,12 @@ class CampaignRepository:
             )
         )
         tags = set(store_tags)
+        query = select(Campaign).where(Campaign.status == "active")
+        if not tags:  # an untagged store: only campaigns that name it
+            query = query.where(Campaign.id.in_(list(linked)))
         campaigns = [
             c
-            for c in self.session.scalars(
-                select(Campaign)
-                .where(Campaign.status == "active")
-                .order_by(Campaign.created_at, Campaign.id)
-            )
+            for c in self.session.scalars(query.order_by(Campaign.created_at, Campaign.id))
             if c.id in linked or tags.intersection(c.store_tags or [])
         ]
         if not campaigns:
@@ -107,16 +106,6 @@ class CampaignRepository:
         ):
             offers[offer.campaign_id].append(offer)
         return [(c, offers[c.id]) for c in campaigns if offers[c.id]]
-
-    def offers_for_store(self, store_id: str) -> list[tuple[Campaign, Offer]]:
-        rows = self.session.execute(
-            select(Campaign, Offer)
-            .join(CampaignStore, CampaignStore.campaign_id == Campaign.id)
-            .join(Offer, Offer.campaign_id == Campaign.id)
-            .where(CampaignStore.store_id == store_id, Campaign.status == "active")
-            .order_by(Campaign.created_at, Offer.created_at)
-        )
-        return [(row[0], row[1]) for row in rows]
 
 
 class CouponRepository:

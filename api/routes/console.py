@@ -15,6 +15,7 @@ from fastapi import APIRouter, Cookie, FastAPI, Form
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import Role, check_role_key
 from api.console_auth import COOKIE, issue_session, manager_actor, read_session
 from api.deps import RuntimeDep
 from api.runtime import Runtime
@@ -74,8 +75,6 @@ def login_page(runtime: RuntimeDep) -> Response:
 
 @router.post("/login")
 def login(runtime: RuntimeDep, key: Annotated[str, Form(max_length=500)]) -> Response:
-    from api.auth import Role, check_role_key
-
     try:
         check_role_key(runtime.settings, Role.MANAGER, key)
     except Unauthenticated:
