@@ -153,7 +153,7 @@ def group_key(f: DecisionFacts, by: Sequence[str]) -> dict[str, str | None]:
     if "store" in by:
         key["store"] = f.store_id
     if "hour" in by:
-        key["hour"] = f.decided_at.strftime("%Y-%m-%dT%H:00Z")
+        key["hour"] = f.decided_at.isoformat()[:13] + ":00Z"  # stored instants are UTC
     return key
 
 
