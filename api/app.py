@@ -12,8 +12,11 @@ from api.errors import ErrorResponse, install_error_handlers
 from api.limits import COMMON_RESPONSES, RateLimitDep, install_limits
 from api.openapi_doc import install_openapi
 from api.routes import (
+    analytics,
+    campaigns,
     compliance,
     consent_links,
+    console,
     countdown,
     erasure,
     imports,
@@ -22,6 +25,7 @@ from api.routes import (
     preferences,
     sdk,
     sdk_offers,
+    tracking,
 )
 from api.runtime import Runtime
 from core.settings import Settings
@@ -67,6 +71,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         sdk,
         sdk_offers,
         manager,
+        campaigns,
+        analytics,
         imports,
         pos,
         preferences,
@@ -77,6 +83,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     for router in routers:
         app.include_router(router.router, dependencies=[RateLimitDep], responses=COMMON_RESPONSES)
+    for extra in (tracking.pos_router, tracking.link_router):
+        app.include_router(extra, dependencies=[RateLimitDep], responses=COMMON_RESPONSES)
+    console.install(app)
 
     @app.get(
         "/health",

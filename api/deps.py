@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Cookie, Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from api.auth import Caller, DeviceClaims, Role, check_role_key, read_device_token
+from api.console_auth import manager_actor, read_session
 from api.runtime import Runtime
 from consent.models import Device
 from core.db import transaction
@@ -36,9 +37,18 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 def _role(role: Role):  # type: ignore[no-untyped-def]
     def check(
-        request: Request, runtime: RuntimeDep, x_api_key: Annotated[str | None, Header()] = None
+        request: Request,
+        runtime: RuntimeDep,
+        x_api_key: Annotated[str | None, Header()] = None,
+        x_console: Annotated[str | None, Header()] = None,
+        oe_console: Annotated[str | None, Cookie()] = None,
     ) -> Caller:
-        caller = check_role_key(runtime.settings, role, x_api_key, runtime.api_keys)
+        if role is Role.MANAGER and x_api_key is None and oe_console is not None:
+            settings, now = runtime.settings, runtime.clock.now()
+            actor = read_session(settings, oe_console, now, request.method, x_console)
+            caller = Caller(role, "console", actor)
+        else:
+            caller = check_role_key(runtime.settings, role, x_api_key, runtime.api_keys)
         request.state.caller = caller
         return caller
 
@@ -58,6 +68,18 @@ def get_caller(request: Request) -> Caller:
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_manager_actor(request: Request, runtime: RuntimeDep) -> str:
+    """Who the audit log names for a manager change: a managed key's visible id, else the
+    fingerprint of the bootstrap key (never a key itself)."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None and caller.key_id not in ("console", f"env:{Role.MANAGER.value}"):
+        return f"manager:{caller.key_id}"
+    return manager_actor(runtime.settings)
+
+
+ActorDep = Annotated[str, Depends(get_manager_actor)]
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -29,8 +29,10 @@ from notify.channel import Channel
 from notify.email import FileEmailChannel, SmtpEmailChannel
 from notify.providers import build_remote_channels
 from offers.campaign_clock import CampaignClock
+from offers.decisions import VariantPicker
 from offers.delivery import DeliveryWorker
 from offers.eligibility import IssueLimits
+from offers.experiments import holdout_secret
 from offers.expiry import CouponExpiry
 from offers.flows import PingIngestor
 from offers.followups import FollowUps
@@ -152,6 +154,8 @@ class Runtime:
             set(channels),
             scheduler.enqueue,
             IssueLimits(settings.shopper_daily_offer_cap),
+            picker=VariantPicker(settings.variant_seed),
+            holdout_secret=holdout_secret(secret),
         )
         answers = IdempotentTill(sessions)
         scheduler.add_periodic(

@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from consent.domain import Channel, Purpose
+from offers.templates import InvalidTemplate, check_template
 
 
 def _aware(value: datetime) -> datetime:
@@ -19,6 +28,16 @@ def _aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Tag = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="lower-case letters, digits, '-' and '_'",
+    ),
+]
+Trigger = Literal["enter", "dwell", "approaching"]
 
 
 class Strict(BaseModel):
@@ -78,7 +97,14 @@ class StoreIn(Strict):
         examples=[{"mon": [["08:00", "20:00"]], "sat": [["10:00", "16:00"]]}],
         description="per day, [open, close] in the store's time zone; absent = always open",
     )
+    tags: list[Tag] = Field(default_factory=list, max_length=20, examples=[["city", "cafe"]])
     fence: FenceIn
+
+
+class StorePatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(default=None, max_length=20)
+    opening_hours: dict[str, list[list[str]]] | None = None
 
 
 class FenceOut(BaseModel):
@@ -97,6 +123,7 @@ class StoreOut(BaseModel):
     external_id: str | None
     timezone: str
     opening_hours: dict[str, list[list[str]]] | None = None
+    tags: list[str] = Field(default_factory=list)
     fences: list[FenceOut]
 
 
@@ -109,8 +136,22 @@ OpeningHoursIn = dict[str, list[list[str]]]
 RuleMinutes = Annotated[int, Field(ge=1, le=1440)]
 
 
+def _template(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            check_template(value)
+        except InvalidTemplate as exc:
+            raise ValueError(exc.message) from exc
+    return value
+
+
 class OfferIn(Strict):
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(
+        min_length=1,
+        max_length=200,
+        description="template: {store}, {discount}, {minutes}, {expires_at}, {campaign}",
+        examples=["{discount} at {store}"],
+    )
     body: str = Field(min_length=1, max_length=2000)
     discount_text: str = Field(min_length=1, max_length=100, examples=["30% off any coffee"])
     valid_minutes: int = Field(ge=1, le=1440)
@@ -139,6 +180,42 @@ class OfferIn(Strict):
                 "(decision_window_minutes, or valid_minutes)"
             )
         return self
+
+    _templates = field_validator("title", "body")(_template)
+
+
+VariantName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9 _-]+$")]
+
+
+class VariantIn(OfferIn):
+    name: VariantName = "A"
+    weight: int = Field(default=1, ge=0, le=1000, description="share under fixed selection")
+
+
+class VariantPatch(Strict):
+    name: VariantName | None = None
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    body: str | None = Field(default=None, min_length=1, max_length=2000)
+    discount_text: str | None = Field(default=None, min_length=1, max_length=100)
+    valid_minutes: int | None = Field(default=None, ge=1, le=1440)
+    weight: int | None = Field(default=None, ge=0, le=1000)
+    active: bool | None = None
+
+    _templates = field_validator("title", "body")(_template)
+
+
+class CampaignPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    store_ids: list[str] | None = Field(default=None, max_length=1000)
+    store_tags: list[Tag] | None = Field(default=None, max_length=20)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    daily_cap_per_shopper: int | None = Field(default=None, ge=1, le=100)
+    category: str | None = Field(default=None, min_length=1, max_length=60)
+    triggers: list[Trigger] | None = Field(default=None, min_length=1, max_length=3)
+    holdout_share: float | None = Field(default=None, ge=0, le=0.5)
+    selection: Literal["fixed", "adaptive"] | None = None
+    visit_window_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
 
 
 class CampaignRulesIn(Strict):
@@ -171,7 +248,19 @@ class CampaignRulesIn(Strict):
 
 class CampaignIn(CampaignRulesIn):
     name: str = Field(min_length=1, max_length=200)
-    store_ids: list[str] = Field(min_length=1, max_length=1000)
+    store_ids: list[str] = Field(default_factory=list, max_length=1000)
+    store_tags: list[Tag] = Field(
+        default_factory=list, max_length=20, description="stores with any of these tags"
+    )
+    triggers: list[Trigger] = Field(default=["enter"], min_length=1, max_length=3)
+    holdout_share: float | None = Field(
+        default=None, ge=0, le=0.5, description="held-out share (default from settings, 0.1)"
+    )
+    selection: Literal["fixed", "adaptive"] = Field(
+        default="fixed", description="variants by weight, or adaptive (Thompson sampling)"
+    )
+    visit_window_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    variants: list[VariantIn] | None = Field(default=None, min_length=1, max_length=10)
     daily_cap_per_shopper: int | None = Field(default=1, ge=1, le=100)
     category: str | None = Field(
         default=None,
@@ -180,7 +269,15 @@ class CampaignIn(CampaignRulesIn):
         examples=["coffee"],
         description="shoppers who chose categories get only theirs",
     )
-    offer: OfferIn
+    offer: OfferIn | None = Field(default=None, description="one offer (or give variants)")
+
+    @model_validator(mode="after")
+    def _offer_or_variants(self) -> CampaignIn:
+        if (self.offer is None) == (self.variants is None):
+            raise ValueError("give either one offer or a list of variants")
+        if not self.store_ids and not self.store_tags:
+            raise ValueError("a campaign needs store_ids or store_tags (or both)")
+        return self
 
 
 class OfferOut(BaseModel):
@@ -200,6 +297,9 @@ class BudgetOut(BaseModel):
     max_liability: int | None
     issued_count: int = Field(description="coupons counted against the budget")
     reserved_liability: int = Field(description="discount held by coupons not expired")
+    name: str = "A"
+    weight: int = 1
+    active: bool = True
 
 
 class CampaignOut(BaseModel):
@@ -214,6 +314,11 @@ class CampaignOut(BaseModel):
     store_cooldown_minutes: int = 0
     budget: BudgetOut | None = None
     store_ids: list[str]
+    store_tags: list[str] = Field(default_factory=list)
+    triggers: list[str] = Field(default_factory=lambda: ["enter"])
+    holdout_share: float = 0.1
+    selection: str = "fixed"
+    visit_window_minutes: int = 120
     offers: list[OfferOut]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer, String
+from sqlalchemy import JSON, BigInteger, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.db import Base, UTCDateTime
@@ -36,3 +36,37 @@ def audit(
     entry = AuditEntry(at=at, actor=actor, action=action, target=target, details=details or {})
     session.add(entry)
     return entry
+
+
+def audit_page(
+    session: Session,
+    *,
+    limit: int,
+    offset: int,
+    target: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+) -> tuple[list[AuditEntry], int]:
+    """Newest first, optionally for one target, one action (or prefix ``campaign.``), one actor."""
+    where = []
+    if target:
+        where.append(AuditEntry.target == target)
+    if action:
+        where.append(
+            AuditEntry.action.startswith(action, autoescape=True)
+            if action.endswith(".")
+            else AuditEntry.action == action
+        )
+    if actor:
+        where.append(AuditEntry.actor == actor)
+    rows = list(
+        session.scalars(
+            select(AuditEntry)
+            .where(*where)
+            .order_by(AuditEntry.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+    total = session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
+    return rows, total

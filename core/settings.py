@@ -122,6 +122,19 @@ class Settings(BaseSettings):
     )
     pos_lockout_window_s: int = Field(default=300, ge=10, le=86_400)
     ledger_checkpoint_every: int = Field(default=1000, ge=1)
+    default_holdout_share: float = Field(
+        default=0.1, ge=0, le=0.5, description="Share of eligible triggers held out, per campaign."
+    )
+    default_visit_window_minutes: int = Field(default=120, ge=1, le=7 * 24 * 60)
+    variant_seed: int | None = Field(
+        default=None, description="Seed of the variant chooser's random generator (tests)."
+    )
+    console_tile_url: str | None = Field(
+        default=None,
+        description="Map tile URL template for the console, e.g. https://tile.example/{z}/{x}/{y}"
+        ".png; unset: fences on a plain background, no tile server contacted.",
+    )
+    console_session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
 
     # security and limits (README: "Security and limits")
     api_key_cache_s: float = Field(default=30.0, ge=0, le=3600)

@@ -23,6 +23,7 @@ class Store(Base):
     # {"mon": [["08:00", "20:00"]], ...} in the store's own time zone; None = always open.
     opening_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class Fence(Base):

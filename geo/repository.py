@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import String, cast, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from core.ids import new_id
@@ -26,13 +26,26 @@ class StoreRepository:
     def by_external_id(self, external_id: str) -> Store | None:
         return self.session.scalar(select(Store).where(Store.external_id == external_id))
 
-    def page(self, *, limit: int, offset: int) -> tuple[list[tuple[Store, list[Fence]]], int]:
+    def page(
+        self, *, limit: int, offset: int, q: str | None = None, tag: str | None = None
+    ) -> tuple[list[tuple[Store, list[Fence]]], int]:
+        """A page of stores, optionally only those whose name contains ``q`` (any case) or that
+        carry ``tag`` (tags are validated to ``[a-z0-9_-]``, so the JSON text match is exact)."""
+        where = []
+        if q:
+            where.append(func.lower(Store.name).contains(q.lower(), autoescape=True))
+        if tag:
+            where.append(cast(Store.tags, String).contains(f'"{tag}"', autoescape=True))
         stores = list(
             self.session.scalars(
-                select(Store).order_by(Store.created_at, Store.id).limit(limit).offset(offset)
+                select(Store)
+                .where(*where)
+                .order_by(Store.created_at, Store.id)
+                .limit(limit)
+                .offset(offset)
             )
         )
-        total = self.session.scalar(select(func.count()).select_from(Store)) or 0
+        total = self.session.scalar(select(func.count()).select_from(Store).where(*where)) or 0
         ids = [s.id for s in stores]
         fences: dict[str, list[Fence]] = {i: [] for i in ids}
         if ids:

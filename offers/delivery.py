@@ -33,8 +33,9 @@ from offers.domain import (
     remaining_seconds,
 )
 from offers.followups import FollowUps
-from offers.models import Coupon, Delivery, Offer
+from offers.models import Campaign, Coupon, Delivery, Offer
 from offers.repository import DeliveryRepository
+from offers.templates import TemplateContext, render
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
@@ -130,7 +131,7 @@ class DeliveryWorker:
                         session, delivery, coupon, status, detail, now
                     )
                 else:
-                    message = self._message(delivery, coupon, offer, store, device, now)
+                    message = self._message(session, delivery, coupon, offer, store, device, now)
                     ready.append((delivery, coupon, message))
         accepted: list[tuple[Delivery, Coupon, str]] = []
         for delivery, coupon, message in ready:
@@ -226,6 +227,7 @@ class DeliveryWorker:
 
     def _message(
         self,
+        session: Session,
         delivery: Delivery,
         coupon: Coupon,
         offer: Offer,
@@ -242,11 +244,21 @@ class DeliveryWorker:
             )
         key = f"{coupon.id}:{delivery.channel}" + (":reminder" if reminder else "")
         left_min = max(1, round((coupon.expires_at - now).total_seconds() / 60))
+        campaign = session.get(Campaign, coupon.campaign_id)
+        context = TemplateContext(
+            store=store.name,
+            discount=offer.discount_text,
+            minutes=offer.valid_minutes,
+            expires_at=coupon.expires_at,
+            campaign=campaign.name if campaign else "",
+        )
         return OfferMessage(
             idempotency_key=key,
             address=delivery.address,
-            title=f"{left_min} min left: {offer.title}" if reminder else offer.title,
-            body=offer.body,
+            title=f"{left_min} min left: {render(offer.title, context)}"
+            if reminder
+            else render(offer.title, context),
+            body=render(offer.body, context),
             discount_text=offer.discount_text,
             store_name=store.name,
             code=format_code(coupon.code),

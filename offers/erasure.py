@@ -2,7 +2,8 @@
 
 Pings and fence events go. Coupons stay for the campaign's accounts (they name only the
 pseudonymous subject and device ids), but their deliveries lose the address they were sent to,
-and any delivery not yet sent is dropped as ``no_consent``.
+and any delivery not yet sent is dropped as ``no_consent``. Offer decisions (the holdout
+experiment's records) keep their counts but lose the subject id.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from geo.models import FenceEvent, Ping
 from offers.domain import DeliveryStatus
-from offers.models import Coupon, Delivery
+from offers.models import Coupon, Delivery, OfferDecision
 
 ERASED_ADDRESS = "[erased]"
 
@@ -55,7 +56,15 @@ class LocationAndOfferData:
             .values(address=ERASED_ADDRESS)
             .execution_options(synchronize_session=False)
         )
+        # Decisions stay for the campaign's counts, but no longer name the shopper.
+        unlinked = session.execute(
+            update(OfferDecision)
+            .where(OfferDecision.subject_id == subject_id)
+            .values(subject_id="")
+            .execution_options(synchronize_session=False)
+        )
         return {
+            "offer_decisions_unlinked": int(unlinked.rowcount),  # type: ignore[attr-defined]
             "pings": int(pings.rowcount),  # type: ignore[attr-defined]
             "fence_events": int(events.rowcount),  # type: ignore[attr-defined]
             "deliveries_dropped": int(dropped.rowcount),  # type: ignore[attr-defined]

@@ -24,11 +24,12 @@ from geo.matcher import BatchMatcher
 from geo.models import FenceEvent
 from geo.repository import PingRepository
 from geo.tracking import Transition
+from offers.decisions import DecisionLog, VariantPicker
 from offers.eligibility import IssueLimits
 from offers.service import IssuedCoupon, OfferIssuer
 
 PRESENCE_TTL_S = 7 * 86400
-OFFER_TRIGGERS = frozenset({"enter"})
+OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
 
 
 @dataclass(slots=True)
@@ -62,8 +63,13 @@ class PingIngestor:
         channels: Collection[str],
         enqueue_delivery: Callable[[str], None],
         issue_limits: IssueLimits | None = None,
+        *,
+        picker: VariantPicker | None = None,
+        holdout_secret: bytes = b"",
     ) -> None:
         self.issue_limits = issue_limits or IssueLimits()
+        self.picker = picker or VariantPicker()
+        self.holdout_secret = holdout_secret
         self.sessions = sessions
         self.state = state
         self.fences = fences
@@ -127,12 +133,23 @@ class PingIngestor:
         ]
         events = pings.add_events(device.subject_id, judged, now)
         issuer = OfferIssuer(
-            session, self.state, self.channels, self.enqueue_delivery, self.issue_limits
+            session,
+            self.state,
+            self.channels,
+            self.enqueue_delivery,
+            self.issue_limits,
+            picker=self.picker,
+            holdout_secret=self.holdout_secret,
         )
         coupons: list[IssuedCoupon] = []
         for event in events:
             if event.kind in OFFER_TRIGGERS and event.eligible:
-                coupons.extend(issuer.on_enter(event, device, now))
+                coupons.extend(issuer.on_trigger(event, device, now))
+            elif event.kind in OFFER_TRIGGERS:
+                issuer.on_ineligible(event, now)
+        DecisionLog(session).record_visits(
+            device.subject_id, [e for e in events if e.kind == "dwell"]
+        )
         record = outcome.records[device.id]
         device_id = device.id
         on_commit(session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S))

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -45,6 +47,15 @@ class Campaign(Base):
     issued_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     reserved_liability: Mapped[int] = mapped_column(BigInt, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Fence events that trigger the campaign: any of "enter", "dwell", "approaching".
+    triggers: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["enter"])
+    # Stores carrying any of these tags are targeted too (besides campaign_stores).
+    store_tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    holdout_share: Mapped[float] = mapped_column(Float, default=0.1)
+    # "fixed": variants drawn by weight; "adaptive": Thompson sampling on outcomes.
+    selection: Mapped[str] = mapped_column(String(16), default="fixed")
+    visit_window_minutes: Mapped[int] = mapped_column(Integer, default=120)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class CampaignStore(Base):
@@ -75,6 +86,10 @@ class Offer(Base):
     # What one redeemed coupon costs the brand, in minor currency units (for the liability budget).
     discount_amount: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A variant of the campaign's offer: its label and its weight under fixed selection.
+    name: Mapped[str] = mapped_column(String(60), default="A")
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
 class Coupon(Base):
@@ -157,3 +172,46 @@ class SchedulerLease(Base):
     token: Mapped[int] = mapped_column(BigInt)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OfferDecision(Base):
+    """What one trigger did for one campaign: suppressed (with the reason), held out, or issued.
+
+    Written for the treated and the held-out group alike, so visits and purchases can be
+    compared between them. ``subject_id`` is empty for a shopper without marketing consent.
+    """
+
+    __tablename__ = "offer_decisions"
+    __table_args__ = (
+        Index("ix_offer_decisions_subject_store", "subject_id", "store_id", "trigger_at"),
+        Index("ix_offer_decisions_campaign_decided", "campaign_id", "decided_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    offer_id: Mapped[str | None] = mapped_column(String(40))
+    store_id: Mapped[str] = mapped_column(String(40))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    trigger_event_id: Mapped[str] = mapped_column(String(40))
+    trigger_kind: Mapped[str] = mapped_column(String(16))
+    trigger_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))  # suppressed | held_out | issued
+    reason: Mapped[str | None] = mapped_column(String(40))
+    coupon_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    visit_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    visited_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    purchased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CouponOpen(Base):
+    """The first time a shopper opened a coupon (tracked link or app callback)."""
+
+    __tablename__ = "coupon_opens"
+
+    coupon_id: Mapped[str] = mapped_column(
+        ForeignKey("coupons.id", ondelete="CASCADE"), primary_key=True
+    )
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    via: Mapped[str] = mapped_column(String(16))

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import String, and_, cast, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from consent.models import Device
@@ -29,17 +29,41 @@ class CampaignRepository:
         self.session.flush()
 
     def page(
-        self, *, limit: int, offset: int
+        self,
+        *,
+        limit: int,
+        offset: int,
+        status: str | None = None,
+        q: str | None = None,
+        store_id: str | None = None,
+        category: str | None = None,
+        tag: str | None = None,
     ) -> tuple[list[tuple[Campaign, list[str], list[Offer]]], int]:
+        where = []
+        if status:
+            where.append(Campaign.status == status)
+        if q:
+            where.append(func.lower(Campaign.name).contains(q.lower(), autoescape=True))
+        if category:
+            where.append(Campaign.category == category)
+        if tag:
+            where.append(cast(Campaign.store_tags, String).contains(f'"{tag}"', autoescape=True))
+        if store_id:
+            where.append(
+                Campaign.id.in_(
+                    select(CampaignStore.campaign_id).where(CampaignStore.store_id == store_id)
+                )
+            )
         campaigns = list(
             self.session.scalars(
                 select(Campaign)
+                .where(*where)
                 .order_by(Campaign.created_at, Campaign.id)
                 .limit(limit)
                 .offset(offset)
             )
         )
-        total = self.session.scalar(select(func.count()).select_from(Campaign)) or 0
+        total = self.session.scalar(select(func.count()).select_from(Campaign).where(*where)) or 0
         ids = [c.id for c in campaigns]
         stores: dict[str, list[str]] = {i: [] for i in ids}
         offers: dict[str, list[Offer]] = {i: [] for i in ids}
@@ -48,7 +72,11 @@ class CampaignRepository:
                 select(CampaignStore).where(CampaignStore.campaign_id.in_(ids))
             ):
                 stores[link.campaign_id].append(link.store_id)
-            for offer in self.session.scalars(select(Offer).where(Offer.campaign_id.in_(ids))):
+            for offer in self.session.scalars(
+                select(Offer)
+                .where(Offer.campaign_id.in_(ids))
+                .order_by(Offer.created_at, Offer.name)
+            ):
                 offers[offer.campaign_id].append(offer)
         return [(c, stores[c.id], offers[c.id]) for c in campaigns], total
 
@@ -64,15 +92,35 @@ class CampaignRepository:
         offers = list(self.session.scalars(select(Offer).where(Offer.campaign_id == campaign_id)))
         return campaign, stores, offers
 
-    def offers_for_store(self, store_id: str) -> list[tuple[Campaign, Offer]]:
-        rows = self.session.execute(
-            select(Campaign, Offer)
-            .join(CampaignStore, CampaignStore.campaign_id == Campaign.id)
-            .join(Offer, Offer.campaign_id == Campaign.id)
-            .where(CampaignStore.store_id == store_id, Campaign.status == "active")
-            .order_by(Campaign.created_at, Offer.created_at)
+    def campaigns_for_store(
+        self, store_id: str, store_tags: Sequence[str]
+    ) -> list[tuple[Campaign, list[Offer]]]:
+        """Active campaigns that target the store by id or by one of its tags, with their
+        variants (oldest campaign first)."""
+        linked = set(
+            self.session.scalars(
+                select(CampaignStore.campaign_id).where(CampaignStore.store_id == store_id)
+            )
         )
-        return [(row[0], row[1]) for row in rows]
+        tags = set(store_tags)
+        query = select(Campaign).where(Campaign.status == "active")
+        if not tags:  # an untagged store: only campaigns that name it
+            query = query.where(Campaign.id.in_(list(linked)))
+        campaigns = [
+            c
+            for c in self.session.scalars(query.order_by(Campaign.created_at, Campaign.id))
+            if c.id in linked or tags.intersection(c.store_tags or [])
+        ]
+        if not campaigns:
+            return []
+        offers: dict[str, list[Offer]] = {c.id: [] for c in campaigns}
+        for offer in self.session.scalars(
+            select(Offer)
+            .where(Offer.campaign_id.in_(list(offers)))
+            .order_by(Offer.created_at, Offer.name)
+        ):
+            offers[offer.campaign_id].append(offer)
+        return [(c, offers[c.id]) for c in campaigns if offers[c.id]]
 
 
 class CampaignBudget:

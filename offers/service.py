@@ -20,6 +20,7 @@ from core.state import HotState
 from geo.hours import is_open
 from geo.models import FenceEvent, Store
 from offers.channel_choice import choose_channels
+from offers.decisions import DecisionLog, Outcome, VariantPicker
 from offers.domain import (
     CampaignRules,
     CampaignWindow,
@@ -28,17 +29,30 @@ from offers.domain import (
     Refusal,
     Validity,
     ValidityRule,
+    cap_key,
     headline_refusal,
     new_coupon_code,
     shopper_cap_key,
     window_refusal,
 )
-from offers.eligibility import IssueCounter, IssueLimits
+from offers.eligibility import CAP_TTL_S, IssueCounter, IssueLimits
+from offers.experiments import is_held_out
 from offers.models import Campaign, Coupon, Delivery, Offer
 from offers.repository import CampaignRepository
+from offers.templates import TemplateContext, render
 
 log = logging.getLogger(__name__)
 UNLIMITED = 1_000_000
+# The funnel's suppression reasons, coarser than the refusals in the consent receipt.
+SUPPRESSION_REASONS = {
+    Refusal.CAMPAIGN_DAILY_CAP: "cap",
+    Refusal.SHOPPER_DAILY_LIMIT: "shopper_daily_limit",
+    Refusal.STORE_COOLDOWN: "cooldown",
+    Refusal.STORE_CLOSED: "closed",
+    Refusal.CATEGORY_NOT_WANTED: "category",
+    Refusal.BUDGET_COUPONS: "budget",
+    Refusal.BUDGET_LIABILITY: "budget",
+}
 
 
 def _rules(campaign: Campaign) -> CampaignRules:
@@ -78,7 +92,7 @@ class IssuedCoupon:
 
 
 class OfferIssuer:
-    """Turns a fence event into coupons, each with its outbox rows, in the caller's transaction.
+    """Turns a trigger into coupons, each with its outbox rows, in the caller's transaction.
 
     The scheduler hears of a new delivery only after the transaction commits.
     """
@@ -90,8 +104,13 @@ class OfferIssuer:
         channels: Collection[str],
         enqueue_delivery: Callable[[str], None],
         limits: IssueLimits | None = None,
+        *,
+        picker: VariantPicker | None = None,
+        holdout_secret: bytes = b"",
     ) -> None:
         self.session = session
+        self.picker = picker or VariantPicker()
+        self.secret = holdout_secret
         self.state = state
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
@@ -100,24 +119,52 @@ class OfferIssuer:
         self.counter = IssueCounter(session, state)
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
-        """Coupons for an event (``enter``, or a pass-by ``approaching`` with its ``eta_s``).
+        return self.on_trigger(event, device, now)
+
+    def on_trigger(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
+        """Coupons for a trigger (``enter``, ``dwell``, or a pass-by ``approaching`` with its
+        ``eta_s``) at a store, for every live campaign that targets the store (directly or by
+        tag) and listens for the event's kind.
 
         Without marketing consent nothing is issued; in the shopper's quiet hours the offer is
         dropped (never deferred: an exploding offer later would be for a place they have left).
         Then, per campaign: its schedule (window and hours in the store's zone), the store open
-        at the (predicted) arrival, the shopper's categories, the caps per campaign and per
-        shopper per day, the store cooldown and the budget. Every refusal is recorded in the
-        consent receipt of the event; when nothing is issued the event shows
-        ``eligible: false`` with the main reason."""
+        at the (predicted) arrival, the shopper's categories, the holdout (drawn after the
+        campaign's own daily cap, before and independently of the variant choice), the caps per
+        campaign and per shopper per day, the store cooldown and the budget. Every refusal is
+        recorded in the consent receipt of the event; when nothing is issued the event shows
+        ``eligible: false`` with the main reason. Each (trigger, campaign) leaves one decision:
+        suppressed with its reason, held out, or issued."""
+        targeted = self._targeted(event, now)
+        if not targeted:
+            return []
+        log_ = DecisionLog(self.session)
         marketing = self.gate.check_any_channel(event.subject_id, Purpose.MARKETING_OFFERS, now)
         if not marketing.allowed or marketing.event_id is None:
             self.gate.receipt(event.subject_id, "offer", marketing, now, ref=event.id)
+            for campaign, _ in targeted:
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="no_consent",
+                    now=now,
+                    anonymous=True,
+                )
             return []
         prefs = PreferencesRepository(self.session).get(event.subject_id)
-        if prefs.quiet_at(now):
+        if targeted and prefs.quiet_at(now):
             self._drop(
                 event, marketing, now, "quiet_hours", {"quiet_hours": prefs.describe_quiet()}
             )
+            for campaign, _ in targeted:
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="quiet_hours",
+                    now=now,
+                )
             return []
         store = self.session.get(Store, event.store_id)
         if store is None:
@@ -125,16 +172,35 @@ class OfferIssuer:
         eta_s = _remaining_eta(event, now)
         if not is_open(store.opening_hours, store.timezone, now + timedelta(seconds=eta_s)):
             self._drop(event, marketing, now, Refusal.STORE_CLOSED.value, {"eta_s": eta_s})
+            for campaign, _ in targeted:
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason="closed",
+                    now=now,
+                )
             return []
         local_day = prefs.local_day(now)
         shopper_key = shopper_cap_key(event.subject_id, local_day)
         shopper_limit = min(prefs.max_offers_per_day or UNLIMITED, self.limits.shopper_daily_cap)
         issued: list[IssuedCoupon] = []
         refusals: list[tuple[str, Refusal]] = []
-        for campaign, offer in CampaignRepository(self.session).offers_for_store(event.store_id):
+        for campaign, offers in targeted:
             refusal = _schedule_refusal(campaign, store, now)
             if refusal is None and not prefs.wants_category(campaign.category):
                 refusal = Refusal.CATEGORY_NOT_WANTED
+            if refusal is None and is_held_out(
+                self.secret, campaign.id, event.subject_id, campaign.holdout_share
+            ):
+                # Held out under the campaign's own daily cap, like the treated, so both groups
+                # count the same triggers; nothing is sent and no other count is taken.
+                key = cap_key(event.subject_id, campaign.id, local_day)
+                if self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
+                    log_.record(campaign=campaign, event=event, outcome=Outcome.HELD_OUT, now=now)
+                    continue
+                refusal = Refusal.CAMPAIGN_DAILY_CAP
+            offer = self.picker.pick(self.session, campaign, offers, now)
             if refusal is None:
                 refusal = self.counter.take(
                     subject_id=event.subject_id,
@@ -150,8 +216,24 @@ class OfferIssuer:
                 )
             if refusal is not None:
                 refusals.append((campaign.id, refusal))
+                log_.record(
+                    campaign=campaign,
+                    event=event,
+                    outcome=Outcome.SUPPRESSED,
+                    reason=SUPPRESSION_REASONS.get(refusal, refusal.value),
+                    now=now,
+                )
                 continue
-            issued.append(self._issue(event, device, campaign, offer, marketing, eta_s, now))
+            coupon = self._issue(event, device, campaign, offer, marketing, eta_s, now)
+            log_.record(
+                campaign=campaign,
+                event=event,
+                outcome=Outcome.ISSUED,
+                offer_id=offer.id,
+                coupon_id=coupon.coupon_id,
+                now=now,
+            )
+            issued.append(coupon)
         if refusals:
             self._record_refusals(event, marketing, now, refusals, issued, prefs.timezone)
         return issued
@@ -191,12 +273,20 @@ class OfferIssuer:
         self.session.flush()
         self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
         deliveries = self._queue_deliveries(coupon, device, now)
+        store = self.session.get(Store, event.store_id)
+        context = TemplateContext(
+            store=store.name if store else "",
+            discount=offer.discount_text,
+            minutes=offer.valid_minutes,
+            expires_at=coupon.expires_at,
+            campaign=campaign.name,
+        )
         return IssuedCoupon(
             coupon.id,
             coupon.code,
             campaign.id,
             coupon.store_id,
-            offer.title,
+            render(offer.title, context),
             offer.discount_text,
             coupon.expires_at,
             tuple(d.channel for d in deliveries),
@@ -219,6 +309,29 @@ class OfferIssuer:
             )
             return
         self._drop(event, marketing, now, headline_refusal([r for _, r in refusals]), details)
+
+    def on_ineligible(self, event: FenceEvent, now: datetime) -> None:
+        """A trigger the store's state refused (closed): recorded for the campaigns it would
+        have served, with the reason, and nothing more."""
+        if event.reason != "store_closed":
+            return
+        log_ = DecisionLog(self.session)
+        for campaign, _ in self._targeted(event, now):
+            log_.record(
+                campaign=campaign, event=event, outcome=Outcome.SUPPRESSED, reason="closed", now=now
+            )
+
+    def _targeted(self, event: FenceEvent, now: datetime) -> list[tuple[Campaign, list[Offer]]]:
+        store = self.session.get(Store, event.store_id)
+        tags = list(store.tags or []) if store is not None else []
+        return [
+            (c, offers)
+            for c, offers in CampaignRepository(self.session).campaigns_for_store(
+                event.store_id, tags
+            )
+            if event.kind in (c.triggers or ["enter"])
+            and CampaignWindow(c.status, c.starts_at, c.ends_at).is_live(now)
+        ]
 
     def _drop(
         self,

@@ -92,6 +92,8 @@ class Stack:
             # Tests drive many requests from one address inside one window of a manual clock;
             # the tests about rate limits set the limits they exercise.
             "rate_limits": NO_RATE_LIMITS,
+            # No holdout unless a test asks for one: a test's shopper gets the offer it expects.
+            "default_holdout_share": 0.0,
         }
         values.update(overrides)
         return Settings(**values)

@@ -10,8 +10,10 @@ from fastapi import APIRouter, File, Query, Response, UploadFile
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from api.deps import RuntimeDep, require_manager
+from api.deps import ActorDep, RuntimeDep, require_manager
 from api.errors import ErrorResponse
+from core.audit import audit
+from core.db import transaction
 from geo.feature_files import FORMATS, ImportFileError
 from geo.ingest import ImportOptions, StoreImporter
 
@@ -64,6 +66,7 @@ class ImportReportOut(BaseModel):
 def import_stores(
     runtime: RuntimeDep,
     response: Response,
+    actor: ActorDep,
     file: Annotated[UploadFile, File(description="The file; its name's suffix gives the format")],
     radius_m: Annotated[
         float,
@@ -100,7 +103,16 @@ def import_stores(
         )
     report.file = Path(file.filename or path.name).name
     response.status_code = 201 if report.created else 200
-    return ImportReportOut.model_validate(report.to_dict(max_rejected=MAX_REJECTED_SHOWN))
+    out = ImportReportOut.model_validate(report.to_dict(max_rejected=MAX_REJECTED_SHOWN))
+    with transaction(runtime.sessions) as session:
+        audit(
+            session,
+            actor=actor,
+            action="store.import",
+            at=runtime.clock.now(),
+            details=out.model_dump(include={"file", "created", "updated", "rejected_count"}),
+        )
+    return out
 
 
 def _save(upload: UploadFile, path: Path) -> None:

@@ -1,39 +1,35 @@
-"""Campaign manager: stores with fences, campaigns with an offer."""
+"""Campaign manager: stores with fences and tags, consent notices (campaigns: campaigns.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy import select
 
-from api.deps import RuntimeDep, SessionDep, require_manager
+from api.deps import ActorDep, RuntimeDep, SessionDep, require_manager
 from api.errors import ErrorResponse
 from api.schemas import (
-    BudgetOut,
-    CampaignIn,
-    CampaignList,
-    CampaignOut,
-    CampaignRulesIn,
     FenceOut,
     NoticeIn,
     NoticeOut,
-    OfferOut,
     Page,
     StoreIn,
     StoreList,
     StoreOut,
+    StorePatch,
 )
 from consent.service import NoticeRegistry
+from core.audit import audit
 from core.db import on_commit
 from geo.models import Fence, Store
 from geo.repository import StoreRepository
 from geo.service import FenceSpec, StoreCatalog, StoreSpec
-from offers.campaigns import RULE_FIELDS, CampaignCatalog, OfferSpec
-from offers.domain import ValidityRule
-from offers.models import Campaign, Offer
-from offers.repository import CampaignRepository
+from geo.store_edits import StoreEditor
 
-ERRORS: dict[int | str, dict[str, object]] = {s: {"model": ErrorResponse} for s in (401, 409, 422)}
+ERRORS: dict[int | str, dict[str, object]] = {
+    s: {"model": ErrorResponse} for s in (401, 404, 409, 422)
+}
 router = APIRouter(
     prefix="/v1/manager", tags=["manager"], dependencies=[require_manager], responses=ERRORS
 )
@@ -45,6 +41,7 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 def _store_out(store: Store, fences: list[Fence]) -> StoreOut:
     return StoreOut(
         opening_hours=store.opening_hours,
+        tags=list(store.tags or []),
         id=store.id,
         name=store.name,
         external_id=store.external_id,
@@ -64,50 +61,15 @@ def _store_out(store: Store, fences: list[Fence]) -> StoreOut:
     )
 
 
-def _campaign_out(campaign: Campaign, store_ids: list[str], offers: list[Offer]) -> CampaignOut:
-    return CampaignOut(
-        id=campaign.id,
-        name=campaign.name,
-        status=campaign.status,
-        starts_at=campaign.starts_at,
-        ends_at=campaign.ends_at,
-        daily_cap_per_shopper=campaign.daily_cap_per_shopper,
-        category=campaign.category,
-        active_hours=campaign.active_hours,
-        store_cooldown_minutes=campaign.store_cooldown_minutes or 0,
-        budget=BudgetOut(
-            max_coupons=campaign.max_coupons,
-            max_liability=campaign.max_liability,
-            issued_count=campaign.issued_count or 0,
-            reserved_liability=campaign.reserved_liability or 0,
-        )
-        if campaign.max_coupons is not None or campaign.max_liability is not None
-        else None,
-        store_ids=store_ids,
-        offers=[
-            OfferOut(
-                id=o.id,
-                title=o.title,
-                body=o.body,
-                discount_text=o.discount_text,
-                valid_minutes=o.valid_minutes,
-                validity_rule=o.validity_rule,
-                decision_window_minutes=o.decision_window_minutes,
-                max_valid_minutes=o.max_valid_minutes,
-                discount_amount=o.discount_amount,
-            )
-            for o in offers
-        ],
-    )
-
-
 @router.post(
     "/stores",
     status_code=201,
     response_model=StoreOut,
     summary="Create a store with a circular fence",
 )
-def create_store(body: StoreIn, session: SessionDep, runtime: RuntimeDep) -> StoreOut:
+def create_store(
+    body: StoreIn, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
+) -> StoreOut:
     fence = FenceSpec(
         lon=body.fence.lon,
         lat=body.fence.lat,
@@ -122,84 +84,37 @@ def create_store(body: StoreIn, session: SessionDep, runtime: RuntimeDep) -> Sto
         timezone=body.timezone,
         opening_hours=body.opening_hours,
     )
-    store, fence_row = StoreCatalog(session).create(spec, runtime.clock.now())
+    now = runtime.clock.now()
+    store, fence_row = StoreCatalog(session).create(spec, now)
+    store.tags = sorted(set(body.tags))
+    StoreEditor(session, actor).created(store, now)
     on_commit(session, runtime.fences.announce_change)
     return _store_out(store, [fence_row])
 
 
-@router.get("/stores", response_model=StoreList, summary="List stores")
-def list_stores(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> StoreList:
-    rows, total = StoreRepository(session).page(limit=limit, offset=offset)
+@router.patch("/stores/{store_id}", response_model=StoreOut, summary="Change name, tags, hours")
+def update_store(
+    store_id: str, body: StorePatch, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
+) -> StoreOut:
+    changes = body.model_dump(exclude_unset=True)
+    store = StoreEditor(session, actor).update(store_id, changes, runtime.clock.now())
+    if "opening_hours" in changes:
+        on_commit(session, runtime.fences.announce_change)
+    fences = list(session.scalars(select(Fence).where(Fence.store_id == store_id)))
+    return _store_out(store, fences)
+
+
+@router.get("/stores", response_model=StoreList, summary="List stores (filterable)")
+def list_stores(
+    session: SessionDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    q: Annotated[str | None, Query(max_length=200, description="name contains")] = None,
+    tag: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=40)] = None,
+) -> StoreList:
+    rows, total = StoreRepository(session).page(limit=limit, offset=offset, q=q, tag=tag)
     return StoreList(
         items=[_store_out(s, f) for s, f in rows],
-        page=Page(total=total, limit=limit, offset=offset),
-    )
-
-
-@router.post(
-    "/campaigns",
-    status_code=201,
-    response_model=CampaignOut,
-    summary="Create a campaign with one offer",
-)
-def create_campaign(body: CampaignIn, session: SessionDep, runtime: RuntimeDep) -> CampaignOut:
-    offer = body.offer
-    campaign, store_ids, created = CampaignCatalog(session).create(
-        name=body.name,
-        store_ids=body.store_ids,
-        starts_at=body.starts_at,
-        ends_at=body.ends_at,
-        daily_cap_per_shopper=body.daily_cap_per_shopper or 1,
-        category=body.category,
-        title=offer.title,
-        body=offer.body,
-        discount_text=offer.discount_text,
-        valid_minutes=offer.valid_minutes,
-        now=runtime.clock.now(),
-        offer_spec=OfferSpec(
-            offer.title,
-            offer.body,
-            offer.discount_text,
-            offer.valid_minutes,
-            ValidityRule(offer.validity_rule),
-            offer.decision_window_minutes,
-            offer.max_valid_minutes,
-            offer.discount_amount,
-        ),
-        active_hours=body.active_hours,
-        store_cooldown_minutes=body.store_cooldown_minutes or 0,
-        max_coupons=body.max_coupons,
-        max_liability=body.max_liability,
-    )
-    return _campaign_out(campaign, store_ids, [created])
-
-
-@router.patch(
-    "/campaigns/{campaign_id}/rules",
-    response_model=CampaignOut,
-    responses={404: {"model": ErrorResponse}},
-    summary="Change a campaign's schedule, caps, cooldown or budget (only the fields given; "
-    "null clears an optional one)",
-)
-def update_campaign_rules(
-    campaign_id: str, body: CampaignRulesIn, session: SessionDep, runtime: RuntimeDep
-) -> CampaignOut:
-    changes = {name: getattr(body, name) for name in body.model_fields_set & RULE_FIELDS}
-    if changes.get("daily_cap_per_shopper", 1) is None:
-        changes["daily_cap_per_shopper"] = 1
-    if changes.get("store_cooldown_minutes", 0) is None:
-        changes["store_cooldown_minutes"] = 0
-    campaign, store_ids, offers = CampaignCatalog(session).update_rules(
-        campaign_id, changes, runtime.clock.now()
-    )
-    return _campaign_out(campaign, store_ids, offers)
-
-
-@router.get("/campaigns", response_model=CampaignList, summary="List campaigns")
-def list_campaigns(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> CampaignList:
-    rows, total = CampaignRepository(session).page(limit=limit, offset=offset)
-    return CampaignList(
-        items=[_campaign_out(c, s, o) for c, s, o in rows],
         page=Page(total=total, limit=limit, offset=offset),
     )
 
@@ -210,7 +125,9 @@ def list_campaigns(session: SessionDep, limit: Limit = 50, offset: Offset = 0) -
     response_model=NoticeOut,
     summary="Publish a consent notice version (immutable once published)",
 )
-def publish_notice(body: NoticeIn, session: SessionDep, runtime: RuntimeDep) -> NoticeOut:
+def publish_notice(
+    body: NoticeIn, session: SessionDep, runtime: RuntimeDep, actor: ActorDep
+) -> NoticeOut:
     notice = NoticeRegistry(session).publish(
         purpose=body.purpose,
         version=body.version,
@@ -218,4 +135,13 @@ def publish_notice(body: NoticeIn, session: SessionDep, runtime: RuntimeDep) -> 
         text=body.text,
         now=runtime.clock.now(),
     )
-    return NoticeOut.model_validate(notice, from_attributes=True)
+    out = NoticeOut.model_validate(notice, from_attributes=True)
+    audit(
+        session,
+        actor=actor,
+        action="notice.publish",
+        at=runtime.clock.now(),
+        target=out.id,
+        details={"purpose": out.purpose, "version": out.version, "language": out.language},
+    )
+    return out

@@ -70,7 +70,7 @@ class Engine:
             "/v1/manager/campaigns",
             headers=MANAGER,
             json={
-                "name": "Coffee now",
+                "name": extra.pop("name", "Coffee now"),
                 "store_ids": store_ids,
                 "daily_cap_per_shopper": cap,
                 "offer": {

@@ -81,6 +81,7 @@ def test_erasure_removes_personal_data_and_the_ledger_proves_consent_ended(
     report = response.json()
     assert report["already_erased"] is False and report["evidence_shredded"] is True
     assert report["erased"] == {
+        "offer_decisions_unlinked": 1,
         "pings": 2,
         "fence_events": 1,
         "deliveries_dropped": 1,

@@ -22,6 +22,8 @@ EXPECTED_TABLES = {
     "offers",
     "coupons",
     "deliveries",
+    "offer_decisions",
+    "coupon_opens",
     "apscheduler_jobs",
     "api_keys",
     "alembic_version",
