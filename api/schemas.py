@@ -290,6 +290,9 @@ class OfferOut(BaseModel):
     decision_window_minutes: int | None = None
     max_valid_minutes: int | None = None
     discount_amount: int = 0
+    name: str = "A"
+    weight: int = 1
+    active: bool = True
 
 
 class BudgetOut(BaseModel):
@@ -297,9 +300,6 @@ class BudgetOut(BaseModel):
     max_liability: int | None
     issued_count: int = Field(description="coupons counted against the budget")
     reserved_liability: int = Field(description="discount held by coupons not expired")
-    name: str = "A"
-    weight: int = 1
-    active: bool = True
 
 
 class CampaignOut(BaseModel):

@@ -19,7 +19,14 @@ from core.errors import NotFound
 from core.ids import new_id
 from geo.hours import validate_hours
 from geo.repository import StoreRepository
-from offers.domain import MAX_VALID_MINUTES, InvalidCampaign, Validity, ValidityRule, check_validity
+from offers.domain import (
+    MAX_VALID_MINUTES,
+    CampaignNotFound,
+    InvalidCampaign,
+    Validity,
+    ValidityRule,
+    check_validity,
+)
 from offers.experiments import Selection
 from offers.models import Campaign, CampaignStore, Offer
 from offers.repository import CampaignBudget, CampaignRepository
@@ -182,7 +189,7 @@ class CampaignCatalog:
     def get(self, campaign_id: str) -> Campaign:
         campaign = self.session.get(Campaign, campaign_id)
         if campaign is None:
-            raise NotFound(f"no campaign with id {campaign_id}")
+            raise CampaignNotFound(f"no campaign with id {campaign_id}")
         return campaign
 
     def _check_stores(self, store_ids: Sequence[str], store_tags: Sequence[str]) -> list[str]:

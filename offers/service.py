@@ -329,8 +329,8 @@ class OfferIssuer:
             for c, offers in CampaignRepository(self.session).campaigns_for_store(
                 event.store_id, tags
             )
+            # the campaign's window is checked per campaign, so a refusal names it
             if event.kind in (c.triggers or ["enter"])
-            and CampaignWindow(c.status, c.starts_at, c.ends_at).is_live(now)
         ]
 
     def _drop(

@@ -45,6 +45,8 @@ def campaign(
     body = {
         "name": "Lunch deal",
         "store_ids": store_ids,
+        # the eligibility tests decide pass-bys too (``decide`` with an approaching event)
+        "triggers": ["enter", "approaching"],
         "offer": {
             "title": "Lunch",
             "body": "A warm lunch.",

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from tests.api.conftest import INSIDE, MANAGER, OUTSIDE, STORE_LAT, STORE_LON, Engine
+from tests.conftest import text_of
 
 VARIANT = {"title": "{discount} at {store}", "body": "Until {expires_at}.", "valid_minutes": 15}
 
@@ -46,8 +47,9 @@ def test_variants_templates_and_tags_target_the_right_stores(engine_api: Engine)
     assert coupon["title"] == "10% off at City Cafe" and coupon["store_id"] == city["id"]
     [message] = engine_api.inbox.wait_for(1)
     assert message["Subject"] is not None
-    text = message.get_payload(decode=True).decode()  # type: ignore[union-attr]
+    text = text_of(message) + text_of(message, "html")
     assert "{store}" not in text and "{expires_at}" not in text
+    assert "10% off at City Cafe" in message["Subject"]
 
 
 def test_a_dwell_trigger_waits_for_the_dwell(engine_api: Engine) -> None:
