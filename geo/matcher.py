@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from geo.domain import FenceIndex, FixBatch, haversine_m
 from geo.geometry import FloatArray
-from geo.prediction import Motion, PredictionRules, motion_of, predict
+from geo.prediction import Motion, PredictionRules, motion_of, odometer, predict
 from geo.tracking import (
     FixStatus,
     Record,
@@ -84,7 +84,7 @@ class BatchMatcher:
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
             if self.prediction is not None:
-                _odometer(batch, used, moved, record, new_record, self.prediction)
+                odometer(batch, used, moved, record, new_record, self.prediction)
             self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
@@ -320,64 +320,6 @@ class BatchMatcher:
                 )
             )
         return len(found)
-
-
-def _odometer(
-    batch: FixBatch,
-    used: NDArray[np.intp],
-    moved: FloatArray | None,
-    old: Mapping[str, Any],
-    new: Record,
-    rules: PredictionRules,
-) -> None:
-    """Distance travelled and clocks for the speeds that ETAs use, with a short history of them.
-
-    A bus or a shopper stops; the speed of the moment overstates how soon they arrive and the
-    plain average over a terminus wait understates it. Three clocks run: ``mv`` counts moving
-    time only, ``eff`` moving time plus each stop up to ``stop_allowance_s`` (a typical stop: a
-    light, a bus stop), and wall time. ``run`` is how long the current stop has lasted so far.
-    """
-    if used.size == 0:
-        return
-    lons, lats, times = batch.lon[used], batch.lat[used], batch.t[used]
-    previous = old.get("p")
-    odo, eff, moving = (float(old.get(k, 0.0)) for k in ("odo", "eff", "mv"))
-    run = float(old.get("run", 0.0))
-    if previous is not None:
-        lons = np.concatenate(([previous[0]], lons))
-        lats = np.concatenate(([previous[1]], lats))
-        times = np.concatenate(([previous[2]], times))
-    if times.size > 1:
-        steps = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:]) if moved is None else moved
-        dts = np.maximum(np.diff(times), 0.0)
-        stopped = steps < rules.min_speed_mps * dts
-        odo += float(steps.sum())
-        moving += float(dts[~stopped].sum())
-        if stopped.any():  # stopped seconds so far in each stop, a stop ending at a move
-            stop_dt = np.where(stopped, dts, 0.0)
-            total = np.cumsum(stop_dt) + run
-            reset = np.maximum.accumulate(np.where(stopped, -1, np.arange(dts.size)))
-            base = np.where(reset >= 0, total[np.maximum(reset, 0)], 0.0)
-            after = total - base
-            allowance = rules.stop_allowance_s
-            counted = np.minimum(after, allowance) - np.minimum(after - stop_dt, allowance)
-            eff += float(np.where(stopped, counted, dts).sum())
-            run = float(after[-1]) if stopped[-1] else 0.0
-        else:
-            eff += float(dts.sum())
-            run = 0.0
-    t = float(times[-1])
-    window = rules.average_over_s
-    history = [h for h in old.get("hist", []) if len(h) == 4 and t - h[0] <= window]
-    if not history or t - history[-1][0] >= window / 10:
-        history.append([t, round(odo, 1), round(eff, 1), round(moving, 1)])
-    new["odo"], new["eff"], new["mv"], new["run"] = (
-        round(odo, 1),
-        round(eff, 1),
-        round(moving, 1),
-        round(run, 1),
-    )
-    new["hist"] = history
 
 
 def _fill_ahead(
