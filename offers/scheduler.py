@@ -44,6 +44,7 @@ from offers.repository import DeliveryRepository
 log = logging.getLogger(__name__)
 ExpireDue = Callable[[datetime], int]
 BUCKET_S = 0.05
+DEFAULT_BATCH = 20  # deliveries claimed together by one job
 
 
 def default_holder() -> str:
@@ -60,7 +61,7 @@ class DeliveryScheduler:
         sweep_interval_s: float = 2.0,
         expiry_interval_s: float = 5.0,
         threads: int = 8,
-        batch_size: int = 20,
+        batch_size: int = DEFAULT_BATCH,
         expire_due: ExpireDue | None = None,
         campaigns: CampaignClock | None = None,
     ) -> None:

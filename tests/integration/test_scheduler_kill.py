@@ -27,6 +27,7 @@ from api.bench.coupon_seed import seed_webhook_coupons
 from api.bench.sink import WebhookSink
 from api.runtime import Runtime
 from offers.models import Delivery
+from offers.scheduler import DEFAULT_BATCH
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -145,17 +146,10 @@ def test_kill_9_mid_batch_loses_nothing_and_duplicates_nothing(
     assert all(r.signed for r in receipts)
     assert all(rows[s.delivery_id].status == "expired_undelivered" for s in doomed)
     assert not {s.idempotency_key for s in doomed} & set(arrivals)
-    # Nothing duplicated for a receiver deduping by key: a key arrives again only for a send in
-    # flight at the kill (at most one per sending thread), and always under the same key.
+    # Nothing duplicated for a receiver deduping by key: a key arrives again only for a send
+    # claimed but not yet recorded at the kill (at most one batch per sending thread), once, and
+    # always under the same key.
     repeated = {key: n for key, n in arrivals.items() if n > 1}
-    assert len(repeated) <= THREADS and all(n == 2 for n in repeated.values())
+    assert len(repeated) <= THREADS * DEFAULT_BATCH and all(n == 2 for n in repeated.values())
     retried = [d for d in rows.values() if d.attempts > 1]
-    print(
-        "DIAG",
-        arrived_before_kill,
-        len(receipts),
-        repeated,
-        len(retried),
-        time.monotonic() - deadline + BOUND_S,
-    )
     assert {f"{d.coupon_id}:webhook" for d in retried} >= set(repeated)
