@@ -40,8 +40,6 @@ def upgrade() -> None:
             "uq_deliveries_coupon_channel_kind", ["coupon_id", "channel", "kind"]
         )
         batch_op.create_index("ix_deliveries_due", ["status", "due_at"], unique=False)
-    with op.batch_alter_table("coupons", schema=None) as batch_op:
-        batch_op.create_index("ix_coupons_status_expires", ["status", "expires_at"], unique=False)
 
 
 def downgrade() -> None:
