@@ -112,8 +112,11 @@ class DeliveryScheduler:
         self.tick()
 
     def shutdown(self, wait: bool = True) -> None:
+        # Stop leading without calling into APScheduler under our lock: a running job may be
+        # waiting for that lock, and APScheduler's shutdown drops the in-memory jobs anyway.
         with self._lock:
-            self._step_down()
+            self.leading = False
+            self._queued.clear()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
         self.lease.release()
