@@ -103,6 +103,11 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
         runtime.stop()
 
 
+# An answer that never ends by design (a live feed without max_events) cannot be fuzzed here;
+# its own tests read a bounded stream (tests/api/test_holdout_funnel.py).
+ENDLESS = frozenset({"/v1/manager/events/stream"})
+
+
 def _fuzz(operation: Any, credentials: Credentials, mode: GenerationMode, examples: int) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
@@ -130,6 +135,8 @@ def test_every_operation_answers_as_documented(
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        if operation.path in ENDLESS:
+            continue
         examples = FUZZ_EXAMPLES if mode is GenerationMode.POSITIVE else FUZZ_EXAMPLES * 2 // 5
         try:
             _fuzz(operation, credentials, mode, examples)
