@@ -68,7 +68,11 @@ def verify_webhook_signature(
     if abs(now.timestamp() - timestamp) > tolerance_s:
         return False
     expected = sign_webhook(secret, timestamp, body).partition(",v1=")[2]
-    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+    # bytes: compare_digest refuses str with non-ASCII characters (a forged header may have them)
+    return any(
+        hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "replace"))
+        for candidate in candidates
+    )
 
 
 def build_webhook_body(message: OfferMessage) -> dict[str, Any]:

@@ -77,7 +77,7 @@ def open_url(base_url: str, secret: str, coupon_id: str) -> str:
 def open_coupon(token: str, session: SessionDep, runtime: RuntimeDep) -> HTMLResponse:
     coupon_id, _, _ = token.partition(".")
     secret = runtime.settings.secret_key.get_secret_value()
-    if not hmac.compare_digest(token, open_token(secret, coupon_id)):
+    if not hmac.compare_digest(token.encode(), open_token(secret, coupon_id).encode()):
         raise NotFound("unknown link")
     now: datetime = runtime.clock.now()
     if not FunnelQueries(session).record_open(coupon_id, now, "link"):

@@ -227,3 +227,9 @@ def test_adaptive_selection_learns_from_redemptions(make_engine_api: Any) -> Non
         later[coupon["discount_text"]] += 1
     assert min(by_offer.values()) >= 3  # both variants were tried in the even split
     assert later["50% off"] >= 10, later  # B's posterior is far ahead: A rarely wins a draw
+
+
+def test_a_tracked_link_with_a_foreign_token_is_404_not_500(engine_api: Engine) -> None:
+    for token in ("cpn_x.\u00e9t\u00e9", "nothing", "a.b"):
+        response = engine_api.client.get(f"/o/{token}")
+        assert response.status_code == 404, (token, response.text)
