@@ -104,6 +104,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 422, "invalid_request", "the request body could not be read: send UTF-8 JSON"
             )
+        if exc.status_code == 400 and str(exc.detail).startswith("Invalid multipart"):
+            # Starlette's answer to a broken multipart upload: an invalid body like any other.
+            return error_response(
+                422, "invalid_request", f"the upload could not be read: {exc.detail}"
+            )
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status_code, "http_error"
         )

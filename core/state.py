@@ -338,6 +338,8 @@ class RedisHotState:
             return []
 
         def run() -> list[Any]:
+            if self._cluster:  # redis-py's cluster pipeline refuses scripts: one call per slot
+                return [self._incr(keys=[self._k(key)], args=[1, ttl_s]) for key in keys]
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
                 self._incr(keys=[self._k(key)], args=[1, ttl_s], client=pipe)

@@ -148,6 +148,7 @@ def test_console_login_campaign_track_and_funnel(served: Served, tmp_path: Path)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.set_default_timeout(60_000)  # a loaded 2-core CI machine renders slowly
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
@@ -207,7 +208,7 @@ def test_console_login_campaign_track_and_funnel(served: Served, tmp_path: Path)
             served.clock.advance(timedelta(seconds=130))
             issued += served.ping(device, *STORE)["coupons"]
             assert len(issued) == 1  # entered (offer), dwelt (capped at one a day)
-            page.wait_for_selector("#feed-items li:has-text('issued')", timeout=15_000)
+            page.wait_for_selector("#feed-items li:has-text('issued')", timeout=60_000)
 
             page.click("a[href='#analytics']")
             page.select_option("#analytics-campaign", label="Books at lunch")
