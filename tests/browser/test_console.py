@@ -177,6 +177,9 @@ def test_console_login_campaign_track_and_funnel(served: Served, tmp_path: Path)
             page.click("#import-form button[type=submit]")
             page.wait_for_selector("#status:has-text('import: 1 created')")
             # the fences are drawn by Leaflet with no tile server
+            page.wait_for_function(
+                "document.querySelectorAll('#map path.leaflet-interactive').length === 2"
+            )  # the map redraws after the import's answer
             assert page.locator("#map path.leaflet-interactive").count() == 2
             assert page.locator("#map img.leaflet-tile").count() == 0
             stores = served.http.get("/v1/manager/stores", headers=MANAGER).json()["items"]

@@ -126,6 +126,8 @@ def cluster(postgres_available: str, redis_available: str, mail: SmtpInbox) -> I
         "OFFER_ENGINE_REDIS_KEY_PREFIX": prefix,
         "OFFER_ENGINE_SMTP_PORT": str(mail.port),  # type: ignore[attr-defined]
         "OFFER_ENGINE_FENCE_INDEX_CHECK_S": "0.2",
+        # every shopper is treated: the holdout would keep a deterministic few from an offer
+        "OFFER_ENGINE_DEFAULT_HOLDOUT_SHARE": "0",
     }
     # one active scheduler, in the first process
     envs = [{**env, "OFFER_ENGINE_RUN_SCHEDULER": str(i == 0).lower()} for i in range(PROCESSES)]
