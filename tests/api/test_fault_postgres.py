@@ -44,6 +44,7 @@ def engine_on_private_postgres(
         database_url=private_postgres.url,
         smtp_port=port,
         run_scheduler=False,
+        default_holdout_share=0.0,  # this shopper must be treated: no holdout draw
     )
     runtime = Runtime.build(settings, clock=clock)
     runtime.start()
