@@ -155,6 +155,8 @@ async def _walk(
                 "name": "Morning walk-by",
                 "store_ids": store_ids[:3],
                 "daily_cap_per_shopper": 3,
+                # One shopper walks: a holdout draw would withhold every offer one run in ten.
+                "holdout_share": 0,
                 "offer": {
                     "title": "Come in now",
                     "body": "You are just around the corner.",

@@ -137,6 +137,8 @@ def replay(
         discount_text="20% off",
         valid_minutes=15,
         daily_cap_per_shopper=100,
+        # One simulated shopper: a holdout draw would withhold every offer of a run.
+        holdout_share=0,
     )
     first = track.fixes[0].at + shift
     if set_clock is not None:
