@@ -86,6 +86,9 @@ def run_demo(data_dir: str) -> int:
         redis_url=None,
         email_backend=EmailBackend.FILE,
         email_file_dir=folder / "outbox",
+        # The walk moves the manual clock about 7 minutes in a second or two, faster than the
+        # scheduler's real-time heartbeat renews its lease: a lease that long outlives the walk.
+        scheduler_lease_ttl_s=600,
     )
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     runtime = Runtime.build(settings, clock=clock)

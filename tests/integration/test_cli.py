@@ -45,6 +45,8 @@ def test_demo_prints_the_whole_path_and_can_run_again(tmp_path: Path) -> None:
         ):
             assert needle in out, f"{needle!r} missing from demo output:\n{out}"
         assert "in this process only" in done.stderr  # it says hot state is not shared
+        # Every coupon was sent under the one lease the demo's scheduler took at the start.
+        assert "lease scheduler lost" not in done.stdout + done.stderr
     emails = list((tmp_path / "demo" / "outbox").glob("*.eml"))
     assert len(emails) == 3
 
