@@ -335,6 +335,23 @@ class NoticeIn(Strict):
 
 
 class NoticeOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "ntc_2b7e1c0d9f8a4e3b6c5d4a3f2e1d0c9b",
+                    "purpose": "marketing_offers",
+                    "version": "offers-2026-11",
+                    "language": "en",
+                    "text": "We send you short-lived offers by the channels you choose.",
+                    "content_hash": "9f2c41d07be35a6e8d1f0c2b4a6e8d0f"
+                    "1c3e5a7b9d2f4a6c8e0b2d4f6a8c0e2a",
+                    "published_at": "2026-11-01T08:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: str
     purpose: str
     version: str
@@ -348,6 +365,19 @@ class NoticeOut(BaseModel):
 
 
 class DeviceIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_ref": "app-user-5f3a9c",
+                    "platform": "android",
+                    "push_token": "fcm-registration-token",
+                    "email": "shopper@example.com",
+                }
+            ]
+        }
+    )
+
     customer_ref: str = Field(
         min_length=1, max_length=200, description="the app's own pseudonymous id"
     )
@@ -357,6 +387,19 @@ class DeviceIn(Strict):
 
 
 class DeviceOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "device_id": "dev_4f1c2a9e0b7d4c3e8a6f5b2d1c0e9f8a",
+                    "subject_id": "sub_9a8b7c6d5e4f40312a1b2c3d4e5f6071",
+                    "token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+                    "token_expires_at": "2026-12-23T09:00:00Z",
+                }
+            ]
+        }
+    )
+
     device_id: str
     subject_id: str
     token: str
@@ -364,6 +407,19 @@ class DeviceOut(BaseModel):
 
 
 class ConsentIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "purpose": "marketing_offers",
+                    "channel": "email",
+                    "granted": True,
+                    "notice_version": "offers-2026-11",
+                }
+            ]
+        }
+    )
+
     purpose: Purpose
     channel: Channel | None = None
     granted: bool
@@ -371,6 +427,23 @@ class ConsentIn(Strict):
 
 
 class ConsentOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "purpose": "marketing_offers",
+                    "channel": "email",
+                    "state": "pending_confirmation",
+                    "event_id": 1042,
+                    "event_hash": "5ae65faa09b8c1d2e3f405162738495a"
+                    "6b7c8d9e0f1a2b3c4d5e6f708192a3b4",
+                    "occurred_at": "2026-11-23T09:00:00Z",
+                    "valid_until": "2027-11-23T09:00:00Z",
+                }
+            ]
+        }
+    )
+
     purpose: str
     channel: str | None
     state: str
@@ -397,6 +470,34 @@ class PingIn(Strict):
 
 
 class PingBatchIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "pings": [
+                        {
+                            "id": "fix-000181",
+                            "lon": 24.9414,
+                            "lat": 60.1699,
+                            "accuracy_m": 8,
+                            "speed_mps": 1.4,
+                            "heading_deg": 92,
+                            "mock": False,
+                            "recorded_at": "2026-11-23T09:00:00Z",
+                        },
+                        {
+                            "id": "fix-000182",
+                            "lon": 24.9416,
+                            "lat": 60.1699,
+                            "accuracy_m": 9,
+                            "recorded_at": "2026-11-23T09:00:10Z",
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
     pings: list[PingIn] = Field(min_length=1, max_length=1000)
 
 
@@ -425,6 +526,42 @@ class CouponOut(BaseModel):
 
 
 class PingResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": 2,
+                    "ignored": {},
+                    "consent_event_id": 1041,
+                    "events": [
+                        {
+                            "id": "ev_3c2b1a09f8e7d6c5b4a3928170615243",
+                            "kind": "enter",
+                            "store_id": "st_68313f0e591961edd2c8eb14c1168a86",
+                            "fence_id": "fn_0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                            "occurred_at": "2026-11-23T09:00:10Z",
+                            "details": {},
+                            "eligible": True,
+                            "reason": None,
+                        }
+                    ],
+                    "coupons": [
+                        {
+                            "coupon_id": "cpn_6ae8a96d53bdf476ea0861b3726a94cd",
+                            "code": "3KTNE-FX3SM",
+                            "title": "Coffee break",
+                            "discount_text": "30% off",
+                            "store_id": "st_68313f0e591961edd2c8eb14c1168a86",
+                            "expires_at": "2026-11-23T09:15:10Z",
+                            "remaining_s": 900,
+                            "channels": ["push"],
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     accepted: int
     ignored: dict[str, int] = Field(
         default_factory=dict,

@@ -47,7 +47,7 @@ class InboxCouponOut(BaseModel):
                     "issued_at": INSTANT,
                     "expires_at": "2026-11-23T09:15:00Z",
                     "remaining_s": 840,
-                    "opened_at": None,
+                    "opened_at": "2026-11-23T09:01:10Z",
                 }
             ]
         }

@@ -345,9 +345,19 @@ class DeliveryRepository:
                     SchedulerLease.expires_at > now,
                 )
             )
+        # Rows are locked in id order and rows another claimer holds are skipped: two batches
+        # that share deliveries (a sweep re-enqueueing one already queued) never deadlock, and
+        # the later one simply does not get what the first took. SQLite ignores FOR UPDATE (its
+        # writers are serialised anyway).
+        claimable = (
+            select(Delivery.id)
+            .where(*conditions)
+            .order_by(Delivery.id)
+            .with_for_update(skip_locked=True, of=Delivery)
+        )
         result = self.session.execute(
             update(Delivery)
-            .where(*conditions)
+            .where(Delivery.id.in_(claimable.scalar_subquery()), *conditions)
             .values(
                 status=DeliveryStatus.SENDING.value,
                 claimed_until=lease_until,

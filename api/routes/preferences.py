@@ -6,7 +6,14 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from api.deps import DeviceDep, RuntimeDep, SessionDep
 from api.errors import ErrorResponse
@@ -57,6 +64,19 @@ class QuietHours(Strict):
 
 
 class PreferencesIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "categories": ["coffee", "books"],
+                    "quiet_hours": {"start": "21:00", "end": "08:00"},
+                    "timezone": "Europe/Helsinki",
+                    "max_offers_per_day": 3,
+                }
+            ]
+        }
+    )
+
     categories: list[Category] | None = Field(
         default=None,
         max_length=MAX_CATEGORIES,
@@ -82,6 +102,20 @@ class PreferencesIn(Strict):
 
 
 class PreferencesOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "categories": ["coffee", "books"],
+                    "quiet_hours": {"start": "21:00", "end": "08:00"},
+                    "timezone": "Europe/Helsinki",
+                    "max_offers_per_day": 3,
+                    "updated_at": "2026-11-23T09:00:00Z",
+                }
+            ]
+        }
+    )
+
     categories: list[str] | None
     quiet_hours: QuietHours | None
     timezone: str

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from api import schemas, schemas_sdk
 from api.openapi_doc import AUDIENCES, current_document
+from api.routes import preferences
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 REGENERATE = "offer-engine openapi --out docs/openapi.json"
@@ -37,3 +40,40 @@ def test_every_operation_has_one_audience_and_error_bodies() -> None:
             assert set(content["example"]["error"]) == {"code", "message"}, (where, status)
     sdk = {p for p, _, op in operations if op["tags"] == ["sdk"]}
     assert {"/v1/sdk/devices/token", "/v1/sdk/fences/nearest", "/v1/sdk/me/data"} <= sdk
+
+
+def _component(spec: dict[str, Any], schema: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    ref = schema.get("$ref") or (schema.get("items") or {}).get("$ref")
+    if ref is None:
+        return None
+    name = ref.rsplit("/", 1)[-1]
+    return name, spec["components"]["schemas"][name]
+
+
+def test_every_sdk_body_has_an_example_the_app_accepts() -> None:
+    """A mobile developer reads the SDK's bodies from their examples: each request and success
+    body has one, and each example is valid for the model that serves it."""
+    spec = json.loads(current_document())
+    checked: set[str] = set()
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if op["tags"] != ["sdk"]:
+                continue
+            media = [op.get("requestBody", {}).get("content", {}).get("application/json")]
+            media += [
+                r.get("content", {}).get("application/json")
+                for s, r in op["responses"].items()
+                if s.startswith("2")
+            ]
+            for content in filter(None, media):
+                found = _component(spec, content["schema"])
+                if found is None:
+                    continue
+                name, schema = found
+                assert schema.get("examples"), f"{method.upper()} {path}: {name} has no example"
+                modules = (schemas, schemas_sdk, preferences)
+                [model] = [getattr(m, name) for m in modules if hasattr(m, name)]
+                for example in schema["examples"]:
+                    model.model_validate(example)
+                checked.add(name)
+    assert {"DeviceIn", "PingBatchIn", "PingResult", "ConsentIn", "ConsentOut"} <= checked

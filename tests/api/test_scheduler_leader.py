@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from core.db import transaction
 from offers.lease import LeaderLease
 from offers.models import Delivery, SchedulerLease
 from offers.repository import DeliveryRepository
 from tests.api.conftest import INSIDE, Engine, EngineFactory
+from tests.conftest import Stack
 
 TTL = timedelta(seconds=120)
 # Real heartbeats far apart: the test moves the clock and calls tick() itself.
@@ -120,3 +122,28 @@ def test_deliveries_written_by_a_non_leader_are_sent_by_the_leader(
     assert first.runtime.scheduler.sweep() == 1  # the leader's sweep finds the row
     report = first.next_report()
     assert report.status == "sent" and report.delivery_id == delivery.id
+
+
+def test_a_claim_skips_deliveries_another_transaction_holds_instead_of_waiting(
+    make_engine_api: EngineFactory, stack: Stack
+) -> None:
+    """Claims lock rows in id order and skip locked ones: a batch that shares deliveries with one
+    being claimed or swept elsewhere takes the rest at once, so claimers can never deadlock."""
+    if stack.name != "postgres-redis":
+        pytest.skip("SQLite serialises writers: a second writer waits for the database lock")
+    engine = make_engine_api(run_scheduler=False)
+    store = engine.create_store()
+    engine.create_campaign([store["id"]])
+    for n in range(2):
+        engine.ping(engine.shopper(email=f"s{n}@example.com", customer=f"c-{n}"), INSIDE)
+    held, free = sorted(d.id for d in _deliveries(engine))
+    sessions, clock = engine.runtime.sessions, engine.clock
+    now = clock.now()
+    with transaction(sessions) as other:  # another claimer holds one row, uncommitted
+        other.execute(select(Delivery).where(Delivery.id == held).with_for_update())
+        with transaction(sessions) as session:
+            session.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail here
+            taken = DeliveryRepository(session).claim_many([free, held], now, now + TTL)
+        assert taken == [free]
+    with transaction(sessions) as session:  # once released, the held one is claimable
+        assert DeliveryRepository(session).claim_many([free, held], now, now + TTL) == [held]
