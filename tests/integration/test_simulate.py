@@ -97,6 +97,33 @@ def test_replays_the_liverpool_track_with_imported_stores(tmp_path: Path) -> Non
     assert len(sleeps) == summary.batches - 1 and max(sleeps) < 0.01
 
 
+@needs_data
+def test_the_simulate_command_replays_the_track_with_stores_from_a_file(tmp_path: Path) -> None:
+    """``offer-engine simulate --track … --stores FILE``, embedded, as a person types it."""
+    stores, _ = _stores_file(tmp_path)
+    result = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            "--track",
+            str(TRACK_CSV),
+            "--trip",
+            "1105",
+            "--stores",
+            str(stores),
+            "--speedup",
+            "0",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    counts = dict(re.findall(r"(\w+ events|coupons)\s+│\s+(\d+)", result.output))
+    # the two stores on the route: entered, left and a coupon each; the off-route one never
+    assert counts["enter events"] == "2" and counts["exit events"] == "2", result.output
+    assert counts["coupons"] == "2", result.output
+    assert "154 / 154" in result.output
+
+
 def test_simulate_refuses_a_missing_track(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", "--track", str(tmp_path / "none.csv")])
     assert result.exit_code == 2 and "no track file" in result.output
