@@ -198,6 +198,10 @@ class VariantPatch(Strict):
     body: str | None = Field(default=None, min_length=1, max_length=2000)
     discount_text: str | None = Field(default=None, min_length=1, max_length=100)
     valid_minutes: int | None = Field(default=None, ge=1, le=1440)
+    validity_rule: Literal["fixed", "travel"] | None = None
+    decision_window_minutes: RuleMinutes | None = None
+    max_valid_minutes: RuleMinutes | None = None
+    discount_amount: int | None = Field(default=None, ge=0, le=1_000_000_000)
     weight: int | None = Field(default=None, ge=0, le=1000)
     active: bool | None = None
 

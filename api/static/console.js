@@ -41,6 +41,22 @@ function pager(name, reload) {
   box.replaceChildren(prev, info, next);
 }
 
+const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+// The same range on every day, or null when either end is blank.
+function everyDay(from, until) { return from && until ? Object.fromEntries(DAYS.map((d) => [d, [[from, until]]])) : null; }
+// The range of a schedule that is the same every day (what the console edits), else blanks.
+function dailyRange(hours) {
+  const ranges = hours ? DAYS.map((d) => JSON.stringify(hours[d] || [])) : [];
+  const [first] = ranges;
+  if (!first || !ranges.every((r) => r === first)) return ["", ""];
+  const parsed = JSON.parse(first);
+  return parsed.length === 1 ? parsed[0] : ["", ""];
+}
+// <input type="datetime-local"> holds UTC here: "2026-11-23T09:00" <-> "2026-11-23T09:00:00Z".
+const toUtc = (local) => (local ? `${local}:00Z` : null);
+const fromUtc = (iso) => (iso ? iso.slice(0, 16) : "");
+const numberOrNull = (input) => (input.value.trim() === "" ? null : Number(input.value));
+
 // --- map and stores ----------------------------------------------------------------------
 let map, fenceLayer;
 async function setupMap() {
@@ -62,6 +78,8 @@ async function addStore(event) {
   const body = { name: f.name.value.trim(), timezone: f.timezone.value.trim(),
     tags: f.tags.value.split(",").map((t) => t.trim()).filter(Boolean),
     fence: { lon: Number(f.lon.value), lat: Number(f.lat.value), radius_m: Number(f.radius_m.value) } };
+  const hours = everyDay(f.opens.value, f.closes.value);
+  if (hours) body.opening_hours = hours;
   await act(async () => {
     await api("/v1/manager/stores", { method: "POST", body: JSON.stringify(body) });
     event.target.reset();
@@ -117,6 +135,8 @@ async function loadStores() {
     save.textContent = "Save"; save.setAttribute("aria-label", `Save tags of ${s.name}`);
     save.onclick = () => saveTags(s, input);
     tagCell.append(input, " ", save);
+    const [opens, closes] = dailyRange(s.opening_hours);
+    cell(tr, !s.opening_hours ? "always open" : opens ? `${opens}–${closes} daily` : "by day (see API)");
     cell(tr, s.fences.map((f) => f.kind).join(", ")); cell(tr, s.id);
     rows.append(tr);
   }
@@ -180,13 +200,27 @@ function variantFields(v = {}) {
   const box = document.createElement("div"); box.className = "variant";
   const fields = [["name", "Variant name", v.name || "A"], ["title", "Title template", v.title || ""],
     ["body", "Body template", v.body || ""], ["discount_text", "Discount", v.discount_text || ""],
-    ["valid_minutes", "Valid minutes", v.valid_minutes || 15], ["weight", "Weight", v.weight ?? 1]];
+    ["valid_minutes", "Valid minutes", v.valid_minutes || 15], ["weight", "Weight", v.weight ?? 1],
+    ["discount_amount", "Cost of one coupon (minor units, for the liability budget)", v.discount_amount ?? 0]];
   for (const [name, text, value] of fields) {
     const label = document.createElement("label"); label.textContent = `${text} `;
     const input = document.createElement("input"); input.name = `v_${name}`; input.value = value; input.required = true;
-    if (name === "valid_minutes" || name === "weight") { input.type = "number"; input.min = name === "weight" ? 0 : 1; }
+    if (["valid_minutes", "weight", "discount_amount"].includes(name)) {
+      input.type = "number"; input.min = name === "valid_minutes" ? 1 : 0;
+    }
     label.append(input); box.append(label);
   }
+  const ruleLabel = document.createElement("label"); ruleLabel.textContent = "Validity ";
+  const rule = document.createElement("select"); rule.name = "v_validity_rule";
+  rule.append(new Option("fixed: valid minutes", "fixed"), new Option("sized to travel (pass-by ETA + valid minutes)", "travel"));
+  rule.value = v.validity_rule || "fixed"; ruleLabel.append(rule); box.append(ruleLabel);
+  const capLabel = document.createElement("label"); capLabel.textContent = "At most, minutes (needed for travel) ";
+  const cap = document.createElement("input"); cap.name = "v_max_valid_minutes"; cap.type = "number"; cap.min = 1; cap.max = 1440;
+  cap.value = v.max_valid_minutes ?? ""; capLabel.append(cap); box.append(capLabel);
+  const label = document.createElement("label");
+  const active = document.createElement("input"); active.type = "checkbox"; active.name = "v_active";
+  active.checked = v.active ?? true;
+  label.append(active, " Active (an inactive variant is never chosen)"); box.append(label);
   if (v.id) box.dataset.id = v.id;
   $("#variants").append(box);
 }
@@ -207,6 +241,12 @@ function openEditor(c) {
     form.elements.holdout_share.value = c.holdout_share;
     form.elements.visit_window_minutes.value = c.visit_window_minutes;
     form.elements.selection.value = c.selection;
+    form.elements.starts_at.value = fromUtc(c.starts_at);
+    form.elements.ends_at.value = fromUtc(c.ends_at);
+    [form.elements.active_from.value, form.elements.active_until.value] = dailyRange(c.active_hours);
+    form.elements.store_cooldown_minutes.value = c.store_cooldown_minutes;
+    form.elements.max_coupons.value = c.budget?.max_coupons ?? "";
+    form.elements.max_liability.value = c.budget?.max_liability ?? "";
     c.offers.forEach(variantFields);
   } else variantFields();
   form.elements.name.focus();
@@ -216,9 +256,15 @@ function readVariants() {
   return [...document.querySelectorAll("#variants .variant")].map((box) => {
     const get = (n) => box.querySelector(`[name="v_${n}"]`).value;
     return { id: box.dataset.id, name: get("name"), title: get("title"), body: get("body"),
-      discount_text: get("discount_text"), valid_minutes: Number(get("valid_minutes")), weight: Number(get("weight")) };
+      discount_text: get("discount_text"), valid_minutes: Number(get("valid_minutes")), weight: Number(get("weight")),
+      discount_amount: Number(get("discount_amount")), validity_rule: get("validity_rule"),
+      max_valid_minutes: numberOrNull(box.querySelector('[name="v_max_valid_minutes"]')),
+      active: box.querySelector('[name="v_active"]').checked };
   });
 }
+
+// A new variant starts active; VariantIn has no such field.
+function withoutActive({ active, ...v }) { return v; }
 
 async function saveCampaign(event) {
   event.preventDefault();
@@ -234,16 +280,27 @@ async function saveCampaign(event) {
     visit_window_minutes: Number(f.visit_window_minutes.value),
     selection: f.selection.value,
   };
+  const rules = {
+    starts_at: toUtc(f.starts_at.value), ends_at: toUtc(f.ends_at.value),
+    active_hours: everyDay(f.active_from.value, f.active_until.value),
+    store_cooldown_minutes: numberOrNull(f.store_cooldown_minutes),
+    max_coupons: numberOrNull(f.max_coupons), max_liability: numberOrNull(f.max_liability),
+  };
   const variants = readVariants();
   await act(async () => {
     if (!f.id.value) {
-      await api("/v1/manager/campaigns", { method: "POST", body: JSON.stringify({ ...body, variants: variants.map(({ id, ...v }) => v) }) });
+      const created = variants.map(({ id, ...v }) => withoutActive(v));
+      await api("/v1/manager/campaigns", { method: "POST", body: JSON.stringify({ ...body, ...rules, variants: created }) });
     } else {
       const id = f.id.value;
       await api(`/v1/manager/campaigns/${id}`, { method: "PATCH", body: JSON.stringify(body) });
-      for (const { id: offerId, ...v } of variants) {
-        if (offerId) await api(`/v1/manager/campaigns/${id}/variants/${offerId}`, { method: "PATCH", body: JSON.stringify(v) });
-        else await api(`/v1/manager/campaigns/${id}/variants`, { method: "POST", body: JSON.stringify(v) });
+      await api(`/v1/manager/campaigns/${id}/rules`, { method: "PATCH", body: JSON.stringify(rules) });
+      // New variants first: a campaign keeps an active variant while an old one is switched off.
+      for (const { id: offerId, ...v } of variants.filter((x) => !x.id)) {
+        await api(`/v1/manager/campaigns/${id}/variants`, { method: "POST", body: JSON.stringify(withoutActive(v)) });
+      }
+      for (const { id: offerId, ...v } of variants.filter((x) => x.id)) {
+        await api(`/v1/manager/campaigns/${id}/variants/${offerId}`, { method: "PATCH", body: JSON.stringify(v) });
       }
     }
     form.hidden = true;
