@@ -269,7 +269,7 @@ def test_console_sets_hours_schedule_budget_and_variants(served: Served) -> None
             page.wait_for_selector("#store-rows td:has-text('Harbour Books')")
             [store] = served.http.get("/v1/manager/stores", headers=MANAGER).json()["items"]
             assert store["opening_hours"] == every_day("09:00", "18:00")
-            assert "09:00–18:00 daily" in page.inner_text("#store-rows")
+            assert "09:00\u201318:00 daily" in page.inner_text("#store-rows")
 
             page.click("#new-campaign")
             form = "#campaign-form"
