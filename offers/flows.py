@@ -141,6 +141,7 @@ class PingIngestor:
             picker=self.picker,
             holdout_secret=self.holdout_secret,
         )
+        issuer.prefetch({e.store_id for e in events if e.kind in OFFER_TRIGGERS})
         coupons: list[IssuedCoupon] = []
         for event in events:
             if event.kind in OFFER_TRIGGERS and event.eligible:

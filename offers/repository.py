@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, and_, cast, exists, func, or_, select, update
@@ -97,30 +97,49 @@ class CampaignRepository:
     ) -> list[tuple[Campaign, list[Offer]]]:
         """Active campaigns that target the store by id or by one of its tags, with their
         variants (oldest campaign first)."""
-        linked = set(
-            self.session.scalars(
-                select(CampaignStore.campaign_id).where(CampaignStore.store_id == store_id)
+        return self.campaigns_for_stores({store_id: store_tags})[store_id]
+
+    def campaigns_for_stores(
+        self, stores: Mapping[str, Sequence[str]]
+    ) -> dict[str, list[tuple[Campaign, list[Offer]]]]:
+        """``campaigns_for_store`` for several stores (id -> tags) in three statements."""
+        found: dict[str, list[tuple[Campaign, list[Offer]]]] = {s: [] for s in stores}
+        if not stores:
+            return found
+        linked: dict[str, set[str]] = {}
+        for store_id, campaign_id in self.session.execute(
+            select(CampaignStore.store_id, CampaignStore.campaign_id).where(
+                CampaignStore.store_id.in_(list(stores))
             )
-        )
-        tags = set(store_tags)
+        ):
+            linked.setdefault(campaign_id, set()).add(store_id)
         query = select(Campaign).where(Campaign.status == "active")
-        if not tags:  # an untagged store: only campaigns that name it
+        if not any(stores.values()):  # untagged stores: only campaigns that name them
             query = query.where(Campaign.id.in_(list(linked)))
-        campaigns = [
-            c
-            for c in self.session.scalars(query.order_by(Campaign.created_at, Campaign.id))
-            if c.id in linked or tags.intersection(c.store_tags or [])
-        ]
-        if not campaigns:
-            return []
-        offers: dict[str, list[Offer]] = {c.id: [] for c in campaigns}
+        reach: list[tuple[Campaign, list[str]]] = []
+        for campaign in self.session.scalars(query.order_by(Campaign.created_at, Campaign.id)):
+            wanted = set(campaign.store_tags or [])
+            targets = [
+                s
+                for s, tags in stores.items()
+                if s in linked.get(campaign.id, ()) or wanted & set(tags)
+            ]
+            if targets:
+                reach.append((campaign, targets))
+        if not reach:
+            return found
+        offers: dict[str, list[Offer]] = {c.id: [] for c, _ in reach}
         for offer in self.session.scalars(
             select(Offer)
             .where(Offer.campaign_id.in_(list(offers)))
             .order_by(Offer.created_at, Offer.name)
         ):
             offers[offer.campaign_id].append(offer)
-        return [(c, offers[c.id]) for c in campaigns if offers[c.id]]
+        for campaign, targets in reach:
+            if offers[campaign.id]:
+                for store_id in targets:
+                    found[store_id].append((campaign, offers[campaign.id]))
+        return found
 
 
 class CampaignBudget:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent.domain import Channel, ConsentDecision, Purpose
 from consent.gate import ConsentGate
 from consent.models import Device
-from consent.preferences import PreferencesRepository
+from consent.preferences import OfferPreferences, PreferencesRepository
 from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
@@ -117,6 +118,32 @@ class OfferIssuer:
         self.limits = limits or IssueLimits()
         self.gate = ConsentGate(session, state)
         self.counter = IssueCounter(session, state)
+        # One issuer serves one batch in one transaction: what the triggers of the batch share
+        # (their stores' campaigns, the shopper's preferences) is read once.
+        self._campaigns: dict[str, list[tuple[Campaign, list[Offer]]]] = {}
+        self._preferences: dict[str, OfferPreferences] = {}
+        self._stores: dict[str, Store] = {}
+
+    def prefetch(self, store_ids: Collection[str]) -> None:
+        """Read the stores and their live campaigns for the coming triggers at once."""
+        wanted = [s for s in store_ids if s not in self._campaigns]
+        if not wanted:
+            return
+        for store in self.session.scalars(select(Store).where(Store.id.in_(wanted))):
+            self._stores[store.id] = store
+        tags = {s: list(self._stores[s].tags or []) for s in wanted if s in self._stores}
+        self._campaigns.update(CampaignRepository(self.session).campaigns_for_stores(tags))
+        for store_id in wanted:  # a store gone meanwhile serves no campaign
+            self._campaigns.setdefault(store_id, [])
+
+    def _store(self, store_id: str) -> Store | None:
+        self.prefetch([store_id])
+        return self._stores.get(store_id)
+
+    def _prefs(self, subject_id: str) -> OfferPreferences:
+        if subject_id not in self._preferences:
+            self._preferences[subject_id] = PreferencesRepository(self.session).get(subject_id)
+        return self._preferences[subject_id]
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
         return self.on_trigger(event, device, now)
@@ -152,7 +179,7 @@ class OfferIssuer:
                     anonymous=True,
                 )
             return []
-        prefs = PreferencesRepository(self.session).get(event.subject_id)
+        prefs = self._prefs(event.subject_id)
         if targeted and prefs.quiet_at(now):
             self._drop(
                 event, marketing, now, "quiet_hours", {"quiet_hours": prefs.describe_quiet()}
@@ -166,7 +193,7 @@ class OfferIssuer:
                     now=now,
                 )
             return []
-        store = self.session.get(Store, event.store_id)
+        store = self._store(event.store_id)
         if store is None:
             return []
         eta_s = _remaining_eta(event, now)
@@ -273,7 +300,7 @@ class OfferIssuer:
         self.session.flush()
         self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
         deliveries = self._queue_deliveries(coupon, device, now)
-        store = self.session.get(Store, event.store_id)
+        store = self._store(event.store_id)
         context = TemplateContext(
             store=store.name if store else "",
             discount=offer.discount_text,
@@ -322,13 +349,10 @@ class OfferIssuer:
             )
 
     def _targeted(self, event: FenceEvent, now: datetime) -> list[tuple[Campaign, list[Offer]]]:
-        store = self.session.get(Store, event.store_id)
-        tags = list(store.tags or []) if store is not None else []
+        self.prefetch([event.store_id])
         return [
             (c, offers)
-            for c, offers in CampaignRepository(self.session).campaigns_for_store(
-                event.store_id, tags
-            )
+            for c, offers in self._campaigns[event.store_id]
             # the campaign's window is checked per campaign, so a refusal names it
             if event.kind in (c.triggers or ["enter"])
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from offers.repository import CampaignRepository
 from tests.api.conftest import INSIDE, MANAGER, OUTSIDE, STORE_LAT, STORE_LON, Engine
 from tests.conftest import text_of
 
@@ -208,3 +209,46 @@ def test_lists_filter_and_paginate(engine_api: Engine) -> None:
         "/v1/manager/audit", headers=MANAGER, params={"action": "campaign.", "limit": 2}
     ).json()
     assert audit["page"]["total"] == 6 and len(audit["items"]) == 2
+
+
+def test_campaigns_of_several_stores_at_once_match_each_store_alone(engine_api: Engine) -> None:
+    """The ping path reads the campaigns of every store a batch triggers in one go: the same
+    campaigns, in the same order, as store by store (by id, by tag, paused ones left out)."""
+    city = _tagged_store(engine_api, "City", ["city"])
+    plain = _tagged_store(engine_api, "Plain", [], lon=STORE_LON + 0.02)
+    mall = _tagged_store(engine_api, "Mall", ["mall", "city"], lon=STORE_LON + 0.04)
+    made = []
+    for store_ids, name, tags in (
+        ([plain["id"]], "Plain only", []),
+        ([city["id"], plain["id"]], "By id", []),
+        ([], "City tag", ["city"]),
+        ([mall["id"]], "Paused", []),
+    ):
+        engine_api.clock.advance(timedelta(seconds=1))  # oldest campaign first
+        made.append(engine_api.create_campaign(store_ids, name=name, store_tags=tags))
+    paused = made[-1]
+    assert (
+        engine_api.client.post(
+            f"/v1/manager/campaigns/{paused['id']}/pause", headers=MANAGER
+        ).status_code
+        == 200
+    )
+    stores = {city["id"]: ["city"], plain["id"]: [], mall["id"]: ["mall", "city"]}
+    with engine_api.runtime.sessions() as session:
+        repository = CampaignRepository(session)
+        together = repository.campaigns_for_stores(stores)
+        alone = {s: repository.campaigns_for_store(s, tags) for s, tags in stores.items()}
+
+        def names(found: dict[str, list[tuple[Any, Any]]]) -> dict[str, list[str]]:
+            return {s: [c.name for c, _ in pairs] for s, pairs in found.items()}
+
+        assert (
+            names(together)
+            == names(alone)
+            == {
+                city["id"]: ["By id", "City tag"],
+                plain["id"]: ["Plain only", "By id"],
+                mall["id"]: ["City tag"],
+            }
+        )
+        assert repository.campaigns_for_stores({}) == {}
