@@ -89,6 +89,21 @@ class FenceIn(Strict):
 
 
 class StoreIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Corner Cafe",
+                    "external_id": "osm-node-4412",
+                    "timezone": "Europe/Helsinki",
+                    "opening_hours": {"mon": [["08:00", "20:00"]], "sat": [["10:00", "16:00"]]},
+                    "tags": ["city", "cafe"],
+                    "fence": {"lon": 24.9414, "lat": 60.1699, "radius_m": 40},
+                }
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=200)
     external_id: str | None = Field(default=None, min_length=1, max_length=200)
     timezone: str = Field(default="UTC", min_length=1, max_length=64, examples=["Europe/Helsinki"])
@@ -102,6 +117,17 @@ class StoreIn(Strict):
 
 
 class StorePatch(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "tags": ["city", "cafe", "lunch"],
+                    "opening_hours": {"mon": [["08:00", "20:00"]], "sat": [["10:00", "16:00"]]},
+                }
+            ]
+        }
+    )
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     tags: list[Tag] | None = Field(default=None, max_length=20)
     opening_hours: dict[str, list[list[str]]] | None = None
@@ -146,6 +172,20 @@ def _template(value: str | None) -> str | None:
 
 
 class OfferIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "{discount} at {store}",
+                    "body": "Only until {expires_at}.",
+                    "discount_text": "30% off any coffee",
+                    "valid_minutes": 15,
+                    "discount_amount": 150,
+                }
+            ]
+        }
+    )
+
     title: str = Field(
         min_length=1,
         max_length=200,
@@ -188,11 +228,30 @@ VariantName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[A-Za
 
 
 class VariantIn(OfferIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "B",
+                    "title": "{store}: {discount}",
+                    "body": "Pop in within {minutes} minutes.",
+                    "discount_text": "2 for 1",
+                    "valid_minutes": 10,
+                    "validity_rule": "travel",
+                    "max_valid_minutes": 25,
+                    "weight": 1,
+                }
+            ]
+        }
+    )
+
     name: VariantName = "A"
     weight: int = Field(default=1, ge=0, le=1000, description="share under fixed selection")
 
 
 class VariantPatch(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"weight": 3, "active": True}]})
+
     name: VariantName | None = None
     title: str | None = Field(default=None, min_length=1, max_length=200)
     body: str | None = Field(default=None, min_length=1, max_length=2000)
@@ -209,6 +268,12 @@ class VariantPatch(Strict):
 
 
 class CampaignPatch(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"triggers": ["enter", "approaching"], "holdout_share": 0.1}]
+        }
+    )
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     store_ids: list[str] | None = Field(default=None, max_length=1000)
     store_tags: list[Tag] | None = Field(default=None, max_length=20)
@@ -223,6 +288,19 @@ class CampaignPatch(Strict):
 
 
 class CampaignRulesIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ends_at": "2026-12-31T20:00:00Z",
+                    "active_hours": {"mon": [["11:00", "14:00"]], "sat": [["10:00", "18:00"]]},
+                    "store_cooldown_minutes": 60,
+                    "max_coupons": 5000,
+                }
+            ]
+        }
+    )
+
     """Schedule, caps, cooldown and budget of a campaign (every field optional; null clears)."""
 
     starts_at: AwareDatetime | None = None
@@ -251,6 +329,31 @@ class CampaignRulesIn(Strict):
 
 
 class CampaignIn(CampaignRulesIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Lunch walk-by",
+                    "store_ids": ["st_68313f0e591961edd2c8eb14c1168a86"],
+                    "store_tags": ["city"],
+                    "triggers": ["enter", "approaching"],
+                    "daily_cap_per_shopper": 1,
+                    "category": "coffee",
+                    "starts_at": "2026-12-01T08:00:00Z",
+                    "active_hours": {"mon": [["11:00", "14:00"]]},
+                    "max_liability": 500000,
+                    "offer": {
+                        "title": "{discount} at {store}",
+                        "body": "Only until {expires_at}.",
+                        "discount_text": "30% off any coffee",
+                        "valid_minutes": 15,
+                        "discount_amount": 150,
+                    },
+                }
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=200)
     store_ids: list[str] = Field(default_factory=list, max_length=1000)
     store_tags: list[Tag] = Field(
@@ -332,6 +435,19 @@ class CampaignList(BaseModel):
 
 
 class NoticeIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "purpose": "marketing_offers",
+                    "version": "offers-2026-11",
+                    "language": "en",
+                    "text": "We send you short-lived offers by the channels you choose.",
+                }
+            ]
+        }
+    )
+
     purpose: Purpose
     version: str = Field(min_length=1, max_length=64, examples=["offers-2026-11"])
     language: str = Field(default="en", min_length=2, max_length=16)
@@ -581,6 +697,12 @@ class PingResult(BaseModel):
 
 
 class RedemptionIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"code": "3KTNE-FX3SM", "store_id": "st_68313f0e591961edd2c8eb14c1168a86"}]
+        }
+    )
+
     code: str = Field(min_length=4, max_length=32, examples=["ABCDE-12345"])
     store_id: str = Field(min_length=1, max_length=40)
 

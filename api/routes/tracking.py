@@ -9,7 +9,7 @@ from datetime import datetime
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from api.deps import RuntimeDep, SessionDep, require_pos
@@ -32,6 +32,18 @@ link_router = APIRouter(tags=["sdk"])
 
 
 class PurchaseIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_ref": "app-user-5f3a9c",
+                    "store_id": "st_68313f0e591961edd2c8eb14c1168a86",
+                    "occurred_at": "2026-11-23T12:40:00Z",
+                }
+            ]
+        }
+    )
+
     customer_ref: str = Field(
         min_length=1, max_length=200, description="the shopper's id as the app registered it"
     )
