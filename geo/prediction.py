@@ -115,23 +115,30 @@ def motion_of(
     return Motion(device_id, lon, lat, t, speed, heading, sigma, accuracy, eta_speed, fast, slow)
 
 
+# Corridor corners, along the heading (u, as a share of the length) and across it (v, as the
+# half-width at the start or at the end): (0,-w0) (L,-w1) (L,w1) (0,w0).
+_ALONG = np.array([0.0, 1.0, 1.0, 0.0])
+_ACROSS_START = np.array([-1.0, 0.0, 0.0, 1.0])
+_ACROSS_END = np.array([0.0, -1.0, 1.0, 0.0])
+
+
 def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
-    n = len(motions)
-    lon0 = np.array([m.lon for m in motions])
-    lat0 = np.array([m.lat for m in motions])
-    theta = np.radians([m.heading_deg for m in motions])
-    length = np.array([m.speed_mps for m in motions]) * rules.horizon_s
-    w0 = rules.base_width_m + np.array([m.accuracy_m for m in motions])
-    w1 = w0 + length * np.tan(np.radians([m.sigma_deg for m in motions]))
-    # Corners (along u, across v): (0,-w0) (L,-w1) (L,w1) (0,w0); heading vector (sin, cos).
-    u = np.stack([np.zeros(n), length, length, np.zeros(n)], axis=1)
-    v = np.stack([-w0, -w1, w1, w0], axis=1)
-    sin, cos = np.sin(theta)[:, None], np.cos(theta)[:, None]
+    columns = np.array(
+        [(m.lon, m.lat, m.heading_deg, m.speed_mps, m.accuracy_m, m.sigma_deg) for m in motions],
+        dtype=np.float64,
+    ).reshape(-1, 6)
+    lon0, lat0 = columns[:, 0:1], columns[:, 1:2]
+    theta = np.radians(columns[:, 2:3])
+    length = columns[:, 3] * rules.horizon_s
+    w0 = rules.base_width_m + columns[:, 4]
+    w1 = w0 + length * np.tan(np.radians(columns[:, 5]))
+    u = length[:, None] * _ALONG
+    v = w0[:, None] * _ACROSS_START + w1[:, None] * _ACROSS_END
+    sin, cos = np.sin(theta), np.cos(theta)
     x, y = u * sin + v * cos, u * cos - v * sin
-    coslat = np.cos(np.radians(lat0))[:, None]
-    lons = lon0[:, None] + x / (coslat * METRES_PER_DEGREE)
-    lats = lat0[:, None] + y / METRES_PER_DEGREE
-    corners = np.stack([lons, lats], axis=2)
+    corners = np.empty((len(columns), 4, 2))
+    corners[:, :, 0] = lon0 + x / (np.cos(np.radians(lat0)) * METRES_PER_DEGREE)
+    corners[:, :, 1] = lat0 + y / METRES_PER_DEGREE
     return shapely.polygons(corners), corners, length, w0, w1
 
 
@@ -173,16 +180,18 @@ def _polygon_along(
             at = ua + lam * du
             ok = (lam >= 0.0) & (lam <= 1.0) & (at >= 0.0) & (at <= e_span)
             np.minimum.at(best, e_owner[ok], at[ok])
-        for end, reach in ((0.0, e_half), (e_span, e_half + e_slope * e_span)):  # start, end
-            lam = (end - ua) / du
-            ok = (lam >= 0.0) & (lam <= 1.0) & (np.abs(va + lam * dv) <= reach)
-            np.minimum.at(best, e_owner[ok], np.broadcast_to(end, lam.shape)[ok])
-    for u0, half in ((0.0, w0), (length, w1)):  # corridor corners inside the polygon
-        for side in (1.0, -1.0):
-            x = dx + u0 * sin + side * half * cos
-            y = dy + u0 * cos - side * half * sin
-            corner = shapely.contains_xy(shapes, x, y)
-            best[corner] = np.minimum(best[corner], np.broadcast_to(u0, pairs)[corner])
+        lam = -ua / du  # the corridor's start, u = 0
+        ok = (lam >= 0.0) & (lam <= 1.0) & (np.abs(va + lam * dv) <= e_half)
+        np.minimum.at(best, e_owner[ok], 0.0)
+        lam = (e_span - ua) / du  # its end, u = length
+        ok = (lam >= 0.0) & (lam <= 1.0) & (np.abs(va + lam * dv) <= e_half + e_slope * e_span)
+        np.minimum.at(best, e_owner[ok], e_span[ok])
+    for side in (1.0, -1.0):  # corridor corners inside the polygon: at the start, at the end
+        start = shapely.contains_xy(shapes, dx + side * w0 * cos, dy - side * w0 * sin)
+        best[start] = 0.0
+        x = dx + length * sin + side * w1 * cos
+        end = shapely.contains_xy(shapes, x, dy + length * cos - side * w1 * sin)
+        best[end] = np.minimum(best[end], length[end])
     return np.where(np.isfinite(best), best, np.nan)
 
 

@@ -58,7 +58,9 @@ class RetryPolicy:
     cap_s: float = 60.0
 
     def backoff_s(self, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
+        """Exponential backoff (``base_s`` doubling per attempt, at most ``cap_s``) with "equal"
+        jitter: uniform over the upper half of that ceiling, so retries of many deliveries
+        spread out yet never come sooner than half the backoff."""
         ceiling = min(self.cap_s, self.base_s * 2 ** max(0, attempt - 1))
         return random.uniform(ceiling / 2, ceiling)
 

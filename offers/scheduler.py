@@ -252,10 +252,14 @@ class DeliveryScheduler:
             self.campaigns.apply(self.worker.clock.now())
 
     def expire(self) -> tuple[int, int]:
-        """Expire due coupons and drop deliveries that can no longer be made in time."""
+        """Expire due coupons and drop deliveries that can no longer be made in time; start and
+        stop campaigns whose instant passed without its own job (a clock step, a leader that
+        took over in between)."""
         if not self.leading:
             return 0, 0
         now = self.worker.clock.now()
+        if self.campaigns is not None:
+            self.campaigns.apply(now)
         coupons = self.expire_due(now) if self.expire_due is not None else 0
         with transaction(self.worker.sessions) as session:
             dropped = DeliveryRepository(session).drop_expired(now, self.worker.margin)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from core.apikeys import ApiKeyAdmin
 from offers.domain import TooManyAttempts
 from offers.lockout import GuessLockout
 from offers.models import Coupon
@@ -115,6 +116,23 @@ def test_repeated_failed_lookups_lock_the_terminal_out(engine_api: Engine) -> No
     assert 0 < retry_after <= engine_api.runtime.settings.pos_lockout_window_s
     engine_api.clock.advance(timedelta(seconds=retry_after))
     assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 200
+
+
+def test_guesses_from_one_address_lock_out_every_terminal_there(engine_api: Engine) -> None:
+    """Over HTTP: failures spread over two terminals (two POS keys) at one address add up for
+    the address, so a third terminal there is refused too; the terminals' own counts do not
+    reach the limit."""
+    store, coupon = _coupon(engine_api, valid_minutes=30)
+    limit = engine_api.runtime.settings.pos_lockout_failures
+    admin = ApiKeyAdmin(engine_api.runtime.sessions, engine_api.runtime.state, engine_api.clock)
+    terminals = [{"X-API-Key": admin.create("pos", f"till {n}").key} for n in range(3)]
+    for i in range(limit):
+        guess = f"ZZZZZ-{i:05d}".replace("0", "A")
+        answer = till(engine_api, "redemptions", guess, store["id"], headers=terminals[i % 2])
+        assert answer.status_code == 404
+    locked = till(engine_api, "redemptions", coupon["code"], store["id"], headers=terminals[2])
+    assert locked.status_code == 429, locked.text
+    assert locked.json()["error"]["code"] == "too_many_attempts"
 
 
 def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(

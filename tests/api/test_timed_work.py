@@ -109,6 +109,36 @@ def test_the_leader_expires_coupons_on_its_own(make_engine_api: EngineFactory) -
     assert engine.count(Coupon, Coupon.status == "expired") == 1
 
 
+def test_the_next_leader_sends_the_reminder_and_ends_the_campaign_on_its_own(
+    make_engine_api: EngineFactory,
+) -> None:
+    """The running scheduler, not a direct call: the process that sent the offer stops; the next
+    leader rebuilds its work from the outbox, sends the reminder once it is due and ends the
+    campaign once ``ends_at`` has passed."""
+    slow = {"scheduler_lease_ttl_s": 120.0, "scheduler_heartbeat_s": 60.0}
+    first = make_engine_api(reminder_minutes_before=5, **slow)
+    store = first.create_store()
+    now = first.clock.now()
+    ends = now + timedelta(minutes=30)
+    campaign = first.create_campaign([store["id"]], ends_at=ends.isoformat())
+    first.ping(first.shopper(), INSIDE)
+    assert first.next_report().status == "sent"  # the offer
+    reminder = next(d for d in _deliveries(first) if d.kind == "reminder")
+    first.runtime.stop()  # an orderly stop gives the lease up
+    first.clock.set(reminder.due_at)
+    second = make_engine_api(publish=False, reminder_minutes_before=5, **slow)
+    assert second.runtime.scheduler.leading
+    report = second.next_report()
+    assert (report.delivery_id, report.status) == (reminder.id, "sent")
+    assert "5 min left" in second.inbox.wait_for(2)[-1]["Subject"]
+    second.clock.set(ends)
+    second.runtime.scheduler.tick()  # renew the lease at the moved clock
+    second.runtime.scheduler.expire()
+    with second.runtime.sessions() as session:
+        stored = session.get(Campaign, campaign["id"])
+        assert stored is not None and stored.status == "ended"
+
+
 def test_campaigns_start_and_stop_at_their_instants(make_engine_api: EngineFactory) -> None:
     engine = make_engine_api(run_scheduler=False)
     store = engine.create_store()
