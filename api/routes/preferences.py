@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import (
@@ -63,19 +63,16 @@ class QuietHours(Strict):
         return self
 
 
+EXAMPLE: dict[str, Any] = {
+    "categories": ["coffee", "books"],
+    "quiet_hours": {"start": "21:00", "end": "08:00"},
+    "timezone": "Europe/Helsinki",
+    "max_offers_per_day": 3,
+}
+
+
 class PreferencesIn(Strict):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "categories": ["coffee", "books"],
-                    "quiet_hours": {"start": "21:00", "end": "08:00"},
-                    "timezone": "Europe/Helsinki",
-                    "max_offers_per_day": 3,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     categories: list[Category] | None = Field(
         default=None,
@@ -103,17 +100,7 @@ class PreferencesIn(Strict):
 
 class PreferencesOut(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "categories": ["coffee", "books"],
-                    "quiet_hours": {"start": "21:00", "end": "08:00"},
-                    "timezone": "Europe/Helsinki",
-                    "max_offers_per_day": 3,
-                    "updated_at": "2026-11-23T09:00:00Z",
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{**EXAMPLE, "updated_at": "2026-11-23T09:00:00Z"}]}
     )
 
     categories: list[str] | None

@@ -153,6 +153,26 @@ def test_suppression_reasons_are_counted(make_engine_api: Any) -> None:
     assert _funnel(engine, campaign["id"])["rows"][0]["counts"]["expired"] == 1
 
 
+def test_quiet_hours_and_a_spent_budget_are_counted_as_their_own_suppressions(
+    make_engine_api: Any,
+) -> None:
+    engine = make_engine_api()
+    store = engine.create_store()
+    campaign = engine.create_campaign([store["id"]], max_coupons=1)
+    first = engine.shopper(email="first@example.com", customer="first")
+    assert len(engine.ping(first, INSIDE).json()["coupons"]) == 1
+    quiet = engine.shopper(email="quiet@example.com", customer="quiet")
+    asleep = {"quiet_hours": {"start": "08:00", "end": "10:00"}, "timezone": "UTC"}  # now: 09:00
+    assert engine.client.put("/v1/sdk/preferences", headers=quiet["auth"], json=asleep).is_success
+    assert engine.ping(quiet, INSIDE).json()["coupons"] == []
+    late = engine.shopper(email="late@example.com", customer="late")
+    assert engine.ping(late, INSIDE).json()["coupons"] == []  # the one coupon is out
+    engine.next_report()
+    [row] = _funnel(engine, campaign["id"])["rows"]
+    assert row["suppressed_by"] == {"quiet_hours": 1, "budget": 1}
+    assert row["counts"]["triggered"] == 3 and row["counts"]["issued"] == 1
+
+
 def test_live_feed_streams_decisions(engine_api: Engine) -> None:
     store = engine_api.create_store()
     engine_api.create_campaign([store["id"]])

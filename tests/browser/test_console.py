@@ -162,14 +162,7 @@ def test_console_login_campaign_track_and_funnel(served: Served, tmp_path: Path)
             cookie = next(c for c in page.context.cookies() if c["name"] == "oe_console")
             assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
             # a store added through the form, one imported from a file
-            page.click("#store-add summary")
-            page.fill("#store-form [name=name]", "Williamson Square Books")
-            page.fill("#store-form [name=lon]", str(STORE[0]))
-            page.fill("#store-form [name=lat]", str(STORE[1]))
-            page.fill("#store-form [name=radius_m]", "60")
-            page.fill("#store-form [name=tags]", "city")
-            page.click("#store-form button[type=submit]")
-            page.wait_for_selector("#store-rows td:has-text('Williamson Square Books')")
+            _add_store(page, "Williamson Square Books", radius_m="60", tags="city")
             page.set_input_files("#import-form input[type=file]", str(upload))
             page.click("#import-form button[type=submit]")
             page.wait_for_selector("#status:has-text('import: 1 created')")
@@ -239,6 +232,17 @@ def _log_in(page: Any, base: str) -> None:
     page.wait_for_selector("#status:has-text('ready')")
 
 
+def _add_store(page: Any, name: str, **fields: str) -> None:
+    """Through the store form, at ``STORE`` unless told otherwise; wait until it is listed."""
+    if not page.is_visible("#store-form"):
+        page.click("#store-add summary")
+    values = {"name": name, "lon": str(STORE[0]), "lat": str(STORE[1]), **fields}
+    for field, value in values.items():
+        page.fill(f"#store-form [name={field}]", value)
+    page.click("#store-form button[type=submit]")
+    page.wait_for_selector(f"#store-rows td:has-text('{name}')")
+
+
 def _campaign(engine: Served, name: str) -> dict[str, Any]:
     items = engine.http.get("/v1/manager/campaigns", headers=MANAGER).json()["items"]
     return dict(next(c for c in items if c["name"] == name))
@@ -259,14 +263,7 @@ def test_console_sets_hours_schedule_budget_and_variants(served: Served) -> None
         page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             _log_in(page, served.base)
-            page.click("#store-add summary")
-            page.fill("#store-form [name=name]", "Harbour Books")
-            page.fill("#store-form [name=lon]", str(STORE[0]))
-            page.fill("#store-form [name=lat]", str(STORE[1]))
-            page.fill("#store-form [name=opens]", "09:00")
-            page.fill("#store-form [name=closes]", "18:00")
-            page.click("#store-form button[type=submit]")
-            page.wait_for_selector("#store-rows td:has-text('Harbour Books')")
+            _add_store(page, "Harbour Books", opens="09:00", closes="18:00")
             [store] = served.http.get("/v1/manager/stores", headers=MANAGER).json()["items"]
             assert store["opening_hours"] == every_day("09:00", "18:00")
             assert "09:00\u201318:00 daily" in page.inner_text("#store-rows")

@@ -101,26 +101,23 @@ def test_replays_the_liverpool_track_with_imported_stores(tmp_path: Path) -> Non
 def test_the_simulate_command_replays_the_track_with_stores_from_a_file(tmp_path: Path) -> None:
     """``offer-engine simulate --track … --stores FILE``, embedded, as a person types it."""
     stores, _ = _stores_file(tmp_path)
+    # the two stores on the route: entered, left and a coupon each; the off-route one never
+    _simulate_and_count(["--stores", str(stores)], stores_entered=2)
+
+
+def _simulate_and_count(extra: list[str], stores_entered: int) -> None:
+    """Run ``offer-engine simulate`` on trip 1105 at full speed; its summary counts one enter,
+    one exit and one coupon per store entered, and every fix accepted."""
     result = CliRunner().invoke(
         app,
-        [
-            "simulate",
-            "--track",
-            str(TRACK_CSV),
-            "--trip",
-            "1105",
-            "--stores",
-            str(stores),
-            "--speedup",
-            "0",
-        ],
+        ["simulate", "--track", str(TRACK_CSV), "--trip", "1105", "--speedup", "0", *extra],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     counts = dict(re.findall(r"(\w+ events|coupons)\s+│\s+(\d+)", result.output))
-    # the two stores on the route: entered, left and a coupon each; the off-route one never
-    assert counts["enter events"] == "2" and counts["exit events"] == "2", result.output
-    assert counts["coupons"] == "2", result.output
+    entered = str(stores_entered)
+    assert counts["enter events"] == counts["exit events"] == entered, result.output
+    assert counts["coupons"] == entered, result.output
     assert "154 / 154" in result.output
 
 
@@ -184,32 +181,8 @@ def test_simulate_against_a_running_server(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.2)
         assert up, "the server did not come up"
-        result = CliRunner().invoke(
-            app,
-            [
-                "simulate",
-                "--track",
-                str(TRACK_CSV),
-                "--trip",
-                "1105",
-                "--server",
-                url,
-                "--speedup",
-                "0",
-                "--batch",
-                "10",
-                "--sdk-key",
-                INSECURE_KEYS["sdk"],
-                "--manager-key",
-                INSECURE_KEYS["manager"],
-            ],
-            env={"COLUMNS": "200"},
-        )
-        assert result.exit_code == 0, result.output
-        counts = dict(re.findall(r"(\w+ events|coupons)\s+│\s+(\d+)", result.output))
-        assert counts["enter events"] == "3" and counts["exit events"] == "3", result.output
-        assert counts["coupons"] == "3", result.output
-        assert "154 / 154" in result.output
+        extra = ["--server", url, "--batch", "10", "--sdk-key", INSECURE_KEYS["sdk"]]
+        _simulate_and_count([*extra, "--manager-key", INSECURE_KEYS["manager"]], 3)
     finally:
         process.terminate()
         process.wait(timeout=20)
