@@ -311,12 +311,18 @@ def bench_geo(
         str | None, typer.Option(help="PostgreSQL URL for the PostGIS comparison.")
     ] = None,
     postgis_pings: Annotated[int, typer.Option(min=1000, help="Pings sent to PostGIS.")] = 100_000,
+    repeat: Annotated[
+        int,
+        typer.Option(min=1, max=20, help="Runs of each in-process measurement; the best counts."),
+    ] = 3,
 ) -> None:
     """Engine batch matcher vs bare STRtree vs PostGIS on the same data."""
     from api.bench.geo import run_geo_bench
 
     url = database_url or os.environ.get("OFFER_ENGINE_DATABASE_URL")
-    result = run_geo_bench(fences, pings, url, postgis_sample=postgis_pings, say=typer.echo)
+    result = run_geo_bench(
+        fences, pings, url, postgis_sample=postgis_pings, repeat=repeat, say=typer.echo
+    )
     typer.echo(result.result_line())
 
 

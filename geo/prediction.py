@@ -225,18 +225,25 @@ def predict(
     motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
     if motion_idx.size == 0:
         return []
-    fences = index.fences
-    keep = np.array(
+    if any(skip):
+        fences = index.fences
+        keep = np.array(
+            [
+                fences[f].fence_id not in skip[m]
+                for m, f in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True)
+            ],
+            bool,
+        )
+        motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
+    # per pair: the device's position, heading and its three ETA speeds
+    mlon, mlat, heading, speeds, fast, slow = np.array(
         [
-            fences[f].fence_id not in skip[m]
-            for m, f in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True)
+            (m.lon, m.lat, m.heading_deg, m.eta_speed_mps, m.fast_speed_mps, m.slow_speed_mps)
+            for m in motions
         ],
-        bool,
-    )
-    motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
-    mlon = np.array([m.lon for m in motions])[motion_idx]
-    mlat = np.array([m.lat for m in motions])[motion_idx]
-    theta = np.radians(np.array([m.heading_deg for m in motions]))[motion_idx]
+        dtype=np.float64,
+    )[motion_idx].T
+    theta = np.radians(heading)
     sin, cos = np.sin(theta), np.cos(theta)
     along = np.full(motion_idx.size, np.nan)
     distance = np.full(motion_idx.size, np.nan)
@@ -264,11 +271,8 @@ def predict(
             shapes, dx, dy, sin[polygon], cos[polygon], length[m], w0[m], w1[m]
         )
         distance[polygon] = shapely.distance(shapes, shapely.points(dx, dy))
-    speeds = np.array([m.eta_speed_mps for m in motions])[motion_idx]
     eta = np.nan_to_num(along, nan=-1.0) / speeds
     found = np.flatnonzero(eta >= max(rules.min_eta_s, 1e-9))
-    fast = np.array([m.fast_speed_mps for m in motions])[motion_idx]
-    slow = np.array([m.slow_speed_mps for m in motions])[motion_idx]
     return [
         Approach(
             motions[int(motion_idx[k])].device_id,
