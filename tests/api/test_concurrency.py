@@ -1,17 +1,24 @@
-"""Contention on both stacks: one code at many tills at once, and many issuers at once against
-caps, cooldown and budgets (threads, each with its own transaction; bounded in count)."""
+"""Contention on both stacks: one code at many tills at once (threads, and 1,000 requests over
+real HTTP), and many issuers at once against caps, cooldown and budgets (threads, each with its
+own transaction; bounded in count)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from offers.models import Coupon
-from tests.api.conftest import INSIDE, STORE_LON, Engine, EngineFactory
-from tests.api.coupon_helpers import budget_row, campaign, decide, quick_shopper, till
+import httpx
+import uvicorn
 
-TILLS = 16  # threads at once
+from api.app import create_app
+from offers.models import Coupon
+from tests.api.conftest import INSIDE, POS, STORE_LON, Engine, EngineFactory
+from tests.api.coupon_helpers import budget_row, campaign, decide, quick_shopper
+from tests.conftest import free_port
 
 
 def test_concurrent_redemptions_of_one_code_have_exactly_one_winner(engine_api: Engine) -> None:
@@ -31,17 +38,51 @@ def test_concurrent_redemptions_of_one_code_have_exactly_one_winner(engine_api: 
 def test_a_thousand_concurrent_redemptions_of_one_code_have_one_winner(
     engine_api: Engine,
 ) -> None:
+    """1,000 till requests over real HTTP, released together on up to 500 connections at once,
+    against the engine served by uvicorn: one redemption, 999 refusals."""
     store = engine_api.create_store()
     campaign(engine_api, [store["id"]])
     [coupon] = engine_api.ping(quick_shopper(engine_api, "c1"), INSIDE).json()["coupons"]
-    with ThreadPoolExecutor(max_workers=TILLS) as pool:
-        statuses = list(
-            pool.map(
-                lambda _: till(engine_api, "redemptions", coupon["code"], store["id"]).status_code,
-                range(1000),
-            )
+    body = {"code": coupon["code"], "store_id": store["id"]}
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(runtime=engine_api.runtime),
+            host="127.0.0.1",
+            port=free_port(),
+            log_level="warning",
+            backlog=2048,
         )
-    assert statuses.count(200) == 1
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        base = f"http://127.0.0.1:{server.config.port}"
+
+        async def storm() -> list[int]:
+            limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
+            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
+                go = asyncio.Event()
+
+                async def one() -> int:
+                    await go.wait()
+                    response = await client.post("/v1/pos/redemptions", headers=POS, json=body)
+                    return response.status_code
+
+                tasks = [asyncio.create_task(one()) for _ in range(1000)]
+                await asyncio.sleep(0)  # every request waits at the gate
+                go.set()
+                return list(await asyncio.gather(*tasks))
+
+        statuses = asyncio.run(storm())
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert statuses.count(200) == 1, sorted(set(statuses))
     assert statuses.count(409) == 999
     assert engine_api.count(Coupon, Coupon.status == "redeemed") == 1
 
