@@ -45,7 +45,9 @@ def _role(role: Role):  # type: ignore[no-untyped-def]
     ) -> Caller:
         if role is Role.MANAGER and x_api_key is None and oe_console is not None:
             settings, now = runtime.settings, runtime.clock.now()
-            actor = read_session(settings, oe_console, now, request.method, x_console)
+            actor = read_session(
+                settings, oe_console, now, request.method, x_console, runtime.api_keys
+            )
             caller = Caller(role, "console", actor)
         else:
             caller = check_role_key(runtime.settings, role, x_api_key, runtime.api_keys)
@@ -74,9 +76,11 @@ def get_manager_actor(request: Request, runtime: RuntimeDep) -> str:
     """Who the audit log names for a manager change: a managed key's visible id, else the
     fingerprint of the bootstrap key (never a key itself)."""
     caller: Caller | None = getattr(request.state, "caller", None)
-    if caller is not None and caller.key_id not in ("console", f"env:{Role.MANAGER.value}"):
-        return f"manager:{caller.key_id}"
-    return manager_actor(runtime.settings)
+    if caller is None:
+        return manager_actor(runtime.settings)
+    if caller.key_id == "console":  # the session names who logged in
+        return caller.label
+    return manager_actor(runtime.settings, caller.key_id)
 
 
 ActorDep = Annotated[str, Depends(get_manager_actor)]

@@ -259,6 +259,13 @@ class ApiKeyVerifier:
             return None
         return record
 
+    def active(self, key_id: str, role: str) -> bool:
+        """Whether the key with this visible id is a valid key of ``role`` right now (a session
+        made with it ends when the key is revoked or expires)."""
+        now = self.clock.now()
+        record = self._lookup(key_id, now)
+        return record is not None and record.role == role and record.valid_at(now)
+
     def forget(self) -> None:
         with self._lock:
             self._cache.clear()

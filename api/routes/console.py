@@ -53,7 +53,7 @@ def _signed_in(runtime: Runtime, token: str | None) -> bool:
     if not token:
         return False
     try:
-        read_session(runtime.settings, token, runtime.clock.now(), "GET", None)
+        read_session(runtime.settings, token, runtime.clock.now(), "GET", None, runtime.api_keys)
     except Unauthenticated:
         return False
     return True
@@ -76,10 +76,10 @@ def login_page(runtime: RuntimeDep) -> Response:
 @router.post("/login")
 def login(runtime: RuntimeDep, key: Annotated[str, Form(max_length=500)]) -> Response:
     try:
-        check_role_key(runtime.settings, Role.MANAGER, key, runtime.api_keys)
+        caller = check_role_key(runtime.settings, Role.MANAGER, key, runtime.api_keys)
     except Unauthenticated:
         return RedirectResponse("/console/login?failed=1", status_code=303)
-    token, _ = issue_session(runtime.settings, runtime.clock.now())
+    token, _ = issue_session(runtime.settings, runtime.clock.now(), caller.key_id)
     response = RedirectResponse("/console", status_code=303)
     response.set_cookie(
         COOKIE,

@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from core.apikeys import ApiKeyAdmin
 from tests.api.conftest import MANAGER, Engine
 
 
@@ -62,3 +63,30 @@ def test_sessions_expire_with_the_engine_clock(engine_api: Engine) -> None:
     assert client.get("/console").status_code == 303
     # the API key still works as before
     assert engine_api.client.get("/v1/manager/campaigns", headers=MANAGER).status_code == 200
+
+
+def test_a_managed_key_signs_its_own_changes_and_its_revocation_ends_the_session(
+    engine_api: Engine,
+) -> None:
+    """Each manager logs in with their own key: the audit log names that key, and revoking it
+    ends the session at once in this process (every process within the documented bound)."""
+    admin = ApiKeyAdmin(engine_api.runtime.sessions, engine_api.runtime.state, engine_api.clock)
+    issued = admin.create("manager", "Alice, campaigns")
+    client = _login(engine_api, issued.key)
+    assert issued.key not in (client.cookies.get("oe_console") or "")
+    store = engine_api.create_store()
+    changed = client.patch(
+        f"/v1/manager/stores/{store['id']}", json={"tags": ["city"]}, headers={"X-Console": "1"}
+    )
+    assert changed.status_code == 200, changed.text
+    audit = engine_api.client.get(
+        "/v1/manager/audit", params={"target": store["id"]}, headers=MANAGER
+    ).json()["items"]
+    actors = {a["action"]: a["actor"] for a in audit}
+    assert actors["store.update"] == f"manager:{issued.record.id}"
+    assert actors["store.create"] != actors["store.update"]  # the bootstrap key made the store
+    admin.revoke(issued.record.id)
+    engine_api.clock.advance(timedelta(seconds=3))  # past the verifier's recheck of revocations
+    refused = client.get("/v1/manager/campaigns")
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    assert client.get("/console", follow_redirects=False).status_code == 303
