@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.apikeys import ApiKeyVerifier
+from core.apikeys import ApiKeyVerifier, split_key
 from core.clock import SystemClock
 from core.db import make_engine, make_session_factory
 from core.state import InProcessHotState
@@ -41,7 +41,8 @@ def test_create_list_rotate_revoke(tmp_path: Path) -> None:
     listed = _run(db, "list")
     assert listed.returncode == 0, listed.stderr
     assert record.id in listed.stdout and "active" in listed.stdout
-    assert key.rsplit("_", 1)[1] not in listed.stdout
+    parts = split_key(key)
+    assert parts is not None and parts[1] not in listed.stdout
 
     rotated = _run(db, "rotate", record.id, "--overlap-s", "3600")
     assert rotated.returncode == 0, rotated.stderr
