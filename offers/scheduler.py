@@ -152,9 +152,7 @@ class DeliveryScheduler:
                 replace_existing=True,
                 executor="control",
             )
-        if self.campaigns is not None:
-            self.campaigns.apply(self.worker.clock.now())  # catch up boundaries missed meanwhile
-        self.expire()
+        self.expire()  # catches up coupons and campaign boundaries missed meanwhile
         self.sweep()
 
     def add_periodic(self, job_id: str, func: Callable[[], object], interval_s: float) -> None:

@@ -2,9 +2,8 @@
 
 One run, one data set: clustered 16-gon store fences (town centres with stores spread around
 them) and shoppers walking among them, sent as one-device batches of 1,000 fixes like the SDK
-sends. Measured on one core:
-
-Each in-process figure is the best of ``repeat`` runs (3 by default).
+sends. Measured on one core, each in-process figure as the best of ``repeat`` runs (3 by
+default):
 
 - engine: ``BatchMatcher.process`` (candidates, exact distances, accuracy rule, ordering, jumps,
   enter/exit/dwell state) without prediction, then with it (the overhead);
