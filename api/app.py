@@ -11,6 +11,7 @@ from sqlalchemy import text
 from api.errors import ErrorResponse, install_error_handlers
 from api.limits import COMMON_RESPONSES, RateLimitDep, install_limits
 from api.openapi_doc import install_openapi
+from api.ping_groups import PingGroups
 from api.routes import (
     analytics,
     campaigns,
@@ -67,6 +68,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = runtime
     install_error_handlers(app)
     install_limits(app, runtime)
+    app.state.ping_groups = PingGroups(
+        runtime.ingestor.ingest_many,
+        app.state.limiter,
+        runtime.settings.ping_group_max_fixes,
+        runtime.settings.ping_groups_in_flight,
+    )
     routers = (
         sdk,
         sdk_offers,

@@ -16,7 +16,7 @@ from core.db import transaction
 from core.errors import Unauthenticated
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: no worker thread for a lookup
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -93,9 +93,9 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def get_device_claims(
+async def get_device_claims(
     runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None
-) -> DeviceClaims:
+) -> DeviceClaims:  # async: a signature check only, no I/O
     return read_device_token(runtime.settings, _bearer(authorization), runtime.clock.now())
 
 

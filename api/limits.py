@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,12 +50,20 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def enforce_rate_limits(request: Request) -> None:
-    """Count the request against its API key, device and client address (the key's visible id
-    or a digest of it, never the key itself)."""
+def request_subjects(request: Request, device_id: str | None) -> Subjects:
+    """Who a request counts against: the key's visible id (or a digest of it, never the key
+    itself), the device and the client's address."""
+    presented = request.headers.get("x-api-key")
+    return Subjects(
+        key_id=key_label(presented) if presented else None,
+        device_id=device_id,
+        ip=request.client.host if request.client else None,
+    )
+
+
+def _count(request: Request, route: str) -> None:
     runtime: Runtime = request.app.state.runtime
     limiter: RateLimiter = request.app.state.limiter
-    presented = request.headers.get("x-api-key")
     device_id = None
     token = _bearer(request)
     if token:
@@ -62,12 +71,17 @@ def enforce_rate_limits(request: Request) -> None:
             device_id = read_device_token(runtime.settings, token, runtime.clock.now()).device_id
         except Unauthenticated:
             device_id = None
-    subjects = Subjects(
-        key_id=key_label(presented) if presented else None,
-        device_id=device_id,
-        ip=request.client.host if request.client else None,
-    )
-    limiter.hit(route_class(request.url.path), subjects)
+    limiter.hit(route, request_subjects(request, device_id))
+
+
+async def enforce_rate_limits(request: Request) -> None:
+    """Count the request against its API key, device and client address. Pings are counted
+    by their route, in the same round trip as the rest of their group (``api.ping_groups``):
+    a ping carrying no genuine device token is refused by its signature check alone."""
+    route = route_class(request.url.path)
+    if route == "pings":
+        return
+    await run_in_threadpool(_count, request, route)
 
 
 RateLimitDep = Depends(enforce_rate_limits)

@@ -10,6 +10,7 @@ processes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -42,28 +43,37 @@ class ConsentGate:
 
     def views(self, subject_id: str) -> dict[tuple[str, str], ConsentView]:
         """(purpose, channel) -> current view, from the cache when it is current."""
-        if subject_id in self._views:
-            return self._views[subject_id]
-        cached, generation = self.state.get_versioned(
-            _cache_key(subject_id), _generation_key(subject_id)
+        if subject_id not in self._views:
+            self.prefetch([subject_id])
+        return self._views[subject_id]
+
+    def prefetch(self, subject_ids: Iterable[str]) -> None:
+        """Read the views of many subjects: the cache in one round trip, then what it did not
+        hold (or held for an older generation) in one query, written back to the cache."""
+        wanted = list(dict.fromkeys(s for s in subject_ids if s not in self._views))
+        if not wanted:
+            return
+        cached = self.state.get_versioned([(_cache_key(s), _generation_key(s)) for s in wanted])
+        missing: dict[str, int] = {}
+        for subject_id, (value, generation) in zip(wanted, cached, strict=True):
+            payload = json.loads(value) if value is not None else None
+            if payload is not None and payload.get("g") == generation:
+                self._views[subject_id] = {(r[0], r[1]): _view(r[2:]) for r in payload["rows"]}
+            else:
+                missing[subject_id] = generation
+        if not missing:
+            return
+        loaded: dict[str, dict[tuple[str, str], ConsentView]] = {s: {} for s in missing}
+        rows = self.session.scalars(
+            select(ConsentState).where(ConsentState.subject_id.in_(list(missing)))
         )
-        views: dict[tuple[str, str], ConsentView] | None = None
-        if cached is not None:
-            payload = json.loads(cached)
-            if payload.get("g") == generation:
-                views = {(r[0], r[1]): _view(r[2:]) for r in payload["rows"]}
-        if views is None:
-            rows = self.session.scalars(
-                select(ConsentState).where(ConsentState.subject_id == subject_id)
-            ).all()
-            views = {
-                (r.purpose, r.channel): ConsentView(
-                    r.state, r.event_id, r.event_hash, r.valid_until
-                )
-                for r in rows
-            }
+        for r in rows:
+            loaded[r.subject_id][(r.purpose, r.channel)] = ConsentView(
+                r.state, r.event_id, r.event_hash, r.valid_until
+            )
+        for subject_id, views in loaded.items():
             payload = {
-                "g": generation,
+                "g": missing[subject_id],
                 "rows": [
                     [
                         p,
@@ -77,8 +87,7 @@ class ConsentGate:
                 ],
             }
             self.state.set(_cache_key(subject_id), json.dumps(payload), CACHE_TTL_S)
-        self._views[subject_id] = views
-        return views
+            self._views[subject_id] = views
 
     def check(
         self, subject_id: str, purpose: Purpose, channel: Channel | None, now: datetime

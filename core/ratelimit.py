@@ -9,6 +9,7 @@ a client hammering past its limit stays refused until the window ends.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,32 +63,47 @@ class RateLimiter:
 
     def hit(self, route_class: str, subjects: Subjects) -> None:
         """Count this request; raise ``RateLimited`` when any subject is over its limit."""
+        (refused,) = self.hit_many(route_class, [subjects])
+        if refused is not None:
+            raise refused
+
+    def hit_many(self, route_class: str, requests: Sequence[Subjects]) -> list[RateLimited | None]:
+        """Count several requests of one route class in one round trip, in order (a request
+        over a limit still counts, so a later one sees it); for each, its refusal or None."""
         limits = self.limits.for_class(route_class)
-        checks = [
-            (kind, name, limit)
-            for kind, name, limit in (
-                ("key", subjects.key_id, limits.per_key),
-                ("device", subjects.device_id, limits.per_device),
-                ("ip", subjects.ip, limits.per_ip),
-            )
-            if name and limit > 0
-        ]
-        if not checks:
-            return
         now = self.clock.now().timestamp()
         window = math.floor(now / self.window_s)
-        keys = [f"rl:{{{kind}:{name}}}:{route_class}:{window}" for kind, name, _ in checks]
-        counts = self.state.incr_many(keys, self.window_s + 1)
-        over = [
-            (kind, limit)
-            for (kind, _, limit), count in zip(checks, counts, strict=True)
-            if count > limit
+        checks = [
+            [
+                (kind, name, limit)
+                for kind, name, limit in (
+                    ("key", subjects.key_id, limits.per_key),
+                    ("device", subjects.device_id, limits.per_device),
+                    ("ip", subjects.ip, limits.per_ip),
+                )
+                if name and limit > 0
+            ]
+            for subjects in requests
         ]
-        if over:
+        keys = [
+            f"rl:{{{kind}:{name}}}:{route_class}:{window}"
+            for own in checks
+            for kind, name, _ in own
+        ]
+        counts = iter(self.state.incr_many(keys, self.window_s + 1) if keys else [])
+        verdicts: list[RateLimited | None] = []
+        for own in checks:
+            over = [(kind, limit) for kind, _, limit in own if next(counts) > limit]
+            if not over:
+                verdicts.append(None)
+                continue
             kind, limit = over[0]
             retry = max(1, math.ceil((window + 1) * self.window_s - now))
-            raise RateLimited(
-                f"too many {route_class} requests for this {kind}: {limit} per "
-                f"{self.window_s} s; retry in {retry} s",
-                retry_after_s=retry,
+            verdicts.append(
+                RateLimited(
+                    f"too many {route_class} requests for this {kind}: {limit} per "
+                    f"{self.window_s} s; retry in {retry} s",
+                    retry_after_s=retry,
+                )
             )
+        return verdicts

@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     exit_confirm_fixes: int = Field(default=2, ge=1, le=20)
     exit_confirm_s: float = Field(default=60.0, gt=0, le=3600)
     max_speed_kmh: float = Field(default=300.0, gt=0)
+    ping_group_max_fixes: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Ping requests arriving together share a transaction up to this many fixes.",
+    )
+    ping_groups_in_flight: int = Field(
+        default=1, ge=1, le=64, description="Ping groups one API process works on at once."
+    )
     default_dwell_s: int | None = Field(default=120, gt=0, le=86400)
     prediction_horizon_s: float = Field(default=600.0, ge=0, le=3600)
     fence_index_check_s: float = Field(default=0.5, gt=0, le=60)

@@ -74,8 +74,9 @@ class HotState(Protocol):
 
     def get(self, key: str) -> str | None: ...
 
-    def get_versioned(self, key: str, version_counter: str) -> tuple[str | None, int]:
-        """A cached value and the current value of the counter that versions it, read together."""
+    def get_versioned(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str | None, int]]:
+        """For each (key, version counter): the cached value and the current value of the
+        counter that versions it, read together; all pairs in one round trip."""
         ...
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None: ...
@@ -196,11 +197,13 @@ class InProcessHotState:
             value = self._live(f"kv:{key}")
         return None if value is None else str(value)
 
-    def get_versioned(self, key: str, version_counter: str) -> tuple[str | None, int]:
+    def get_versioned(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str | None, int]]:
         with self._lock:
-            value = self._live(f"kv:{key}")
-            version = self._live(version_counter)
-        return (None if value is None else str(value)), (0 if version is None else int(version))
+            found = [(self._live(f"kv:{key}"), self._live(counter)) for key, counter in pairs]
+        return [
+            (None if value is None else str(value), 0 if version is None else int(version))
+            for value, version in found
+        ]
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         with self._lock:
@@ -384,11 +387,19 @@ class RedisHotState:
         value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))
         return None if value is None else str(value)
 
-    def get_versioned(self, key: str, version_counter: str) -> tuple[str | None, int]:
-        value, version = self._call(
-            lambda: self._redis.mget([self._k(f"kv:{key}"), self._k(version_counter)])
-        )
-        return (None if value is None else str(value)), (0 if version is None else int(version))
+    def get_versioned(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str | None, int]]:
+        if not pairs:
+            return []
+
+        keys = [self._k(k) for key, counter in pairs for k in (f"kv:{key}", counter)]
+        # one MGET; on a cluster one per slot, and a pair shares a slot (its hash tag), so each
+        # value is read together with its version counter
+        read = self._redis.mget_nonatomic if self._cluster else self._redis.mget
+        raw = self._call(lambda: read(keys))
+        return [
+            (None if value is None else str(value), 0 if version is None else int(version))
+            for value, version in zip(raw[0::2], raw[1::2], strict=True)
+        ]
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import String, cast, delete, func, insert, select
@@ -108,10 +108,15 @@ class PingRepository:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def add_fixes(
-        self, subject_id: str, fixes: Sequence[Fix], statuses: Sequence[str], received_at: datetime
+        self,
+        subject_ids: Sequence[str],
+        fixes: Sequence[Fix],
+        statuses: Sequence[str],
+        received_at: datetime,
     ) -> None:
-        """Store a batch in one statement, no ORM objects: ``COPY`` on PostgreSQL for larger
-        batches, one multi-row insert otherwise (one round trip where ``COPY`` takes two)."""
+        """Store fixes (each with its device's subject and its status) in one statement, no ORM
+        objects: ``COPY`` on PostgreSQL for larger batches, one multi-row insert otherwise (one
+        round trip where ``COPY`` takes two)."""
         if not fixes:
             return
         rows = [
@@ -129,7 +134,7 @@ class PingRepository:
                 f.recorded_at,
                 received_at,
             )
-            for f, status in zip(fixes, statuses, strict=True)
+            for f, subject_id, status in zip(fixes, subject_ids, statuses, strict=True)
         ]
         connection = self.session.connection()
         if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
@@ -140,22 +145,23 @@ class PingRepository:
                 for row in rows:
                     copy.write_row(row)
             return
-        connection.execute(
-            insert(Ping).values([dict(zip(PING_COLUMNS, row, strict=True)) for row in rows])
-        )
+        # executemany of one cached statement: a multi-row VALUES would be compiled anew for
+        # every batch size, which costs more than the round trips it saves
+        connection.execute(insert(Ping), [dict(zip(PING_COLUMNS, row, strict=True)) for row in rows])
 
     def add_events(
         self,
-        subject_id: str,
+        subject_of: Mapping[str, str],
         judged: Sequence[tuple[Transition, bool, str | None]],
         created_at: datetime,
     ) -> list[FenceEvent]:
-        """Store events (eligible for offers or not, with the reason) in event-time order."""
+        """Store events (eligible for offers or not, with the reason) in event-time order;
+        ``subject_of`` names each device's data subject."""
         events = [
             FenceEvent(
                 id=new_id("ev"),
                 device_id=t.device_id,
-                subject_id=subject_id,
+                subject_id=subject_of[t.device_id],
                 fence_id=t.fence.fence_id,
                 store_id=t.fence.store_id,
                 kind=t.kind,

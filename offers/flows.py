@@ -15,7 +15,7 @@ from consent.models import Device
 from consent.service import SubjectRegistry
 from core.clock import Clock
 from core.db import on_commit, transaction
-from core.errors import Unauthenticated
+from core.errors import NotFound, Unauthenticated
 from core.state import HotState
 from geo.domain import Fix, FixBatch
 from geo.hours import is_open
@@ -30,6 +30,16 @@ from offers.service import IssuedCoupon, OfferIssuer
 
 PRESENCE_TTL_S = 7 * 86400
 OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
+
+
+@dataclass(frozen=True, slots=True)
+class PingBatch:
+    """One request's fixes, all of one device, as its token presented them."""
+
+    device_id: str
+    token_version: int
+    fixes: Sequence[Fix]
+    privacy_signal: str | None = None
 
 
 @dataclass(slots=True)
@@ -88,50 +98,82 @@ class PingIngestor:
         """Process one device's batch. Without current ``location_tracking`` consent, or with a
         privacy signal on the request, only the refusal's receipt is stored, then
         ``ConsentRequired`` is raised."""
+        (outcome,) = self.ingest_many([PingBatch(device_id, token_version, fixes, privacy_signal)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def ingest_many(self, batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
+        """Process several devices' batches in one transaction (at most one batch per device):
+        one read of the devices, of their consent and of their presence, one insert of all the
+        fixes, one commit. Each batch gets its own outcome, in order: its result, or the error
+        that refused it alone (``Unauthenticated``, ``NotFound``, ``ConsentRequired``; the
+        refusal's receipt is kept). An error of the whole transaction (the database or the hot
+        state) is raised and nothing is kept."""
+        if len({b.device_id for b in batches}) != len(batches):
+            raise ValueError("at most one batch per device in one transaction")
         now = self.clock.now()
+        outcomes: list[IngestResult | Exception] = []
         with transaction(self.sessions) as session:
-            device = SubjectRegistry(session).device(device_id)
-            if device.token_version != token_version:
-                raise Unauthenticated("device token no longer valid; register the device again")
+            devices = SubjectRegistry(session).devices([b.device_id for b in batches])
             gate = ConsentGate(session, self.state)
-            consent = gate.check(device.subject_id, Purpose.LOCATION_TRACKING, None, now)
-            if privacy_signal is not None:
-                consent = replace(
+            gate.prefetch([d.subject_id for d in devices.values()])
+            admitted: list[tuple[PingBatch, Device, ConsentDecision]] = []
+            for batch in batches:
+                device = devices.get(batch.device_id)
+                if device is None:
+                    outcomes.append(NotFound(f"device {batch.device_id} is not registered"))
+                    continue
+                if device.token_version != batch.token_version:
+                    outcomes.append(
+                        Unauthenticated("device token no longer valid; register the device again")
+                    )
+                    continue
+                consent = gate.check(device.subject_id, Purpose.LOCATION_TRACKING, None, now)
+                if batch.privacy_signal is not None:
+                    consent = replace(
+                        consent,
+                        allowed=False,
+                        reason=f"{batch.privacy_signal}: precise location is not processed",
+                    )
+                gate.receipt(
+                    device.subject_id,
+                    "ping",
                     consent,
-                    allowed=False,
-                    reason=f"{privacy_signal}: precise location is not processed",
+                    now,
+                    details={"device_id": device.id, "fixes": len(batch.fixes)},
                 )
-            gate.receipt(
-                device.subject_id,
-                "ping",
-                consent,
-                now,
-                details={"device_id": device_id, "fixes": len(fixes)},
-            )
-            if consent.allowed:
-                result = self._process(session, device, fixes, consent, now)
-        if not consent.allowed:
-            raise ConsentRequired(consent.reason)
-        return result
+                if consent.allowed:
+                    admitted.append((batch, device, consent))
+                    outcomes.append(IngestResult(0, consent))  # filled in below
+                else:
+                    outcomes.append(ConsentRequired(consent.reason))
+            results = iter(self._process(session, admitted, now))
+            outcomes = [next(results) if isinstance(o, IngestResult) else o for o in outcomes]
+        return outcomes
 
     def _process(
         self,
         session: Session,
-        device: Device,
-        fixes: Sequence[Fix],
-        consent: ConsentDecision,
+        admitted: Sequence[tuple[PingBatch, Device, ConsentDecision]],
         now: datetime,
-    ) -> IngestResult:
+    ) -> list[IngestResult]:
+        if not admitted:
+            return []
         snapshot = self.fences.current()
-        records = self.state.load_presence([device.id])
+        devices = {device.id: device for _, device, _ in admitted}
+        records = self.state.load_presence(devices)
+        fixes = [fix for batch, _, _ in admitted for fix in batch.fixes]
         outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records)
         statuses = outcome.statuses
         pings = PingRepository(session)
-        pings.add_fixes(device.subject_id, fixes, [s.value for s in statuses], now)
+        subjects = [devices[f.device_id].subject_id for f in fixes]
+        pings.add_fixes(subjects, fixes, [s.value for s in statuses], now)
         judged = [
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
-        events = pings.add_events(device.subject_id, judged, now)
+        subject_of = {device_id: device.subject_id for device_id, device in devices.items()}
+        events = pings.add_events(subject_of, judged, now)
         issuer = OfferIssuer(
             session,
             self.state,
@@ -142,18 +184,34 @@ class PingIngestor:
             holdout_secret=self.holdout_secret,
         )
         issuer.prefetch({e.store_id for e in events if e.kind in OFFER_TRIGGERS})
-        coupons: list[IssuedCoupon] = []
+        coupons: dict[str, list[IssuedCoupon]] = {device_id: [] for device_id in devices}
         for event in events:
             if event.kind in OFFER_TRIGGERS and event.eligible:
-                coupons.extend(issuer.on_trigger(event, device, now))
+                device = devices[event.device_id]
+                coupons[device.id].extend(issuer.on_trigger(event, device, now))
             elif event.kind in OFFER_TRIGGERS:
                 issuer.on_ineligible(event, now)
-        DecisionLog(session).record_visits(
-            device.subject_id, [e for e in events if e.kind == "dwell"]
-        )
-        record = outcome.records[device.id]
-        device_id = device.id
-        on_commit(session, lambda: self.state.store_presence({device_id: record}, PRESENCE_TTL_S))
-        ignored = Counter(s.value for s in statuses if s.value != "used")
-        accepted = len(fixes) - sum(ignored.values())
-        return IngestResult(accepted, consent, dict(ignored), events, coupons)
+        visits = DecisionLog(session)
+        for device in devices.values():
+            visits.record_visits(
+                device.subject_id,
+                [e for e in events if e.kind == "dwell" and e.device_id == device.id],
+            )
+        new_records = {d: r for d, r in outcome.records.items() if d in devices}
+        on_commit(session, lambda: self.state.store_presence(new_records, PRESENCE_TTL_S))
+        results = []
+        first = 0
+        for batch, device, consent in admitted:
+            own = statuses[first : first + len(batch.fixes)]
+            first += len(batch.fixes)
+            ignored = Counter(s.value for s in own if s.value != "used")
+            results.append(
+                IngestResult(
+                    len(own) - sum(ignored.values()),
+                    consent,
+                    dict(ignored),
+                    [e for e in events if e.device_id == device.id],
+                    coupons[device.id],
+                )
+            )
+        return results

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Header, Query, Request
 from api.auth import DeviceClaims, issue_device_token
 from api.deps import DeviceClaimsDep, DeviceDep, RuntimeDep, SessionDep, require_sdk_key
 from api.errors import ErrorResponse
+from api.limits import request_subjects
+from api.ping_groups import PingGroups
 from api.schemas import (
     ConsentIn,
     ConsentOut,
@@ -30,6 +32,7 @@ from consent.service import NoticeRegistry, SubjectRegistry
 from core.errors import InvalidInput, NotFound, Unauthenticated
 from geo.domain import Fix
 from offers.domain import format_code, remaining_seconds
+from offers.flows import PingBatch
 
 router = APIRouter(
     prefix="/v1/sdk",
@@ -180,8 +183,9 @@ def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]
     response_model=PingResult,
     summary="Send 1 to 1,000 location fixes (403 without location_tracking consent)",
 )
-def post_pings(
+async def post_pings(
     body: PingBatchIn,
+    request: Request,
     claims: DeviceClaimsDep,
     runtime: RuntimeDep,
     sec_gpc: Annotated[
@@ -210,7 +214,9 @@ def post_pings(
         signal = "Global Privacy Control signal"
     elif x_limit_precise_location == "1":
         signal = "the shopper limited use of their precise location"
-    result = runtime.ingestor.ingest(claims.device_id, claims.token_version, fixes, signal)
+    groups: PingGroups = request.app.state.ping_groups
+    batch = PingBatch(claims.device_id, claims.token_version, fixes, signal)
+    result = await groups.submit(batch, request_subjects(request, claims.device_id))
     now = runtime.clock.now()
     return PingResult(
         accepted=result.accepted,

@@ -1,0 +1,142 @@
+"""Group commit for pings: requests that arrive together share one transaction.
+
+Each ping request used to be its own unit of work: a worker thread, a transaction, a read of the
+device, of its consent and of its presence, an insert, a commit. Under many small requests
+(one fix each, as phones send them) those fixed costs were most of the work. Here a request
+joins the open group and waits; whenever fewer than ``in_flight`` groups are being processed,
+everything waiting becomes a group, handed to ``PingIngestor.ingest_many`` in one worker thread.
+No timer holds a request back: an idle engine processes a lone request at once, a busy one
+gathers what arrived during the previous group, so groups grow with the load.
+
+A group holds at most one request per device (a device's requests are processed in arrival
+order, one after the other, never two at once) and at most ``max_fixes`` fixes. When the
+group's transaction fails as a whole, each of its requests is retried alone, so one request
+cannot fail the others; an error that is not about one request (the hot state unreachable)
+then reaches each of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from anyio import to_thread
+
+from core.ratelimit import RateLimiter, Subjects
+from offers.flows import IngestResult, PingBatch
+
+log = logging.getLogger(__name__)
+
+IngestMany = Callable[[Sequence[PingBatch]], list[IngestResult | Exception]]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    batch: PingBatch
+    subjects: Subjects
+    future: asyncio.Future[IngestResult]
+
+
+class PingGroups:
+    def __init__(
+        self,
+        ingest_many: IngestMany,
+        limiter: RateLimiter,
+        max_fixes: int = 2000,
+        in_flight: int = 1,
+    ) -> None:
+        if max_fixes < 1 or in_flight < 1:
+            raise ValueError("max_fixes and in_flight must be at least 1")
+        self.ingest_many = ingest_many
+        self.limiter = limiter
+        self.max_fixes = max_fixes
+        self.in_flight = in_flight
+        self._waiting: list[_Waiting] = []
+        self._busy_devices: set[str] = set()
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.groups = 0  # processed so far, for the operator's figures
+        self.grouped = 0
+
+    async def submit(self, batch: PingBatch, subjects: Subjects) -> IngestResult:
+        """Count the request against its rate limits (``subjects``), then process ``batch`` in
+        the next group it fits; its own result or error."""
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(batch, subjects, future))
+        self._start_groups()
+        return await future
+
+    def _start_groups(self) -> None:
+        while self._running < self.in_flight:
+            group = self._take_group()
+            if not group:
+                return
+            self._running += 1
+            task = asyncio.create_task(self._run(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take_group(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        left: list[_Waiting] = []
+        devices: set[str] = set()
+        fixes = 0
+        for item in self._waiting:
+            device_id = item.batch.device_id
+            size = len(item.batch.fixes)
+            fits = not group or fixes + size <= self.max_fixes
+            if device_id in devices or device_id in self._busy_devices or not fits:
+                left.append(item)
+                continue
+            group.append(item)
+            devices.add(device_id)
+            fixes += size
+        self._waiting = left
+        self._busy_devices |= devices
+        return group
+
+    async def _run(self, group: list[_Waiting]) -> None:
+        try:
+            outcomes = await to_thread.run_sync(self._process, group)
+            for waiting, outcome in zip(group, outcomes, strict=True):
+                if waiting.future.done():  # the client went away; the pings are kept
+                    continue
+                if isinstance(outcome, BaseException):
+                    waiting.future.set_exception(outcome)
+                else:
+                    waiting.future.set_result(outcome)
+        except BaseException as exc:  # cancelled at shutdown: no request is left hanging
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._running -= 1
+            self._busy_devices.difference_update(w.batch.device_id for w in group)
+            self.groups += 1
+            self.grouped += len(group)
+            self._start_groups()
+
+    def _process(self, group: list[_Waiting]) -> list[IngestResult | Exception]:
+        refusals = self.limiter.hit_many("pings", [w.subjects for w in group])
+        admitted = [w.batch for w, refused in zip(group, refusals, strict=True) if not refused]
+        outcomes = iter(self._ingest(admitted) if admitted else [])
+        return [refused or next(outcomes) for refused in refusals]
+
+    def _ingest(self, batches: list[PingBatch]) -> list[IngestResult | Exception]:
+        if len(batches) == 1:
+            return self._alone(batches[0])
+        try:
+            return self.ingest_many(batches)
+        except Exception:
+            log.warning("a group of %d ping requests failed; retrying each alone", len(batches))
+            return [outcome for batch in batches for outcome in self._alone(batch)]
+
+    def _alone(self, batch: PingBatch) -> list[IngestResult | Exception]:
+        try:
+            return self.ingest_many([batch])
+        except Exception as exc:  # the request's own answer: 503 for the hot state, and so on
+            return [exc]
