@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 import jwt
 
@@ -103,19 +104,29 @@ def issue_device_token(
 def read_device_token(settings: Settings, token: str | None, now: datetime) -> DeviceClaims:
     if not token:
         raise Unauthenticated("this endpoint needs a device token: 'Authorization: Bearer <token>'")
+    claims, expires = _verified_token(settings.secret_key.get_secret_value(), token)
+    if expires <= now.timestamp():
+        raise Unauthenticated("device token expired; register the device again")
+    return claims
+
+
+@lru_cache(maxsize=16_384)
+def _verified_token(secret: str, token: str) -> tuple[DeviceClaims, int]:
+    """A token's claims and expiry once its signature is checked. A phone sends the same token
+    with every request: its signature is checked once per process (a rejected token is not
+    kept, and the expiry is compared with the engine's clock on every use)."""
     try:
         payload = jwt.decode(
             token,
-            settings.secret_key.get_secret_value(),
+            secret,
             algorithms=[TOKEN_ALGORITHM],
             audience=TOKEN_AUDIENCE,
-            # time is checked below against the engine's clock, not the wall clock
+            # time is checked by the caller against the engine's clock, not the wall clock
             options={"verify_exp": False, "verify_iat": False, "require": ["sub", "exp", "aud"]},
         )
     except jwt.InvalidTokenError as exc:
         raise Unauthenticated(f"device token rejected: {exc}") from exc
-    if int(payload["exp"]) <= now.timestamp():
-        raise Unauthenticated("device token expired; register the device again")
-    return DeviceClaims(
+    claims = DeviceClaims(
         str(payload["sub"]), str(payload.get("subj", "")), int(payload.get("ver", 0))
     )
+    return claims, int(payload["exp"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,74 +54,24 @@ class PingGroups:
         self.limiter = limiter
         self.max_fixes = max_fixes
         self.in_flight = in_flight
-        self._waiting: list[_Waiting] = []
-        self._busy_devices: set[str] = set()
-        self._running = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        # A server process runs one event loop; a test client may run one per request. Each
+        # loop groups its own requests, so no future is ever touched from another thread.
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
+            weakref.WeakKeyDictionary()
+        )
         self.groups = 0  # processed so far, for the operator's figures
         self.grouped = 0
 
     async def submit(self, batch: PingBatch, subjects: Subjects) -> IngestResult:
         """Count the request against its rate limits (``subjects``), then process ``batch`` in
         the next group it fits; its own result or error."""
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(batch, subjects, future))
-        self._start_groups()
-        return await future
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _Queue(self)
+        return await queue.submit(batch, subjects)
 
-    def _start_groups(self) -> None:
-        while self._running < self.in_flight:
-            group = self._take_group()
-            if not group:
-                return
-            self._running += 1
-            task = asyncio.create_task(self._run(group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _take_group(self) -> list[_Waiting]:
-        group: list[_Waiting] = []
-        left: list[_Waiting] = []
-        devices: set[str] = set()
-        fixes = 0
-        for item in self._waiting:
-            device_id = item.batch.device_id
-            size = len(item.batch.fixes)
-            fits = not group or fixes + size <= self.max_fixes
-            if device_id in devices or device_id in self._busy_devices or not fits:
-                left.append(item)
-                continue
-            group.append(item)
-            devices.add(device_id)
-            fixes += size
-        self._waiting = left
-        self._busy_devices |= devices
-        return group
-
-    async def _run(self, group: list[_Waiting]) -> None:
-        try:
-            outcomes = await to_thread.run_sync(self._process, group)
-            for waiting, outcome in zip(group, outcomes, strict=True):
-                if waiting.future.done():  # the client went away; the pings are kept
-                    continue
-                if isinstance(outcome, BaseException):
-                    waiting.future.set_exception(outcome)
-                else:
-                    waiting.future.set_result(outcome)
-        except BaseException as exc:  # cancelled at shutdown: no request is left hanging
-            for waiting in group:
-                if not waiting.future.done():
-                    waiting.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._running -= 1
-            self._busy_devices.difference_update(w.batch.device_id for w in group)
-            self.groups += 1
-            self.grouped += len(group)
-            self._start_groups()
-
-    def _process(self, group: list[_Waiting]) -> list[IngestResult | Exception]:
+    def process(self, group: list[_Waiting]) -> list[IngestResult | Exception]:
         refusals = self.limiter.hit_many("pings", [w.subjects for w in group])
         admitted = [w.batch for w, refused in zip(group, refusals, strict=True) if not refused]
         outcomes = iter(self._ingest(admitted) if admitted else [])
@@ -140,3 +91,72 @@ class PingGroups:
             return self.ingest_many([batch])
         except Exception as exc:  # the request's own answer: 503 for the hot state, and so on
             return [exc]
+
+
+class _Queue:
+    """The waiting requests and running groups of one event loop."""
+
+    def __init__(self, owner: PingGroups) -> None:
+        self.owner = owner
+        self._waiting: list[_Waiting] = []
+        self._busy_devices: set[str] = set()
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, batch: PingBatch, subjects: Subjects) -> IngestResult:
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(batch, subjects, future))
+        self._start_groups()
+        return await future
+
+    def _start_groups(self) -> None:
+        while self._running < self.owner.in_flight:
+            group = self._take_group()
+            if not group:
+                return
+            self._running += 1
+            task = asyncio.create_task(self._run(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take_group(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        left: list[_Waiting] = []
+        devices: set[str] = set()
+        fixes = 0
+        for item in self._waiting:
+            device_id = item.batch.device_id
+            size = len(item.batch.fixes)
+            fits = not group or fixes + size <= self.owner.max_fixes
+            if device_id in devices or device_id in self._busy_devices or not fits:
+                left.append(item)
+                continue
+            group.append(item)
+            devices.add(device_id)
+            fixes += size
+        self._waiting = left
+        self._busy_devices |= devices
+        return group
+
+    async def _run(self, group: list[_Waiting]) -> None:
+        try:
+            outcomes = await to_thread.run_sync(self.owner.process, group)
+            for waiting, outcome in zip(group, outcomes, strict=True):
+                if waiting.future.done():  # the client went away; the pings are kept
+                    continue
+                if isinstance(outcome, BaseException):
+                    waiting.future.set_exception(outcome)
+                else:
+                    waiting.future.set_result(outcome)
+        except BaseException as exc:  # cancelled at shutdown: no request is left hanging
+            for waiting in group:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._running -= 1
+            self._busy_devices.difference_update(w.batch.device_id for w in group)
+            self.owner.groups += 1
+            self.owner.grouped += len(group)
+            self._start_groups()

@@ -10,11 +10,11 @@ processes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from consent.domain import NO_CHANNEL, Channel, ConsentDecision, ConsentView, Purpose, decide
@@ -119,21 +119,23 @@ class ConsentGate:
         ref: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> ConsentReceipt:
-        receipt = ConsentReceipt(
-            subject_id=subject_id,
-            action=action,
-            subject_ref=ref,
-            purpose=decision.purpose,
-            channel=decision.channel,
-            allowed=decision.allowed,
-            event_id=decision.event_id,
-            event_hash=decision.event_hash,
-            reason=decision.reason[:300],
-            decided_at=now,
-            details=details or {},
-        )
+        receipt = ConsentReceipt(**_receipt_row(subject_id, action, decision, now, ref, details))
         self.session.add(receipt)
         return receipt
+
+    def add_receipts(
+        self,
+        action: str,
+        decided: Sequence[tuple[str, ConsentDecision, dict[str, Any]]],
+        now: datetime,
+    ) -> None:
+        """Store many receipts of one action, (subject, decision, details) each, in one
+        statement and without ORM objects (the ping path: one per request)."""
+        if decided:  # the table, not the entity: no ORM bulk-insert bookkeeping
+            self.session.connection().execute(
+                insert(ConsentReceipt.__table__),
+                [_receipt_row(s, action, d, now, None, details) for s, d, details in decided],
+            )
 
     def invalidate_after_commit(self, subject_id: str) -> None:
         """Called by every ledger write: the next check anywhere reads the new state.
@@ -160,3 +162,26 @@ def _view(row: list[Any]) -> ConsentView:
         str(event_hash),
         datetime.fromisoformat(valid_until) if valid_until else None,
     )
+
+
+def _receipt_row(
+    subject_id: str,
+    action: str,
+    decision: ConsentDecision,
+    now: datetime,
+    ref: str | None,
+    details: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "subject_id": subject_id,
+        "action": action,
+        "subject_ref": ref,
+        "purpose": decision.purpose,
+        "channel": decision.channel,
+        "allowed": decision.allowed,
+        "event_id": decision.event_id,
+        "event_hash": decision.event_hash,
+        "reason": decision.reason[:300],
+        "decided_at": now,
+        "details": details or {},
+    }

@@ -147,7 +147,9 @@ class PingRepository:
             return
         # executemany of one cached statement: a multi-row VALUES would be compiled anew for
         # every batch size, which costs more than the round trips it saves
-        connection.execute(insert(Ping), [dict(zip(PING_COLUMNS, row, strict=True)) for row in rows])
+        connection.execute(
+            insert(Ping), [dict(zip(PING_COLUMNS, row, strict=True)) for row in rows]
+        )
 
     def add_events(
         self,

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -119,6 +120,7 @@ class PingIngestor:
             gate = ConsentGate(session, self.state)
             gate.prefetch([d.subject_id for d in devices.values()])
             admitted: list[tuple[PingBatch, Device, ConsentDecision]] = []
+            receipts: list[tuple[str, ConsentDecision, dict[str, Any]]] = []
             for batch in batches:
                 device = devices.get(batch.device_id)
                 if device is None:
@@ -136,18 +138,19 @@ class PingIngestor:
                         allowed=False,
                         reason=f"{batch.privacy_signal}: precise location is not processed",
                     )
-                gate.receipt(
-                    device.subject_id,
-                    "ping",
-                    consent,
-                    now,
-                    details={"device_id": device.id, "fixes": len(batch.fixes)},
+                receipts.append(
+                    (
+                        device.subject_id,
+                        consent,
+                        {"device_id": device.id, "fixes": len(batch.fixes)},
+                    )
                 )
                 if consent.allowed:
                     admitted.append((batch, device, consent))
                     outcomes.append(IngestResult(0, consent))  # filled in below
                 else:
                     outcomes.append(ConsentRequired(consent.reason))
+            gate.add_receipts("ping", receipts, now)
             results = iter(self._process(session, admitted, now))
             outcomes = [next(results) if isinstance(o, IngestResult) else o for o in outcomes]
         return outcomes

@@ -1,0 +1,161 @@
+"""Group commit of ping requests (``api.ping_groups``), on both stacks: requests that arrive
+together share one transaction, yet each gets its own answer, its own refusal and its own
+rate-limit count, and a device's requests never run side by side."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from api.auth import read_device_token
+from api.ping_groups import PingGroups
+from consent.domain import ConsentRequired
+from consent.models import ConsentReceipt
+from core.errors import RateLimited, Unauthenticated
+from core.ratelimit import RateLimiter, RateLimits, RouteLimits, Subjects
+from geo.domain import Fix
+from geo.models import Ping
+from offers.flows import IngestResult, PingBatch
+from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
+
+
+def _batch(
+    engine: Engine, device: dict[str, Any], point: tuple[float, float], s: int = 0
+) -> PingBatch:
+    claims = read_device_token(engine.runtime.settings, device["token"], engine.clock.now())
+    at = engine.clock.now() + timedelta(seconds=s)
+    fix = Fix(claims.device_id, point[0], point[1], at, 10.0, None, None, False, None)
+    return PingBatch(claims.device_id, claims.token_version, [fix])
+
+
+def _subjects(batch: PingBatch) -> Subjects:
+    return Subjects(device_id=batch.device_id, ip="127.0.0.1")
+
+
+def _groups(engine: Engine, limits: RateLimits | None = None, **kwargs: Any) -> PingGroups:
+    runtime = engine.runtime
+    limiter = RateLimiter(
+        runtime.state, runtime.clock, limits or RateLimits(pings=RouteLimits()), 60
+    )
+    return PingGroups(runtime.ingestor.ingest_many, limiter, **kwargs)
+
+
+async def _submit_all(
+    groups: PingGroups, batches: Sequence[PingBatch]
+) -> list[IngestResult | BaseException]:
+    return await asyncio.gather(
+        *(groups.submit(b, _subjects(b)) for b in batches), return_exceptions=True
+    )
+
+
+def _shoppers(engine: Engine, count: int) -> list[dict[str, Any]]:
+    engine.create_store()
+    return [
+        engine.shopper(offers_by_email=False, email=f"s{n}@example.com", customer=f"c-{n}")
+        for n in range(count)
+    ]
+
+
+def test_requests_arriving_together_share_a_transaction(make_engine_api: EngineFactory) -> None:
+    engine = make_engine_api()
+    shoppers = _shoppers(engine, 6)
+    groups = _groups(engine)
+    batches = [_batch(engine, s, INSIDE) for s in shoppers]
+    results = asyncio.run(_submit_all(groups, batches))
+    assert all(isinstance(r, IngestResult) for r in results), results
+    # The first request found the engine idle and went alone; the five that came while it
+    # ran went together.
+    assert (groups.groups, groups.grouped) == (2, 6)
+    for batch, result in zip(batches, results, strict=True):
+        assert isinstance(result, IngestResult)
+        assert result.accepted == 1
+        assert [e.kind for e in result.events] == ["enter"]
+        assert {e.device_id for e in result.events} == {batch.device_id}, "its own events only"
+    assert engine.count(Ping) == 6
+    assert engine.count(ConsentReceipt, ConsentReceipt.action == "ping") == 6
+
+
+def test_each_request_is_refused_on_its_own(make_engine_api: EngineFactory) -> None:
+    engine = make_engine_api()
+    shoppers = _shoppers(engine, 3)
+    no_consent = engine.register(email="n@example.com", customer="c-n")
+    groups = _groups(engine)
+    first = _batch(engine, shoppers[0], INSIDE)
+    stale = _batch(engine, shoppers[1], INSIDE)
+    stale = PingBatch(stale.device_id, stale.token_version + 1, stale.fixes)
+    refused = _batch(engine, no_consent, INSIDE)
+    fine = _batch(engine, shoppers[2], INSIDE)
+    results = asyncio.run(_submit_all(groups, [first, stale, refused, fine]))
+    assert groups.groups == 2, "the last three went together"
+    assert isinstance(results[0], IngestResult) and isinstance(results[3], IngestResult)
+    assert isinstance(results[1], Unauthenticated)
+    assert isinstance(results[2], ConsentRequired)
+    with engine.runtime.sessions() as session:
+        receipts = session.scalars(
+            select(ConsentReceipt).where(ConsentReceipt.action == "ping")
+        ).all()
+    by_device = {r.details["device_id"]: r.allowed for r in receipts}
+    assert by_device == {first.device_id: True, refused.device_id: False, fine.device_id: True}
+    assert engine.count(Ping) == 2, "only the admitted requests' fixes are stored"
+
+
+def test_a_devices_requests_run_one_after_the_other(make_engine_api: EngineFactory) -> None:
+    engine = make_engine_api(exit_confirm_fixes=1, exit_buffer_m=0)
+    [walker, other] = _shoppers(engine, 2)
+    groups = _groups(engine)
+    batches = [
+        _batch(engine, walker, INSIDE, 0),
+        _batch(engine, walker, OUTSIDE, 60),
+        _batch(engine, other, INSIDE, 0),
+        _batch(engine, walker, INSIDE, 120),
+    ]
+    results = asyncio.run(_submit_all(groups, batches))
+    assert all(isinstance(r, IngestResult) for r in results), results
+    # walker's three requests went in three groups, in order; other joined the second
+    assert (groups.groups, groups.grouped) == (3, 4)
+    kinds = [[e.kind for e in r.events] for r in results if isinstance(r, IngestResult)]
+    assert kinds[0] == ["enter"] and kinds[2] == ["enter"] and kinds[3] == ["enter"]
+    assert "exit" in kinds[1], "the second request saw the state the first one left"
+
+
+def test_rate_limits_count_every_request_of_a_group(make_engine_api: EngineFactory) -> None:
+    engine = make_engine_api()
+    [walker, other] = _shoppers(engine, 2)
+    groups = _groups(engine, RateLimits(pings=RouteLimits(per_ip=3)))
+    batches = [_batch(engine, walker, INSIDE, n) for n in range(2)]
+    batches += [_batch(engine, other, INSIDE, n) for n in range(2)]
+    results = asyncio.run(_submit_all(groups, batches))
+    refused = [r for r in results if isinstance(r, RateLimited)]
+    assert len(refused) == 1, results
+    assert "for this ip: 3 per 60 s" in str(refused[0])
+    assert engine.count(Ping) == 3, "a refused request stores nothing"
+
+
+def test_a_failed_group_is_retried_request_by_request(make_engine_api: EngineFactory) -> None:
+    engine = make_engine_api()
+    shoppers = _shoppers(engine, 4)
+    ingest_many = engine.runtime.ingestor.ingest_many
+    sizes: list[int] = []
+
+    def failing_when_grouped(batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
+        sizes.append(len(batches))
+        if len(batches) > 1:
+            raise RuntimeError("the group's transaction failed")
+        return ingest_many(batches)
+
+    groups = _groups(engine)
+    groups.ingest_many = failing_when_grouped
+    results = asyncio.run(_submit_all(groups, [_batch(engine, s, INSIDE) for s in shoppers]))
+    assert all(isinstance(r, IngestResult) for r in results), results
+    assert sizes == [1, 3, 1, 1, 1]
+    assert engine.count(Ping) == 4
+
+
+def test_settings_refuse_an_empty_group() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        PingGroups(lambda batches: [], None, max_fixes=0)  # type: ignore[arg-type]
