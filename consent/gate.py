@@ -131,9 +131,9 @@ class ConsentGate:
     ) -> None:
         """Store many receipts of one action, (subject, decision, details) each, in one
         statement and without ORM objects (the ping path: one per request)."""
-        if decided:  # the table, not the entity: no ORM bulk-insert bookkeeping
+        if decided:  # on the connection: a Core insert, no ORM bulk-insert bookkeeping
             self.session.connection().execute(
-                insert(ConsentReceipt.__table__),
+                insert(ConsentReceipt),
                 [_receipt_row(s, action, d, now, None, details) for s, d, details in decided],
             )
 
