@@ -83,7 +83,8 @@ def serve(
 
     install_redaction()
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=uvicorn_log_config())
+        app = create_app(settings, server_process=True)
+        uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config())
         return
     if not settings.uses_shared_state:
         raise typer.BadParameter("several workers share hot state: set a Redis URL")
