@@ -59,7 +59,7 @@ class PingGroups:
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
             weakref.WeakKeyDictionary()
         )
-        self.groups = 0  # processed so far, for the operator's figures
+        self.groups = 0  # groups processed so far, and the requests in them (diagnostics)
         self.grouped = 0
 
     async def submit(self, batch: PingBatch, subjects: Subjects) -> IngestResult:
