@@ -390,7 +390,6 @@ class RedisHotState:
     def get_versioned(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str | None, int]]:
         if not pairs:
             return []
-
         keys = [self._k(k) for key, counter in pairs for k in (f"kv:{key}", counter)]
         # one MGET; on a cluster one per slot, and a pair shares a slot (its hash tag), so each
         # value is read together with its version counter

@@ -115,7 +115,7 @@ class PingRepository:
         received_at: datetime,
     ) -> None:
         """Store fixes (each with its device's subject and its status) in one statement, no ORM
-        objects: ``COPY`` on PostgreSQL for larger batches, one multi-row insert otherwise (one
+        objects: ``COPY`` on PostgreSQL for larger batches, one executemany insert otherwise (one
         round trip where ``COPY`` takes two)."""
         if not fixes:
             return

@@ -89,21 +89,6 @@ class PingIngestor:
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
 
-    def ingest(
-        self,
-        device_id: str,
-        token_version: int,
-        fixes: Sequence[Fix],
-        privacy_signal: str | None = None,
-    ) -> IngestResult:
-        """Process one device's batch. Without current ``location_tracking`` consent, or with a
-        privacy signal on the request, only the refusal's receipt is stored, then
-        ``ConsentRequired`` is raised."""
-        (outcome,) = self.ingest_many([PingBatch(device_id, token_version, fixes, privacy_signal)])
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     def ingest_many(self, batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
         """Process several devices' batches in one transaction (at most one batch per device):
         one read of the devices, of their consent and of their presence, one insert of all the
@@ -170,13 +155,16 @@ class PingIngestor:
         outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records)
         statuses = outcome.statuses
         pings = PingRepository(session)
-        subjects = [devices[f.device_id].subject_id for f in fixes]
+        subject_of = {device_id: device.subject_id for device_id, device in devices.items()}
+        subjects = [subject_of[f.device_id] for f in fixes]
         pings.add_fixes(subjects, fixes, [s.value for s in statuses], now)
         judged = [
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
-        subject_of = {device_id: device.subject_id for device_id, device in devices.items()}
         events = pings.add_events(subject_of, judged, now)
+        own_events: dict[str, list[FenceEvent]] = {device_id: [] for device_id in devices}
+        for event in events:
+            own_events[event.device_id].append(event)
         issuer = OfferIssuer(
             session,
             self.state,
@@ -195,11 +183,9 @@ class PingIngestor:
             elif event.kind in OFFER_TRIGGERS:
                 issuer.on_ineligible(event, now)
         visits = DecisionLog(session)
-        for device in devices.values():
-            visits.record_visits(
-                device.subject_id,
-                [e for e in events if e.kind == "dwell" and e.device_id == device.id],
-            )
+        for device_id, device_events in own_events.items():
+            dwells = [e for e in device_events if e.kind == "dwell"]
+            visits.record_visits(subject_of[device_id], dwells)
         new_records = {d: r for d, r in outcome.records.items() if d in devices}
         on_commit(session, lambda: self.state.store_presence(new_records, PRESENCE_TTL_S))
         results = []
@@ -213,7 +199,7 @@ class PingIngestor:
                     len(own) - sum(ignored.values()),
                     consent,
                     dict(ignored),
-                    [e for e in events if e.device_id == device.id],
+                    own_events[device.id],
                     coupons[device.id],
                 )
             )
