@@ -27,6 +27,12 @@ from geo.geometry import (
 MIN_RADIUS_M = 1.0
 MAX_RADIUS_M = 50_000.0
 ENVELOPE_PADDING = 1.01  # envelopes are a coarse filter: never let rounding cut off an edge
+# Candidate search walks the tree once per run of this many consecutive fixes (their bounding
+# box) rather than once per fix: one device's fixes lie close together, so a run's box meets
+# few fences. A run whose box spans more than RUN_SPAN_DEG (lon or lat) falls back to a query
+# per fix, so scattered batches (many devices, a jump) never fan out into many pairs.
+RUN_LENGTH = 32
+RUN_SPAN_DEG = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +154,9 @@ class FenceIndex:
         self.fences: tuple[Fence, ...] = tuple(fences)
         self.by_id = {f.fence_id: f for f in self.fences}
         self.position = {f.fence_id: i for i, f in enumerate(self.fences)}
-        self.tree = shapely.STRtree([_tree_shape(f) for f in self.fences])
+        tree_shapes = [_tree_shape(f) for f in self.fences]
+        self.tree = shapely.STRtree(tree_shapes)
+        self._envelopes = shapely.bounds(np.array(tree_shapes, dtype=object)).reshape(-1, 4)
         anchors = np.array([f.anchor for f in self.fences], dtype=np.float64).reshape(-1, 2)
         self._lon0, self._lat0 = anchors[:, 0], anchors[:, 1]
         self._is_circle = np.array([isinstance(f, CircleFence) for f in self.fences], dtype=bool)
@@ -161,6 +169,11 @@ class FenceIndex:
             [None if g is None else shapely.boundary(g) for g in local], dtype=object
         )
         shapely.prepare(self._local[~self._is_circle])
+        self._lonlat = np.array(
+            [None if isinstance(f, CircleFence) else f.shape.lonlat for f in self.fences],
+            dtype=object,
+        )
+        shapely.prepare(self._lonlat[~self._is_circle])
         self._reach = self._radius.copy()  # how far from the anchor any point of the fence is
         polygons = np.flatnonzero(~self._is_circle)
         if polygons.size:
@@ -218,32 +231,67 @@ class FenceIndex:
     def candidates(
         self, lons: FloatArray, lats: FloatArray
     ) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:
-        """Every (point, fence) pair whose point lies inside the fence, with its signed distance."""
+        """Every (point, fence) pair whose point lies inside the fence (boundary included), with
+        its signed distance; pairs ordered by point, then fence."""
         empty = np.empty(0, dtype=np.intp)
         if not self.fences or len(lons) == 0:
             return empty, empty, np.empty(0, dtype=np.float64)
-        point_idx, fence_idx = self.tree.query(shapely.points(lons, lats), predicate="intersects")
-        if point_idx.size == 0:
-            return empty, empty, np.empty(0, dtype=np.float64)
-        # Polygons are exact already (inside or on the edge); circles were only box hits.
+        point_idx, fence_idx = self._envelope_pairs(lons, lats)
+        # Exact containment: polygons in lon/lat (prepared), circles by great-circle distance.
         signed = np.zeros(point_idx.size, dtype=np.float64)
         circle = self._is_circle[fence_idx]
-        if circle.any():
-            f = fence_idx[circle]
-            signed[circle] = (
-                haversine_m(
-                    lons[point_idx[circle]], lats[point_idx[circle]], self._lon0[f], self._lat0[f]
-                )
-                - self._radius[f]
-            )
         polygon = ~circle
+        keep = np.ones(point_idx.size, dtype=bool)
         if polygon.any():
-            f = fence_idx[polygon]
-            p = point_idx[polygon]
+            f, p = fence_idx[polygon], point_idx[polygon]
+            inside = shapely.intersects_xy(self._lonlat[f], lons[p], lats[p])
+            f, p = f[inside], p[inside]
             x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
-            signed[polygon] = -shapely.distance(self._boundary[f], shapely.points(x, y))
-        keep = signed <= 0.0
+            depth = np.zeros(inside.size)
+            depth[inside] = -shapely.distance(self._boundary[f], shapely.points(x, y))
+            signed[polygon] = depth
+            keep[polygon] = inside
+        if circle.any():
+            f, p = fence_idx[circle], point_idx[circle]
+            signed[circle] = (
+                haversine_m(lons[p], lats[p], self._lon0[f], self._lat0[f]) - self._radius[f]
+            )
+            keep[circle] = signed[circle] <= 0.0
         return point_idx[keep], fence_idx[keep], signed[keep]
+
+    def _envelope_pairs(
+        self, lons: FloatArray, lats: FloatArray
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """(point, fence) pairs whose point lies in the fence's envelope, ordered by point then
+        fence: one tree query per run of consecutive points (its box), per point where a run is
+        spread out."""
+        n = len(lons)
+        starts = np.arange(0, n, RUN_LENGTH)
+        west, east = np.minimum.reduceat(lons, starts), np.maximum.reduceat(lons, starts)
+        south, north = np.minimum.reduceat(lats, starts), np.maximum.reduceat(lats, starts)
+        compact = (east - west <= RUN_SPAN_DEG) & (north - south <= RUN_SPAN_DEG)
+        runs = np.flatnonzero(compact)
+        run_idx, fence_idx = self.tree.query(
+            shapely.box(west[runs], south[runs], east[runs], north[runs])
+        )
+        point_idx = (starts[runs[run_idx]][:, None] + np.arange(RUN_LENGTH)).ravel()
+        fence_idx = np.repeat(fence_idx, RUN_LENGTH)
+        envelope = self._envelopes[fence_idx]
+        within = point_idx < n
+        point_idx, fence_idx, envelope = point_idx[within], fence_idx[within], envelope[within]
+        x, y = lons[point_idx], lats[point_idx]
+        within = (
+            (x >= envelope[:, 0]) & (x <= envelope[:, 2]) & (y >= envelope[:, 1])
+            & (y <= envelope[:, 3])
+        )
+        point_idx, fence_idx = point_idx[within], fence_idx[within]
+        if runs.size < starts.size:  # spread-out runs: a query per point
+            spread = np.flatnonzero(~compact[np.arange(n) // RUN_LENGTH])
+            p, f = self.tree.query(shapely.points(lons[spread], lats[spread]))
+            point_idx = np.concatenate((point_idx, spread[p]))
+            fence_idx = np.concatenate((fence_idx, f))
+        order = np.lexsort((fence_idx, point_idx))
+        return point_idx[order], fence_idx[order]
 
     def match(self, lons: Sequence[float], lats: Sequence[float]) -> list[list[Fence]]:
         """For each point, the fences that contain it (boundary included)."""
