@@ -181,6 +181,15 @@ class FenceIndex:
             far = np.zeros(polygons.size)
             np.maximum.at(far, owner, np.hypot(coords[:, 0], coords[:, 1]))
             self._reach[polygons] = far
+        # How far from the anchor the fence certainly extends: a disk of this radius around the
+        # anchor lies inside it (the anchor's distance to the nearest edge; none when the anchor
+        # is outside). With the reach it bounds any point's distance to the edge both ways.
+        self._inner = self._radius.copy()
+        if polygons.size:
+            shapes = self._local[polygons]
+            anchor_inside = shapely.contains_xy(shapes, 0.0, 0.0)
+            edge = shapely.distance(self._boundary[polygons], shapely.Point(0.0, 0.0))
+            self._inner[polygons] = np.where(anchor_inside, edge, -np.inf)
 
     def __len__(self) -> int:
         return len(self.fences)
@@ -228,36 +237,107 @@ class FenceIndex:
             signed[polygon] = np.where(inside, -edge, edge)
         return signed
 
+    def inside_distances(
+        self, lons: FloatArray, lats: FloatArray, fence_idx: NDArray[np.intp]
+    ) -> FloatArray:
+        """Signed distances (<= 0) of points known to lie in the paired fence (candidates)."""
+        signed = np.empty(len(fence_idx), dtype=np.float64)
+        circle = self._is_circle[fence_idx]
+        if circle.any():
+            f = fence_idx[circle]
+            signed[circle] = (
+                haversine_m(lons[circle], lats[circle], self._lon0[f], self._lat0[f])
+                - self._radius[f]
+            )
+        polygon = ~circle
+        if polygon.any():
+            f = fence_idx[polygon]
+            x, y = to_local(lons[polygon], lats[polygon], self._lon0[f], self._lat0[f])
+            signed[polygon] = -shapely.distance(self._boundary[f], shapely.points(x, y))
+        return signed
+
+    def farther_than(
+        self,
+        lons: FloatArray,
+        lats: FloatArray,
+        fence_idx: NDArray[np.intp],
+        limits: FloatArray,
+    ) -> NDArray[np.bool_]:
+        """Whether each point's signed distance to the paired fence exceeds its limit (>= 0).
+
+        For a polygon the point's distance d from the anchor bounds its distance to the fence:
+        at least d - reach, at most d - inner; the exact distance is computed only where the
+        limit falls between the two."""
+        result = np.empty(len(fence_idx), dtype=bool)
+        circle = self._is_circle[fence_idx]
+        if circle.any():
+            f = fence_idx[circle]
+            result[circle] = (
+                haversine_m(lons[circle], lats[circle], self._lon0[f], self._lat0[f])
+                - self._radius[f]
+                > limits[circle]
+            )
+        polygon = np.flatnonzero(~circle)
+        if polygon.size:
+            f = fence_idx[polygon]
+            x, y = to_local(lons[polygon], lats[polygon], self._lon0[f], self._lat0[f])
+            d = np.hypot(x, y)
+            slack = 1e-6 * (1.0 + d)
+            limit = limits[polygon]
+            far = d - self._reach[f] > limit + slack
+            unsure = ~far & (d - self._inner[f] > limit - slack)
+            if unsure.any():
+                far[unsure] = (
+                    shapely.distance(self._local[f[unsure]], shapely.points(x[unsure], y[unsure]))
+                    > limit[unsure]
+                )
+            result[polygon] = far
+        return result
+
     def candidates(
-        self, lons: FloatArray, lats: FloatArray
-    ) -> tuple[NDArray[np.intp], NDArray[np.intp], FloatArray]:
-        """Every (point, fence) pair whose point lies inside the fence (boundary included), with
-        its signed distance; pairs ordered by point, then fence."""
+        self, lons: FloatArray, lats: FloatArray, depths: FloatArray | None = None
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]:
+        """Every (point, fence) pair whose point lies inside the fence (boundary included),
+        ordered by point, then fence; and for each, whether the point lies at least
+        ``depths[point]`` metres inside (all True without ``depths``).
+
+        Depth is bounded first by the point's distance d from the anchor (at least inner - d,
+        at most reach - d); the exact distance to the edge is computed only in between."""
         empty = np.empty(0, dtype=np.intp)
         if not self.fences or len(lons) == 0:
-            return empty, empty, np.empty(0, dtype=np.float64)
+            return empty, empty, np.empty(0, dtype=bool)
         point_idx, fence_idx = self._envelope_pairs(lons, lats)
-        # Exact containment: polygons in lon/lat (prepared), circles by great-circle distance.
-        signed = np.zeros(point_idx.size, dtype=np.float64)
         circle = self._is_circle[fence_idx]
         polygon = ~circle
         keep = np.ones(point_idx.size, dtype=bool)
+        deep = np.ones(point_idx.size, dtype=bool)
         if polygon.any():
             f, p = fence_idx[polygon], point_idx[polygon]
             inside = shapely.intersects_xy(self._lonlat[f], lons[p], lats[p])
-            f, p = f[inside], p[inside]
-            x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
-            depth = np.zeros(inside.size)
-            depth[inside] = -shapely.distance(self._boundary[f], shapely.points(x, y))
-            signed[polygon] = depth
             keep[polygon] = inside
+            if depths is not None:
+                f, p = f[inside], p[inside]
+                need = depths[p]
+                x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
+                d = np.hypot(x, y)
+                slack = 1e-6 * (1.0 + d)
+                sure = (need <= 0.0) | (self._inner[f] - d >= need + slack)
+                unsure = ~sure & (self._reach[f] - d >= need - slack)
+                if unsure.any():
+                    edge = shapely.distance(
+                        self._boundary[f[unsure]], shapely.points(x[unsure], y[unsure])
+                    )
+                    sure[unsure] = edge >= need[unsure]
+                in_polygon = deep[polygon]
+                in_polygon[inside] = sure
+                deep[polygon] = in_polygon
         if circle.any():
             f, p = fence_idx[circle], point_idx[circle]
-            signed[circle] = (
-                haversine_m(lons[p], lats[p], self._lon0[f], self._lat0[f]) - self._radius[f]
-            )
-            keep[circle] = signed[circle] <= 0.0
-        return point_idx[keep], fence_idx[keep], signed[keep]
+            signed = haversine_m(lons[p], lats[p], self._lon0[f], self._lat0[f]) - self._radius[f]
+            keep[circle] = signed <= 0.0
+            if depths is not None:
+                deep[circle] = signed + depths[p] <= 0.0
+        return point_idx[keep], fence_idx[keep], deep[keep]
 
     def _envelope_pairs(
         self, lons: FloatArray, lats: FloatArray

@@ -57,7 +57,8 @@ class BatchMatcher:
     def process(
         self, index: FenceIndex, batch: FixBatch, records: Mapping[str, Record]
     ) -> BatchOutcome:
-        point_idx, fence_idx, signed = index.candidates(batch.lon, batch.lat)
+        margins = self.tracking.entry_accuracy_weight * np.nan_to_num(batch.accuracy, nan=0.0)
+        point_idx, fence_idx, deep = index.candidates(batch.lon, batch.lat, margins)
         codes = np.full(len(batch), USED, dtype=np.int8)
         transitions: list[Transition] = []
         new_records: dict[str, Record] = {}
@@ -69,7 +70,7 @@ class BatchMatcher:
             moved: FloatArray | None = None
             if checked is None:  # a jump to judge: the per-fix state machine decides
                 new_record, seg_codes, seg_transitions = self._scalar(
-                    index, batch, positions, record, point_idx, fence_idx, signed
+                    index, batch, positions, record, point_idx, fence_idx
                 )
                 codes[positions] = seg_codes
                 used = positions[seg_codes == USED]
@@ -79,7 +80,7 @@ class BatchMatcher:
                 codes[seg] = seg_codes
                 used = seg[seg_codes == USED]
                 new_record, seg_transitions = self._fences(
-                    index, batch, used, record, ids, point_idx, fence_idx, signed
+                    index, batch, used, record, ids, margins, point_idx, fence_idx, deep
                 )
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
@@ -159,9 +160,10 @@ class BatchMatcher:
         used: NDArray[np.intp],
         record: Mapping[str, Any],
         ids: list[str],
+        margins: FloatArray,
         point_idx: NDArray[np.intp],
         fence_idx: NDArray[np.intp],
-        signed: NDArray[np.float64],
+        deep: NDArray[np.bool_],
     ) -> tuple[Record, list[Transition]]:
         """Enter/exit/dwell over the used fixes (in time order), fence by fence: only fences
         the device holds or whose fence a fix is in are looked at (geo.visits)."""
@@ -182,8 +184,7 @@ class BatchMatcher:
                     batch.t[used].tolist(),
                     batch.lon[used],
                     batch.lat[used],
-                    self.tracking.entry_accuracy_weight
-                    * np.nan_to_num(batch.accuracy[used], nan=0.0),
+                    margins[used],
                 )
                 inside, transitions, entered = scan_fences(
                     batch.device_ids[int(used[0])],
@@ -192,7 +193,7 @@ class BatchMatcher:
                     inside,
                     hit_k[order],
                     fence_idx[mine][order],
-                    signed[mine][order],
+                    deep[mine][order],
                     self.tracking,
                 )
                 for fence_id in entered:
@@ -242,18 +243,11 @@ class BatchMatcher:
         record: Mapping[str, Any],
         point_idx: NDArray[np.intp],
         fence_idx: NDArray[np.intp],
-        signed: NDArray[np.float64],
     ) -> tuple[Record, NDArray[np.int8], list[Transition]]:
         hit = np.isin(point_idx, positions)
-        distances = self._distances(
-            index,
-            batch,
-            positions,
-            record.get("in", {}),
-            point_idx[hit],
-            fence_idx[hit],
-            signed[hit],
-        )
+        p, f = point_idx[hit], fence_idx[hit]
+        signed = index.inside_distances(batch.lon[p], batch.lat[p], f)
+        distances = self._distances(index, batch, positions, record.get("in", {}), p, f, signed)
         fixes = [batch.fix(int(i)) for i in positions.tolist()]
         per_fix = [distances.get(int(i), {}) for i in positions.tolist()]
         result = track_device(

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from geo.domain import FenceIndex
-from geo.geometry import FloatArray, to_local
+from geo.geometry import FloatArray
 from geo.tracking import TrackingRules, Transition
 
 FIRST_WINDOW = 8  # fixes scanned past a fence's last hit before looking further (exit is near)
@@ -59,15 +59,16 @@ def scan_fences(
     inside: Mapping[str, Mapping[str, Any]],
     hit_k: NDArray[np.intp],
     hit_f: NDArray[np.intp],
-    hit_s: FloatArray,
+    hit_deep: NDArray[np.bool_],
     rules: TrackingRules,
 ) -> tuple[dict[str, dict[str, Any]], list[Transition], set[str]]:
     """Fold the fixes into the device's fences. ``hit_*``: every (fix, fence) pair with the fix
-    inside the fence, its signed distance, fixes in time order and, per fix, in tree order.
+    inside the fence and whether it is deep enough inside to enter (accuracy considered),
+    fixes in time order and, per fix, in tree order.
     Returns the fences the device is in afterwards (in ``fence_step``'s order), the
     transitions, and the fences entered (whose pending announcement ends)."""
     n = len(fixes.times)
-    eligible = hit_s + fixes.margins[hit_k] <= 0.0
+    eligible = hit_deep
     first = np.ones(hit_k.size, dtype=bool)
     first[1:] = hit_k[1:] != hit_k[:-1]
     starts = np.flatnonzero(first)
@@ -99,7 +100,7 @@ def scan_fences(
     window = FIRST_WINDOW
     vector = held_count == 0  # fences entered in this batch: the whole scan as array operations
     while pending:  # a round: classify every pending track's fixes at once, then scan each
-        cls, pk, offsets = _classify(index, fixes, pending, hit_k, hit_f, hit_s, rules)
+        cls, pk, offsets = _classify(index, fixes, pending, hit_k, hit_f, rules)
         done = (
             _vector_scan(device_id, index, pending, cls, pk, offsets, fixes, ranks, rules, n)
             if vector
@@ -248,45 +249,30 @@ def _classify(
     tracks: list[_Track],
     hit_k: NDArray[np.intp],
     hit_f: NDArray[np.intp],
-    hit_s: FloatArray,
     rules: TrackingRules,
 ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
     """Each track's fixes start..stop, flat (fix positions, and where each track's run begins):
-    inside (0), in the exit band (1), clearly outside (2)."""
+    inside (0), in the exit band (1), clearly outside (2). A fix is inside a fence exactly when
+    the pair is a hit; outside ones are told apart by ``FenceIndex.farther_than``."""
     lengths = np.array([t.stop - t.start for t in tracks], dtype=np.intp)
     begin = np.array([t.start for t in tracks], dtype=np.intp)
     offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     pk = np.arange(int(lengths.sum()), dtype=np.intp) - np.repeat(offsets - begin, lengths)
     pf = np.repeat(np.array([t.fence for t in tracks], dtype=np.intp), lengths)
-    count = len(index)
-    signed = np.full(pk.size, np.inf)
-    hit_keys = hit_k.astype(np.int64) * count + hit_f
-    pair_keys = pk.astype(np.int64) * count + pf
-    if hit_keys.size:
-        order = np.argsort(hit_keys, kind="stable")
-        sorted_keys = hit_keys[order]
-        j = np.minimum(np.searchsorted(sorted_keys, pair_keys), sorted_keys.size - 1)
-        hit = sorted_keys[j] == pair_keys
-        signed[hit] = hit_s[order[j[hit]]]
+    cls = np.full(pk.size, _INSIDE, dtype=np.intp)
+    if hit_k.size:
+        count = len(index)
+        hit_keys = np.sort(hit_k.astype(np.int64) * count + hit_f)
+        pair_keys = pk.astype(np.int64) * count + pf
+        j = np.minimum(np.searchsorted(hit_keys, pair_keys), hit_keys.size - 1)
+        rest = np.flatnonzero(hit_keys[j] != pair_keys)
     else:
-        hit = np.zeros(pk.size, dtype=bool)
-    bound = rules.exit_buffer_m + fixes.margins[pk]
-    rest = np.flatnonzero(~hit)
+        rest = np.arange(pk.size)
     if rest.size:
         rk, rf = pk[rest], pf[rest]
-        lons, lats = fixes.lons[rk], fixes.lats[rk]
-        lon0, lat0 = index.anchors
-        x, y = to_local(lons, lats, lon0[rf], lat0[rf])
-        reach = np.hypot(x, y) - index.reaches[rf]
-        # Clearly outside a polygon: farther from its anchor than every point of it, plus the
-        # band (in the polygon's own frame, where its distances are measured).
-        far = ~index.is_circle[rf] & (reach > bound[rest] + 1e-6 * (1.0 + np.abs(reach)))
-        near = rest[~far]
-        if near.size:
-            signed[near] = index.signed_distances(
-                fixes.lons[pk[near]], fixes.lats[pk[near]], pf[near]
-            )
-    cls = np.where(signed <= 0.0, _INSIDE, np.where(signed > bound, _OUT, _BAND))
+        bound = rules.exit_buffer_m + fixes.margins[rk]
+        far = index.farther_than(fixes.lons[rk], fixes.lats[rk], rf, bound)
+        cls[rest] = np.where(far, _OUT, _BAND)
     return cls, pk, offsets
 
 

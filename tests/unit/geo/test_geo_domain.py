@@ -314,29 +314,110 @@ def test_signed_distances_are_negative_inside_and_measured_in_metres() -> None:
     np.testing.assert_allclose(found, [-70.0, 30.0, -50.0, 30.0], atol=0.05)
 
 
-def test_candidates_give_only_the_pairs_inside_with_their_signed_distance() -> None:
+def test_candidates_give_the_pairs_inside_and_whether_each_is_deep_enough() -> None:
     a = fence("a", radius_m=100.0)
     b = square_fence("b", 13.4, 52.5, 40.0)
     far = fence("far", lon=2.35, lat=48.85)
     index = FenceIndex([a, b, far])
-    near_edge = destination(13.4, 52.5, 0.0, 70.0)  # in a, outside b
+    near_edge = destination(13.4, 52.5, 0.0, 70.0)  # in a (30 m deep), outside b
     lons = np.array([13.4, near_edge[0], 100.0])
     lats = np.array([52.5, near_edge[1], 0.0])
 
-    point_idx, fence_idx, signed = index.candidates(lons, lats)
+    point_idx, fence_idx, deep = index.candidates(lons, lats, np.array([39.0, 31.0, 0.0]))
 
-    pairs = sorted(
-        (int(p), index.fences[int(f)].fence_id, round(float(s), 1))
-        for p, f, s in zip(point_idx, fence_idx, signed, strict=True)
-    )
-    assert pairs == [(0, "a", -100.0), (0, "b", -40.0), (1, "a", -30.0)]
+    pairs = [
+        (int(p), index.fences[int(f)].fence_id, bool(d))
+        for p, f, d in zip(point_idx, fence_idx, deep, strict=True)
+    ]
+    # Point 0 is 100 m inside a and 40 m inside b (>= 39 asked); point 1 is 30 m inside a (< 31).
+    assert pairs == [(0, "a", True), (0, "b", True), (1, "a", False)]
+    _, _, deeper = index.candidates(lons, lats, np.array([41.0, 29.0, 0.0]))
+    assert deeper.tolist() == [True, False, True]
+    _, _, unasked = index.candidates(lons, lats)
+    assert unasked.tolist() == [True, True, True]
 
 
 def test_candidates_of_an_empty_index_or_no_points_are_empty() -> None:
     empty = np.array([], dtype=np.float64)
     for index, lons in ((FenceIndex([]), np.array([13.4])), (FenceIndex([fence()]), empty)):
-        point_idx, fence_idx, signed = index.candidates(lons, lons)
-        assert point_idx.size == fence_idx.size == signed.size == 0
+        point_idx, fence_idx, deep = index.candidates(lons, lons)
+        assert point_idx.size == fence_idx.size == deep.size == 0
+
+
+def irregular_fences(rng: np.random.Generator, count: int) -> list[PolygonFence | CircleFence]:
+    """Stars (concave, some with the centroid outside), squares with a hole, circles."""
+    fences: list[PolygonFence | CircleFence] = []
+    for i in range(count):
+        lon, lat = 13.4 + rng.uniform(-0.003, 0.003), 52.5 + rng.uniform(-0.002, 0.002)
+        kind = i % 3
+        if kind == 0:
+            points = int(rng.integers(5, 9))
+            angles = np.linspace(0, 2 * math.pi, 2 * points, endpoint=False)
+            radii = np.where(np.arange(2 * points) % 2 == 0, 80.0, rng.uniform(5, 40))
+            ring = [
+                list(destination(lon, lat, math.degrees(a), r))
+                for a, r in zip(angles, radii, strict=True)
+            ]
+            ring.append(ring[0])
+            shape = PolygonShape({"type": "Polygon", "coordinates": [ring]})
+            fences.append(PolygonFence(f"p{i}", "s", shape))
+        elif kind == 1:
+            outer, hole = square(lon, lat, 60.0), square(lon, lat, 25.0)[::-1]
+            shape = PolygonShape({"type": "Polygon", "coordinates": [outer, hole]})
+            fences.append(PolygonFence(f"h{i}", "s", shape))
+        else:
+            fences.append(fence(f"c{i}", lon, lat, float(rng.uniform(10, 90))))
+    return fences
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_candidates_and_their_depths_agree_with_exact_signed_distances(seed: int) -> None:
+    """Walks (runs of consecutive fixes searched by their box) and scattered fixes (searched
+    one by one), against every pair's exact signed distance."""
+    rng = np.random.default_rng(seed)
+    index = FenceIndex(irregular_fences(rng, 30))
+    walk = 13.4 + np.cumsum(rng.normal(0, 2e-5, 300)), 52.5 + np.cumsum(rng.normal(0, 2e-5, 300))
+    scattered = rng.uniform(13.395, 13.405, 200), rng.uniform(52.497, 52.503, 200)
+    lons = np.concatenate((walk[0], scattered[0], [120.0, -60.0]))
+    lats = np.concatenate((walk[1], scattered[1], [10.0, -30.0]))
+    depths = rng.uniform(0.0, 20.0, lons.size)
+    depths[::7] = 0.0
+
+    point_idx, fence_idx, deep = index.candidates(lons, lats, depths)
+
+    all_p = np.repeat(np.arange(lons.size), len(index))
+    all_f = np.tile(np.arange(len(index)), lons.size)
+    signed = index.signed_distances(lons[all_p], lats[all_p], all_f)
+    inside = np.flatnonzero(signed <= 0.0)
+    assert list(zip(point_idx.tolist(), fence_idx.tolist(), strict=True)) == list(
+        zip(all_p[inside].tolist(), all_f[inside].tolist(), strict=True)
+    )
+    assert inside.size > 20  # the walk and the scatter do meet fences
+    expected = signed[inside] + depths[all_p[inside]] <= 0.0
+    assert deep.tolist() == expected.tolist()
+    assert 0 < int(deep.sum()) < deep.size
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_farther_than_agrees_with_exact_signed_distances(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    index = FenceIndex(irregular_fences(rng, 12))
+    n = 3_000
+    f = rng.integers(0, len(index), n)
+    lon0, lat0 = index.anchors
+    bearing, reach = rng.uniform(0, 360, n), rng.uniform(0, 160, n)
+    points = [
+        destination(float(lon0[i]), float(lat0[i]), float(b), float(r))
+        for i, b, r in zip(f, bearing, reach, strict=True)
+    ]
+    lons, lats = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    limits = rng.uniform(0.0, 40.0, n)
+
+    far = index.farther_than(lons, lats, f, limits)
+
+    expected = index.signed_distances(lons, lats, f) > limits
+    assert far.tolist() == expected.tolist()
+    assert 0 < int(far.sum()) < n
 
 
 def test_an_invalid_polygon_cannot_be_built_into_a_fence() -> None:
