@@ -111,6 +111,18 @@ def haversine_m(
     return distance
 
 
+def step_lengths_m(lons: FloatArray, lats: FloatArray) -> FloatArray:
+    """Great-circle length in metres of each step between consecutive points (one fewer than
+    the points): ``haversine_m`` of each pair, with each latitude's cosine computed once."""
+    phi = np.radians(lats)
+    cos = np.cos(phi)
+    half_dphi = np.sin(np.diff(phi) / 2)
+    half_dlmb = np.sin(np.radians(np.diff(lons)) / 2)
+    a = half_dphi * half_dphi + cos[:-1] * cos[1:] * (half_dlmb * half_dlmb)
+    distance: FloatArray = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+    return distance
+
+
 def _box_around(lon: float, lat: float, reach_m: float) -> shapely.Geometry:
     """A lon/lat box (two across the antimeridian) containing every point within ``reach_m``."""
     dlat = reach_m / METRES_PER_DEGREE

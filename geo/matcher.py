@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geo.domain import FenceIndex, FixBatch, haversine_m
+from geo.domain import FenceIndex, FixBatch, step_lengths_m
 from geo.geometry import FloatArray
 from geo.prediction import Motion, PredictionRules, motion_of, odometer, predict
 from geo.tracking import (
@@ -57,7 +57,7 @@ class BatchMatcher:
     def process(
         self, index: FenceIndex, batch: FixBatch, records: Mapping[str, Record]
     ) -> BatchOutcome:
-        margins = self.tracking.entry_accuracy_weight * np.nan_to_num(batch.accuracy, nan=0.0)
+        margins = self.tracking.entry_accuracy_weight * np.fmax(batch.accuracy, 0.0)  # nan: 0
         point_idx, fence_idx, deep = index.candidates(batch.lon, batch.lat, margins)
         codes = np.full(len(batch), USED, dtype=np.int8)
         transitions: list[Transition] = []
@@ -147,7 +147,7 @@ class BatchMatcher:
                 lats = np.concatenate(([previous[1]], lats))
                 times = np.concatenate(([previous[2]], times))
             if lons.size > 1:
-                moved = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:])
+                moved = step_lengths_m(lons, lats)
                 if np.any(moved > rules.max_speed_mps * np.maximum(np.diff(times), 1.0)):
                     return None
                 return seg, codes, ids, moved

@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from geo.domain import FenceIndex, Fix, FixBatch, haversine_m
+from geo.domain import FenceIndex, Fix, FixBatch, step_lengths_m
 from geo.geometry import METRES_PER_DEGREE, FloatArray, to_local
 
 
@@ -270,9 +270,14 @@ def predict(
         along[polygon] = _polygon_along(
             shapes, dx, dy, sin[polygon], cos[polygon], length[m], w0[m], w1[m]
         )
-        distance[polygon] = shapely.distance(shapes, shapely.points(dx, dy))
-    eta = np.nan_to_num(along, nan=-1.0) / speeds
+    eta = np.fmax(along, -1.0) / speeds  # nan (not reached): -1
     found = np.flatnonzero(eta >= max(rules.min_eta_s, 1e-9))
+    if polygon.any() and found.size:  # distances only for what is announced
+        far = found[polygon[found]]
+        if far.size:
+            f = fence_idx[far]
+            px, py = to_local(mlon[far], mlat[far], lon0[f], lat0[f])
+            distance[far] = shapely.distance(index.local_shapes[f], shapely.points(px, py))
     return [
         Approach(
             motions[int(motion_idx[k])].device_id,
@@ -312,7 +317,7 @@ def odometer(
         lats = np.concatenate(([previous[1]], lats))
         times = np.concatenate(([previous[2]], times))
     if times.size > 1:
-        steps = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:]) if moved is None else moved
+        steps = step_lengths_m(lons, lats) if moved is None else moved
         dts = np.maximum(np.diff(times), 0.0)
         stopped = steps < rules.min_speed_mps * dts
         odo += float(steps.sum())
