@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from geo.domain import FenceIndex, FixBatch, step_lengths_m
 from geo.geometry import FloatArray
-from geo.prediction import Motion, PredictionRules, motion_of, odometer, predict
+from geo.prediction import Motion, PredictionRules, Reported, motion_of, odometer, predict
 from geo.tracking import (
     FixStatus,
     Record,
@@ -86,7 +86,7 @@ class BatchMatcher:
             transitions.extend(seg_transitions)
             if self.prediction is not None:
                 odometer(batch, used, moved, record, new_record, self.prediction)
-            self._motion(batch, positions, codes[positions], device_id, new_record, motions, skips)
+            self._motion(batch, used, device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
         return BatchOutcome(new_records, transitions, codes, predicted)
@@ -261,20 +261,16 @@ class BatchMatcher:
     def _motion(
         self,
         batch: FixBatch,
-        positions: NDArray[np.intp],
-        codes: NDArray[np.int8],
+        used: NDArray[np.intp],
         device_id: str,
         record: Record,
         motions: list[Motion],
         skips: list[set[str]],
     ) -> None:
-        if self.prediction is None:
+        """``used``: the device's used fixes in event-time order; the motion is the last one's."""
+        if self.prediction is None or used.size == 0:
             return
-        used = positions[codes == USED]
-        if used.size == 0:
-            return
-        last = batch.fix(int(used[np.argmax(batch.t[used])]))
-        motion = motion_of(device_id, record, last, self.prediction)
+        motion = motion_of(device_id, record, Reported.of(batch, int(used[-1])), self.prediction)
         if motion is None:
             return
         announced = record.get("ap", {})

@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from geo.domain import FenceIndex, Fix, FixBatch, step_lengths_m
+from geo.domain import FenceIndex, FixBatch, step_lengths_m
 from geo.geometry import METRES_PER_DEGREE, FloatArray, to_local
 
 
@@ -35,6 +35,20 @@ class PredictionRules:
     min_history_s: float = 60.0  # ... once there is at least this much of it
     stop_allowance_s: float = 20.0  # ... counting each stop in it up to this long
     min_eta_s: float = 90.0  # a nearer arrival is not announced: one stop is a large part of it
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """What the phone reported with its last used fix (``geo.domain.Fix`` has the same)."""
+
+    accuracy_m: float | None
+    speed_mps: float | None
+    heading_deg: float | None
+
+    @classmethod
+    def of(cls, batch: FixBatch, i: int) -> Reported:
+        values = (float(batch.accuracy[i]), float(batch.speed[i]), float(batch.heading[i]))
+        return cls(*(None if math.isnan(v) else v for v in values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +85,7 @@ def _bearing_deg(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 
 def motion_of(
-    device_id: str, record: Mapping[str, Any], last: Fix | None, rules: PredictionRules
+    device_id: str, record: Mapping[str, Any], last: Reported | None, rules: PredictionRules
 ) -> Motion | None:
     """The device's motion from its last used fix: reported speed and heading when both are
     there, otherwise derived from its last two used positions. None when stationary or unsure."""
