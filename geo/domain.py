@@ -29,10 +29,12 @@ MAX_RADIUS_M = 50_000.0
 ENVELOPE_PADDING = 1.01  # envelopes are a coarse filter: never let rounding cut off an edge
 # Candidate search walks the tree once per run of this many consecutive fixes (their bounding
 # box) rather than once per fix: one device's fixes lie close together, so a run's box meets
-# few fences. A run whose box spans more than RUN_SPAN_DEG (lon or lat) falls back to a query
-# per fix, so scattered batches (many devices, a jump) never fan out into many pairs.
+# few fences. A run whose box spans more than RUN_SPAN_DEG (lon or lat) or meets more than
+# RUN_MAX_FENCES fences falls back to a query per fix, so scattered batches (many devices, a
+# jump) or crowded streets never fan out into many pairs; so does a batch shorter than a run.
 RUN_LENGTH = 32
-RUN_SPAN_DEG = 0.02
+RUN_SPAN_DEG = 0.005
+RUN_MAX_FENCES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +358,18 @@ class FenceIndex:
     ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """(point, fence) pairs whose point lies in the fence's envelope, ordered by point then
         fence: one tree query per run of consecutive points (its box), per point where a run is
-        spread out."""
+        spread out or crowded."""
+        n = len(lons)
+        if n < RUN_LENGTH:
+            point_idx, fence_idx = self.tree.query(shapely.points(lons, lats))
+        else:
+            point_idx, fence_idx = self._run_pairs(lons, lats)
+        order = np.lexsort((fence_idx, point_idx))
+        return point_idx[order], fence_idx[order]
+
+    def _run_pairs(
+        self, lons: FloatArray, lats: FloatArray
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         n = len(lons)
         starts = np.arange(0, n, RUN_LENGTH)
         west, east = np.minimum.reduceat(lons, starts), np.maximum.reduceat(lons, starts)
@@ -366,24 +379,28 @@ class FenceIndex:
         run_idx, fence_idx = self.tree.query(
             shapely.box(west[runs], south[runs], east[runs], north[runs])
         )
+        crowded = np.bincount(run_idx, minlength=runs.size) > RUN_MAX_FENCES
+        if crowded.any():
+            compact[runs[crowded]] = False
+            kept = ~crowded[run_idx]
+            run_idx, fence_idx = run_idx[kept], fence_idx[kept]
         point_idx = (starts[runs[run_idx]][:, None] + np.arange(RUN_LENGTH)).ravel()
         fence_idx = np.repeat(fence_idx, RUN_LENGTH)
-        envelope = self._envelopes[fence_idx]
         within = point_idx < n
-        point_idx, fence_idx, envelope = point_idx[within], fence_idx[within], envelope[within]
+        point_idx, fence_idx = point_idx[within], fence_idx[within]
+        envelope = self._envelopes[fence_idx]
         x, y = lons[point_idx], lats[point_idx]
         within = (
             (x >= envelope[:, 0]) & (x <= envelope[:, 2]) & (y >= envelope[:, 1])
             & (y <= envelope[:, 3])
         )
         point_idx, fence_idx = point_idx[within], fence_idx[within]
-        if runs.size < starts.size:  # spread-out runs: a query per point
+        if not compact.all():  # spread-out or crowded runs: a query per point
             spread = np.flatnonzero(~compact[np.arange(n) // RUN_LENGTH])
             p, f = self.tree.query(shapely.points(lons[spread], lats[spread]))
             point_idx = np.concatenate((point_idx, spread[p]))
             fence_idx = np.concatenate((fence_idx, f))
-        order = np.lexsort((fence_idx, point_idx))
-        return point_idx[order], fence_idx[order]
+        return point_idx, fence_idx
 
     def match(self, lons: Sequence[float], lats: Sequence[float]) -> list[list[Fence]]:
         """For each point, the fences that contain it (boundary included)."""

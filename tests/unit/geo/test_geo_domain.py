@@ -370,12 +370,16 @@ def irregular_fences(rng: np.random.Generator, count: int) -> list[PolygonFence 
     return fences
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_candidates_and_their_depths_agree_with_exact_signed_distances(seed: int) -> None:
-    """Walks (runs of consecutive fixes searched by their box) and scattered fixes (searched
-    one by one), against every pair's exact signed distance."""
+@pytest.mark.parametrize(("seed", "crowd"), [(1, 0), (2, 0), (3, 0), (4, 40)])
+def test_candidates_and_their_depths_agree_with_exact_signed_distances(
+    seed: int, crowd: int
+) -> None:
+    """Walks (runs of consecutive fixes searched by their box), scattered fixes and runs among
+    more fences than a run may meet (searched one by one), against every pair's exact signed
+    distance."""
     rng = np.random.default_rng(seed)
-    index = FenceIndex(irregular_fences(rng, 30))
+    crowded = [fence(f"k{i}", 13.4, 52.5, 20.0 + i) for i in range(crowd)]
+    index = FenceIndex(irregular_fences(rng, 30) + crowded)
     walk = 13.4 + np.cumsum(rng.normal(0, 2e-5, 300)), 52.5 + np.cumsum(rng.normal(0, 2e-5, 300))
     scattered = rng.uniform(13.395, 13.405, 200), rng.uniform(52.497, 52.503, 200)
     lons = np.concatenate((walk[0], scattered[0], [120.0, -60.0]))
