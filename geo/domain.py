@@ -391,7 +391,9 @@ class FenceIndex:
         envelope = self._envelopes[fence_idx]
         x, y = lons[point_idx], lats[point_idx]
         within = (
-            (x >= envelope[:, 0]) & (x <= envelope[:, 2]) & (y >= envelope[:, 1])
+            (x >= envelope[:, 0])
+            & (x <= envelope[:, 2])
+            & (y >= envelope[:, 1])
             & (y <= envelope[:, 3])
         )
         point_idx, fence_idx = point_idx[within], fence_idx[within]
