@@ -315,8 +315,10 @@ class FenceIndex:
         ordered by point, then fence; and for each, whether the point lies at least
         ``depths[point]`` metres inside (all True without ``depths``).
 
-        Depth is bounded first by the point's distance d from the anchor (at least inner - d,
-        at most reach - d); the exact distance to the edge is computed only in between."""
+        A polygon's point is first placed by its distance d from the anchor: within the inner
+        disk it is inside, beyond the reach outside; its depth is at least inner - d and at most
+        reach - d. Exact containment and edge distances are computed only where these cannot
+        decide."""
         empty = np.empty(0, dtype=np.intp)
         if not self.fences or len(lons) == 0:
             return empty, empty, np.empty(0, dtype=bool)
@@ -327,14 +329,20 @@ class FenceIndex:
         deep = np.ones(point_idx.size, dtype=bool)
         if polygon.any():
             f, p = fence_idx[polygon], point_idx[polygon]
-            inside = shapely.intersects_xy(self._lonlat[f], lons[p], lats[p])
+            x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
+            d = np.hypot(x, y)
+            slack = 1e-6 * (1.0 + d)
+            # Within the inner disk: inside; beyond the reach: outside; exact only between.
+            inside = d <= self._inner[f] - slack
+            unsure = np.flatnonzero(~inside & (d <= self._reach[f] + slack))
+            if unsure.size:
+                inside[unsure] = shapely.intersects_xy(
+                    self._lonlat[f[unsure]], lons[p[unsure]], lats[p[unsure]]
+                )
             keep[polygon] = inside
             if depths is not None:
-                f, p = f[inside], p[inside]
+                f, p, x, y, d, slack = (a[inside] for a in (f, p, x, y, d, slack))
                 need = depths[p]
-                x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
-                d = np.hypot(x, y)
-                slack = 1e-6 * (1.0 + d)
                 sure = (need <= 0.0) | (self._inner[f] - d >= need + slack)
                 unsure = ~sure & (self._reach[f] - d >= need - slack)
                 if unsure.any():
