@@ -77,16 +77,16 @@ def _at_till(
     lockout = GuessLockout(
         runtime.state, settings.pos_lockout_failures, settings.pos_lockout_window_s
     )
-    lockout.check(identities, now)
-    result = IdempotentTill(runtime.sessions).run(
-        terminal=terminal,
-        key=key.strip() if key else None,
-        print_=fingerprint(operation, payload),
-        action=action,
-        now=now,
-    )
-    if not result.replayed and result.body.get("error", {}).get("code") == CouponUnknown.code:
-        lockout.record_failure(identities, now)
+    with lockout.attempt(identities, now) as attempt:
+        result = IdempotentTill(runtime.sessions).run(
+            terminal=terminal,
+            key=key.strip() if key else None,
+            print_=fingerprint(operation, payload),
+            action=action,
+            now=now,
+        )
+        if not result.replayed and result.body.get("error", {}).get("code") == CouponUnknown.code:
+            attempt.failed()
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JSONResponse(result.body, status_code=result.status, headers=headers)
 

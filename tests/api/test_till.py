@@ -141,12 +141,63 @@ def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(
     lockout = GuessLockout(engine_api.runtime.state, failures=3, window_s=300)
     now = engine_api.clock.now()
     for _ in range(3):
-        lockout.record_failure(["terminal:a", "ip:10.0.0.1"], now)
-    lockout.check(["terminal:b", "ip:10.0.0.2"], now)  # another terminal elsewhere: fine
+        with lockout.attempt(["terminal:a", "ip:10.0.0.1"], now) as attempt:
+            attempt.failed()
+    with lockout.attempt(["terminal:b", "ip:10.0.0.2"], now):  # another terminal elsewhere
+        pass
     with pytest.raises(TooManyAttempts):
-        lockout.check(["terminal:b", "ip:10.0.0.1"], now)  # same IP, another terminal
+        with lockout.attempt(["terminal:b", "ip:10.0.0.1"], now):  # same IP, another terminal
+            pass
     with pytest.raises(TooManyAttempts):
-        lockout.check(["terminal:a", "ip:10.0.0.9"], now)  # same terminal, another IP
+        with lockout.attempt(["terminal:a", "ip:10.0.0.9"], now):  # same terminal, another IP
+            pass
+
+
+def test_lookups_still_running_hold_their_place_and_found_codes_give_it_back(
+    engine_api: Engine,
+) -> None:
+    lockout = GuessLockout(engine_api.runtime.state, failures=2, window_s=300)
+    now = engine_api.clock.now()
+    who = ["terminal:t", "ip:10.0.0.3"]
+    with lockout.attempt(who, now), lockout.attempt(who, now):
+        with pytest.raises(TooManyAttempts):  # two running: a third must wait
+            with lockout.attempt(who, now):
+                pass
+    for _ in range(5):  # found codes never add up
+        with lockout.attempt(who, now):
+            pass
+    with pytest.raises(RuntimeError):  # a lookup that breaks gives its place back too
+        with lockout.attempt(who, now):
+            raise RuntimeError("database went away")
+    # A refusal by the address gives back the place the terminal had already taken.
+    for _ in range(2):
+        with lockout.attempt(["terminal:x", "ip:10.0.0.4"], now) as attempt:
+            attempt.failed()
+    with pytest.raises(TooManyAttempts):
+        with lockout.attempt(["terminal:y", "ip:10.0.0.4"], now):
+            pass
+    for _ in range(2):  # terminal y still has both its places ...
+        with lockout.attempt(["terminal:y", "ip:10.0.0.5"], now) as attempt:
+            attempt.failed()
+    with pytest.raises(TooManyAttempts):  # ... and no more
+        with lockout.attempt(["terminal:y", "ip:10.0.0.6"], now):
+            pass
+
+
+def test_simultaneous_guesses_never_get_past_the_limit(engine_api: Engine) -> None:
+    """Guesses sent all at once from one terminal: at most ``limit`` are looked up (404), the
+    rest are refused (429); afterwards the terminal is locked out."""
+    store, coupon = _coupon(engine_api, valid_minutes=30)
+    limit = engine_api.runtime.settings.pos_lockout_failures
+    guesses = [f"ZZZZZ-{i:05d}".replace("0", "A") for i in range(3 * limit)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(
+            pool.map(lambda g: till(engine_api, "redemptions", g, store["id"]), guesses)
+        )
+    codes = [a.status_code for a in answers]
+    assert set(codes) <= {404, 429}
+    assert codes.count(404) == limit  # none lost: every place taken is a failure kept
+    assert till(engine_api, "redemptions", coupon["code"], store["id"]).status_code == 429
 
 
 def test_stored_answers_are_forgotten_after_a_day(engine_api: Engine) -> None:
