@@ -4,7 +4,7 @@ lockout per terminal and per IP address."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -135,22 +135,30 @@ def test_guesses_from_one_address_lock_out_every_terminal_there(engine_api: Engi
     assert locked.json()["error"]["code"] == "too_many_attempts"
 
 
+def _fail(lockout: GuessLockout, who: list[str], now: datetime) -> None:
+    with lockout.attempt(who, now) as attempt:
+        attempt.failed()
+
+
+def _refused(lockout: GuessLockout, who: list[str], now: datetime) -> bool:
+    """Whether a lookup would be refused now (one that runs finds its code)."""
+    try:
+        with lockout.attempt(who, now):
+            return False
+    except TooManyAttempts:
+        return True
+
+
 def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(
     engine_api: Engine,
 ) -> None:
     lockout = GuessLockout(engine_api.runtime.state, failures=3, window_s=300)
     now = engine_api.clock.now()
     for _ in range(3):
-        with lockout.attempt(["terminal:a", "ip:10.0.0.1"], now) as attempt:
-            attempt.failed()
-    with lockout.attempt(["terminal:b", "ip:10.0.0.2"], now):  # another terminal elsewhere
-        pass
-    with pytest.raises(TooManyAttempts):
-        with lockout.attempt(["terminal:b", "ip:10.0.0.1"], now):  # same IP, another terminal
-            pass
-    with pytest.raises(TooManyAttempts):
-        with lockout.attempt(["terminal:a", "ip:10.0.0.9"], now):  # same terminal, another IP
-            pass
+        _fail(lockout, ["terminal:a", "ip:10.0.0.1"], now)
+    assert not _refused(lockout, ["terminal:b", "ip:10.0.0.2"], now)  # elsewhere: fine
+    assert _refused(lockout, ["terminal:b", "ip:10.0.0.1"], now)  # same IP, another terminal
+    assert _refused(lockout, ["terminal:a", "ip:10.0.0.9"], now)  # same terminal, another IP
 
 
 def test_lookups_still_running_hold_their_place_and_found_codes_give_it_back(
@@ -160,28 +168,18 @@ def test_lookups_still_running_hold_their_place_and_found_codes_give_it_back(
     now = engine_api.clock.now()
     who = ["terminal:t", "ip:10.0.0.3"]
     with lockout.attempt(who, now), lockout.attempt(who, now):
-        with pytest.raises(TooManyAttempts):  # two running: a third must wait
-            with lockout.attempt(who, now):
-                pass
-    for _ in range(5):  # found codes never add up
-        with lockout.attempt(who, now):
-            pass
-    with pytest.raises(RuntimeError):  # a lookup that breaks gives its place back too
-        with lockout.attempt(who, now):
-            raise RuntimeError("database went away")
+        assert _refused(lockout, who, now)  # two running: a third must wait
+    assert not any(_refused(lockout, who, now) for _ in range(5))  # found codes never add up
+    with pytest.raises(RuntimeError), lockout.attempt(who, now):
+        raise RuntimeError("database went away")  # a lookup that breaks gives its place back
+    assert not _refused(lockout, who, now)
     # A refusal by the address gives back the place the terminal had already taken.
     for _ in range(2):
-        with lockout.attempt(["terminal:x", "ip:10.0.0.4"], now) as attempt:
-            attempt.failed()
-    with pytest.raises(TooManyAttempts):
-        with lockout.attempt(["terminal:y", "ip:10.0.0.4"], now):
-            pass
+        _fail(lockout, ["terminal:x", "ip:10.0.0.4"], now)
+    assert _refused(lockout, ["terminal:y", "ip:10.0.0.4"], now)
     for _ in range(2):  # terminal y still has both its places ...
-        with lockout.attempt(["terminal:y", "ip:10.0.0.5"], now) as attempt:
-            attempt.failed()
-    with pytest.raises(TooManyAttempts):  # ... and no more
-        with lockout.attempt(["terminal:y", "ip:10.0.0.6"], now):
-            pass
+        _fail(lockout, ["terminal:y", "ip:10.0.0.5"], now)
+    assert _refused(lockout, ["terminal:y", "ip:10.0.0.6"], now)  # ... and no more
 
 
 def test_simultaneous_guesses_never_get_past_the_limit(engine_api: Engine) -> None:
@@ -191,9 +189,7 @@ def test_simultaneous_guesses_never_get_past_the_limit(engine_api: Engine) -> No
     limit = engine_api.runtime.settings.pos_lockout_failures
     guesses = [f"ZZZZZ-{i:05d}".replace("0", "A") for i in range(3 * limit)]
     with ThreadPoolExecutor(max_workers=12) as pool:
-        answers = list(
-            pool.map(lambda g: till(engine_api, "redemptions", g, store["id"]), guesses)
-        )
+        answers = list(pool.map(lambda g: till(engine_api, "redemptions", g, store["id"]), guesses))
     codes = [a.status_code for a in answers]
     assert set(codes) <= {404, 429}
     assert codes.count(404) == limit  # none lost: every place taken is a failure kept
