@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from geo.tracking import (
 from geo.visits import DeviceFixes, scan_fences
 
 STATUS_CODES = list(FixStatus)
+_TRANSITION_ORDER = attrgetter("occurred_at", "device_id", "kind")
 USED = STATUS_CODES.index(FixStatus.USED)
 _DUPLICATE = STATUS_CODES.index(FixStatus.DUPLICATE)
 _MOCK = STATUS_CODES.index(FixStatus.MOCK)
@@ -88,7 +90,7 @@ class BatchMatcher:
                 odometer(batch, used, moved, record, new_record, self.prediction)
             self._motion(batch, used, device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
-        transitions.sort(key=lambda t: (t.occurred_at, t.device_id, t.kind))
+        transitions.sort(key=_TRANSITION_ORDER)
         return BatchOutcome(new_records, transitions, codes, predicted)
 
     def _validity(
@@ -180,8 +182,10 @@ class BatchMatcher:
             if inside or mine.size:
                 hit_k = k[mine]
                 order = np.argsort(hit_k, kind="stable")  # time order, tree order within a fix
+                used_t = batch.t[used]
                 fixes = DeviceFixes(
-                    batch.t[used].tolist(),
+                    used_t.tolist(),
+                    used_t,
                     batch.lon[used],
                     batch.lat[used],
                     margins[used],

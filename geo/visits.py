@@ -17,6 +17,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ class DeviceFixes:
     """The used fixes of one device in event-time order, as columns."""
 
     times: list[float]
+    t: FloatArray  # the same times as an array
     lons: FloatArray
     lats: FloatArray
     margins: FloatArray  # entry_accuracy_weight * accuracy
@@ -73,16 +75,13 @@ def scan_fences(
     first[1:] = hit_k[1:] != hit_k[:-1]
     starts = np.flatnonzero(first)
     rank = np.arange(hit_k.size) - np.repeat(starts, np.diff(np.append(starts, hit_k.size)))
+    last_hit = dict(zip(hit_f.tolist(), hit_k.tolist(), strict=True))  # in time order: the last
+    chosen = np.flatnonzero(eligible)
+    ks, fs = hit_k[chosen].tolist(), hit_f[chosen].tolist()
+    ranks = dict(zip(zip(ks, fs, strict=True), rank[chosen].tolist(), strict=True))
     by_fence: dict[int, list[int]] = {}
-    ranks: dict[tuple[int, int], int] = {}
-    last_hit: dict[int, int] = {}
-    for k, f, ok, r in zip(
-        hit_k.tolist(), hit_f.tolist(), eligible.tolist(), rank.tolist(), strict=True
-    ):
-        last_hit[f] = k
-        if ok:
-            by_fence.setdefault(f, []).append(k)
-            ranks[(k, f)] = r
+    for k, f in zip(ks, fs, strict=True):
+        by_fence.setdefault(f, []).append(k)
     tracks: list[_Track] = []
     for position, (fence_id, state) in enumerate(inside.items()):
         f = index.position.get(fence_id)
@@ -131,7 +130,7 @@ def scan_fences(
                 track.start, track.stop = track.stop, min(n, track.stop + window)
                 more.append(track)
         pending = more
-    events.sort(key=lambda e: (e[0], e[1], e[2]))
+    events.sort(key=itemgetter(0, 1, 2))
     held = sorted((t for t in tracks if t.state is not None), key=lambda t: t.key)
     fences = index.fences
     return (
@@ -163,8 +162,7 @@ def _vector_scan(
     tid = np.repeat(np.arange(len(tracks)), lengths)
     start = np.zeros(size, dtype=bool)
     start[offsets] = True
-    times = np.asarray(fixes.times)
-    t = times[pk]
+    t = fixes.t[pk]
     out = (cls == _OUT) & ~start
     count = np.cumsum(out)
     last_reset = np.maximum.accumulate(np.where((cls == _INSIDE) | start, idx, 0))
