@@ -72,6 +72,15 @@ class HotState(Protocol):
 
     def release_lock(self, name: str, owner: str) -> bool: ...
 
+    def acquire_locks(self, names: Sequence[str], owner: str, ttl_s: float) -> list[bool]:
+        """Try to take each lock for ``owner`` (each on its own, with the expiry) in one round
+        trip; which were taken."""
+        ...
+
+    def release_locks(self, names: Sequence[str], owner: str) -> None:
+        """Release each of these locks that ``owner`` still holds, in one round trip."""
+        ...
+
     def get(self, key: str) -> str | None: ...
 
     def get_versioned(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str | None, int]]:
@@ -191,6 +200,13 @@ class InProcessHotState:
                 return False
             del self._values[f"lock:{name}"]
             return True
+
+    def acquire_locks(self, names: Sequence[str], owner: str, ttl_s: float) -> list[bool]:
+        return [self.acquire_lock(name, owner, ttl_s) for name in names]
+
+    def release_locks(self, names: Sequence[str], owner: str) -> None:
+        for name in names:
+            self.release_lock(name, owner)
 
     def get(self, key: str) -> str | None:
         with self._lock:
@@ -382,6 +398,35 @@ class RedisHotState:
         return bool(
             int(self._call(lambda: self._release(keys=[self._k(f"lock:{name}")], args=[owner])))
         )
+
+    def acquire_locks(self, names: Sequence[str], owner: str, ttl_s: float) -> list[bool]:
+        if not names:
+            return []
+        ms = max(1, int(ttl_s * 1000))
+
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)  # a cluster pipeline splits by node
+            for name in names:
+                pipe.set(self._k(f"lock:{name}"), owner, nx=True, px=ms)
+            return list(pipe.execute())
+
+        return [bool(taken) for taken in self._call(run)]
+
+    def release_locks(self, names: Sequence[str], owner: str) -> None:
+        if not names:
+            return
+
+        def run() -> None:
+            if self._cluster:  # redis-py's cluster pipeline refuses scripts: one call per slot
+                for name in names:
+                    self._release(keys=[self._k(f"lock:{name}")], args=[owner])
+                return
+            pipe = self._redis.pipeline(transaction=False)
+            for name in names:
+                self._release(keys=[self._k(f"lock:{name}")], args=[owner], client=pipe)
+            pipe.execute()
+
+        self._call(run)
 
     def get(self, key: str) -> str | None:
         value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))

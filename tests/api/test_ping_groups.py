@@ -5,6 +5,8 @@ rate-limit count, and a device's requests never run side by side."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,10 +18,11 @@ from api.auth import read_device_token
 from api.ping_groups import PingGroups
 from consent.domain import ConsentRequired
 from consent.models import ConsentReceipt
-from core.errors import RateLimited, Unauthenticated
+from core.errors import RateLimited, Unauthenticated, Unavailable
 from core.ratelimit import RateLimiter, RateLimits, RouteLimits, Subjects
 from geo.domain import Fix
 from geo.models import Ping
+from offers import flows
 from offers.flows import IngestResult, PingBatch
 from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
 
@@ -121,6 +124,59 @@ def test_a_devices_requests_run_one_after_the_other(make_engine_api: EngineFacto
     kinds = [[e.kind for e in r.events] for r in results if isinstance(r, IngestResult)]
     assert kinds[0] == ["enter"] and kinds[2] == ["enter"] and kinds[3] == ["enter"]
     assert "exit" in kinds[1], "the second request saw the state the first one left"
+
+
+def test_a_request_waits_while_another_process_holds_its_device(
+    make_engine_api: EngineFactory,
+) -> None:
+    """Another API process holding a device's lock (its request still running) makes this
+    one wait, not overlap; a device nobody holds in the same group is not refused."""
+    engine = make_engine_api()
+    [held, free] = _shoppers(engine, 2)
+    batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
+    state = engine.runtime.state
+    assert state.acquire_lock(f"device:{batches[0].device_id}", "other-process", 30)
+    release = threading.Timer(
+        0.3, lambda: state.release_lock(f"device:{batches[0].device_id}", "other-process")
+    )
+    release.start()
+    started = time.monotonic()
+    try:
+        results = engine.runtime.ingestor.ingest_many(batches)
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 0.25
+    assert [type(r) for r in results] == [IngestResult, IngestResult]
+    assert [[e.kind for e in r.events] for r in results if isinstance(r, IngestResult)] == [
+        ["enter"],
+        ["enter"],
+    ]
+    names = [f"device:{b.device_id}" for b in batches]
+    assert state.acquire_locks(names, "next", 30) == [True, True], "both released"
+
+
+def test_a_device_held_too_long_is_refused_with_503_and_nothing_of_it_kept(
+    make_engine_api: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flows, "DEVICE_LOCK_WAIT_S", 0.2)
+    engine = make_engine_api()
+    [held, free] = _shoppers(engine, 2)
+    batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
+    state = engine.runtime.state
+    assert state.acquire_lock(f"device:{batches[0].device_id}", "other-process", 30)
+
+    results = engine.runtime.ingestor.ingest_many(batches)
+
+    assert isinstance(results[0], Unavailable), results
+    assert "still being processed" in str(results[0])
+    assert isinstance(results[1], IngestResult)
+    assert engine.count(Ping) == 1, "only the free device's fix is stored"
+    answer = engine.ping(held, INSIDE)  # over HTTP: a 503 the phone retries
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert engine.count(Ping) == 1
+    assert state.release_lock(f"device:{batches[0].device_id}", "other-process")
+    assert engine.ping(held, INSIDE).status_code == 200
 
 
 def test_rate_limits_count_every_request_of_a_group(make_engine_api: EngineFactory) -> None:

@@ -343,6 +343,43 @@ def test_an_expired_lock_can_be_taken_by_another_owner(hot: Subject) -> None:
     assert hot.state.release_lock("job", "b") is True
 
 
+def test_many_locks_are_taken_each_on_its_own_in_one_call(hot: Subject) -> None:
+    assert hot.state.acquire_lock("device:2", "b", LONG_TTL_S) is True
+    names = [f"device:{i}" for i in range(5)]
+
+    assert hot.state.acquire_locks(names, "a", LONG_TTL_S) == [True, True, False, True, True]
+    assert hot.state.acquire_locks(names, "c", LONG_TTL_S) == [False] * 5
+    assert hot.state.acquire_locks([], "a", LONG_TTL_S) == []
+
+
+def test_releasing_many_locks_frees_only_the_owners(hot: Subject) -> None:
+    hot.state.acquire_locks(["device:1", "device:2"], "a", LONG_TTL_S)
+    hot.state.acquire_lock("device:3", "b", LONG_TTL_S)
+
+    hot.state.release_locks(["device:1", "device:2", "device:3", "device:4"], "a")
+    hot.state.release_locks([], "a")
+
+    assert hot.state.acquire_locks(["device:1", "device:2", "device:3"], "c", LONG_TTL_S) == [
+        True,
+        True,
+        False,
+    ]
+    assert hot.state.release_lock("device:3", "b") is True
+
+
+def test_many_locks_expire_with_their_ttl(hot: Subject) -> None:
+    names = ["device:1", "device:2"]
+    hot.state.acquire_locks(names, "a", 0.05)
+    taken: set[str] = set()
+
+    def both_taken() -> bool:
+        oks = hot.state.acquire_locks(names, "b", LONG_TTL_S)
+        taken.update(name for name, ok in zip(names, oks, strict=True) if ok)
+        return taken == set(names)
+
+    hot.eventually(both_taken, 0.05, "both expired locks taken by b")
+
+
 # --- cached values --------------------------------------------------------------------------
 
 

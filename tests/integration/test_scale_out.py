@@ -28,6 +28,7 @@ from sqlalchemy import func, select, text
 from api.bench.api import served_many
 from core.db import make_engine, upgrade_database
 from core.settings import INSECURE_KEYS
+from geo.models import FenceEvent, Ping
 from offers.models import Coupon, Delivery
 from tests.conftest import SmtpInbox, free_port
 
@@ -208,6 +209,11 @@ def test_concurrent_pings_through_every_process_issue_and_send_one_coupon_each(
     with ThreadPoolExecutor(SHOPPERS) as pool:
         issued = list(pool.map(burst, shoppers))
     assert [sum(per_process) for per_process in issued] == [1] * SHOPPERS
+    # One device's requests run one at a time across processes: the first enters the fence,
+    # the copies that follow find the fix already used (stale) and change nothing.
+    assert cluster.count(FenceEvent, FenceEvent.kind == "enter") == SHOPPERS
+    assert cluster.count(Ping, Ping.status == "used") == SHOPPERS
+    assert cluster.count(Ping, Ping.status == "stale") == SHOPPERS * (PROCESSES - 1)
     assert cluster.count(Coupon) == SHOPPERS
     assert cluster.count(Delivery) == SHOPPERS
 
