@@ -9,10 +9,13 @@ No timer holds a request back: an idle engine processes a lone request at once, 
 gathers what arrived during the previous group, so groups grow with the load.
 
 A group holds at most one request per device (a device's requests are processed in arrival
-order, one after the other, never two at once) and at most ``max_fixes`` fixes. When the
-group's transaction fails as a whole, each of its requests is retried alone, so one request
-cannot fail the others; an error that is not about one request (the hot state unreachable)
-then reaches each of them.
+order, one after the other, never two at once) and at most ``max_fixes`` fixes. Across
+processes a device's lock in the hot state does the same: a request whose device another
+process is working on (``DeviceBusy``) goes back to wait for a later group, after a short
+pause that doubles each time, for up to ``device_wait_s``, then gets its 503; the rest of its
+group goes on. When the group's transaction fails as a whole, each of its requests is retried
+alone, so one request cannot fail the others; an error that is not about one request (the hot
+state unreachable) then reaches each of them.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from core.ratelimit import RateLimiter, Subjects
-from offers.flows import IngestResult, PingBatch
+from offers.flows import DEVICE_LOCK_WAIT_S, DeviceBusy, IngestResult, PingBatch
 
 log = logging.getLogger(__name__)
 
 IngestMany = Callable[[Sequence[PingBatch]], list[IngestResult | Exception]]
+
+
+FIRST_PAUSE_S = 0.002  # before a busy device's request is tried again; doubled each time
+MAX_PAUSE_S = 0.05
 
 
 @dataclass(slots=True)
@@ -38,6 +45,9 @@ class _Waiting:
     batch: PingBatch
     subjects: Subjects
     future: asyncio.Future[IngestResult]
+    deadline: float  # event-loop time after which a busy device means 503
+    counted: bool = False  # against the rate limits, once
+    pause: float = FIRST_PAUSE_S
 
 
 class PingGroups:
@@ -47,6 +57,7 @@ class PingGroups:
         limiter: RateLimiter,
         max_fixes: int = 2000,
         in_flight: int = 1,
+        device_wait_s: float = DEVICE_LOCK_WAIT_S,
     ) -> None:
         if max_fixes < 1 or in_flight < 1:
             raise ValueError("max_fixes and in_flight must be at least 1")
@@ -54,6 +65,7 @@ class PingGroups:
         self.limiter = limiter
         self.max_fixes = max_fixes
         self.in_flight = in_flight
+        self.device_wait_s = device_wait_s
         # A server process runs one event loop; a test client may run one per request. Each
         # loop groups its own requests, so no future is ever touched from another thread.
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = (
@@ -72,7 +84,12 @@ class PingGroups:
         return await queue.submit(batch, subjects)
 
     def process(self, group: list[_Waiting]) -> list[IngestResult | Exception]:
-        refusals = self.limiter.hit_many("pings", [w.subjects for w in group])
+        fresh = [w for w in group if not w.counted]  # one back from waiting is counted already
+        counts = self.limiter.hit_many("pings", [w.subjects for w in fresh]) if fresh else []
+        found = {id(w): refusal for w, refusal in zip(fresh, counts, strict=True)}
+        for w in fresh:
+            w.counted = True
+        refusals = [found.get(id(w)) for w in group]
         admitted = [w.batch for w, refused in zip(group, refusals, strict=True) if not refused]
         outcomes = iter(self._ingest(admitted) if admitted else [])
         return [refused or next(outcomes) for refused in refusals]
@@ -104,10 +121,17 @@ class _Queue:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, batch: PingBatch, subjects: Subjects) -> IngestResult:
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(batch, subjects, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestResult] = loop.create_future()
+        deadline = loop.time() + self.owner.device_wait_s
+        self._waiting.append(_Waiting(batch, subjects, future, deadline))
         self._start_groups()
         return await future
+
+    def _wait_again(self, waiting: _Waiting) -> None:
+        if not waiting.future.done():
+            self._waiting.append(waiting)
+            self._start_groups()
 
     def _start_groups(self) -> None:
         while self._running < self.owner.in_flight:
@@ -141,8 +165,16 @@ class _Queue:
     async def _run(self, group: list[_Waiting]) -> None:
         try:
             outcomes = await to_thread.run_sync(self.owner.process, group)
+            loop = asyncio.get_running_loop()
             for waiting, outcome in zip(group, outcomes, strict=True):
                 if waiting.future.done():  # the client went away; the pings are kept
+                    continue
+                if (
+                    isinstance(outcome, DeviceBusy)
+                    and loop.time() + waiting.pause < waiting.deadline
+                ):
+                    loop.call_later(waiting.pause, self._wait_again, waiting)
+                    waiting.pause = min(2 * waiting.pause, MAX_PAUSE_S)
                     continue
                 if isinstance(outcome, BaseException):
                     waiting.future.set_exception(outcome)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +34,7 @@ PRESENCE_TTL_S = 7 * 86400
 # A device's requests are processed one at a time across every API process: each holds the
 # device's lock in the hot state while it reads and writes the device's presence.
 DEVICE_LOCK_TTL_S = 10.0  # longer than any group takes; frees a crashed holder's devices
-DEVICE_LOCK_WAIT_S = 2.0  # how long a request waits for the one before it, then 503
+DEVICE_LOCK_WAIT_S = 2.0  # how long a request may wait for the one before it, then 503
 OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
 
 
@@ -47,6 +46,10 @@ class PingBatch:
     token_version: int
     fixes: Sequence[Fix]
     privacy_signal: str | None = None
+
+
+class DeviceBusy(Unavailable):
+    """Another request of the device holds its lock (in another process); try again soon."""
 
 
 @dataclass(slots=True)
@@ -100,17 +103,18 @@ class PingIngestor:
         one read of the devices, of their consent and of their presence, one insert of all the
         fixes, one commit. Each batch gets its own outcome, in order: its result, or the error
         that refused it alone (``Unauthenticated``, ``NotFound``, ``ConsentRequired``; the
-        refusal's receipt is kept; ``Unavailable`` when another request of the device held it
-        longer than ``DEVICE_LOCK_WAIT_S``). An error of the whole transaction (the database or
-        the hot state) is raised and nothing is kept.
+        refusal's receipt is kept; ``DeviceBusy`` when another request of the device holds its
+        lock, nothing of it done). An error of the whole transaction (the database or the hot
+        state) is raised and nothing is kept.
 
         Each device's lock is held from before its presence is read until after the commit, so
-        two requests of one device never overlap, whichever processes they reach."""
+        two requests of one device never overlap, whichever processes they reach. Nothing here
+        waits for a lock: the caller sends a busy device's batch again later."""
         if len({b.device_id for b in batches}) != len(batches):
             raise ValueError("at most one batch per device in one transaction")
         names = [f"device:{b.device_id}" for b in batches]
         owner = secrets.token_hex(8)
-        held = self._lock_devices(names, owner)
+        held = self.state.acquire_locks(names, owner, DEVICE_LOCK_TTL_S)
         try:
             locked = [b for b, h in zip(batches, held, strict=True) if h]
             results = iter(self._ingest_locked(locked) if locked else [])
@@ -119,34 +123,12 @@ class PingIngestor:
         return [
             next(results)
             if h
-            else Unavailable(
+            else DeviceBusy(
                 f"another ping request of device {b.device_id} is still being processed; "
                 "send this one again"
             )
             for b, h in zip(batches, held, strict=True)
         ]
-
-    def _lock_devices(self, names: Sequence[str], owner: str) -> list[bool]:
-        """Take each device's lock, waiting up to ``DEVICE_LOCK_WAIT_S`` for those another
-        request holds; which were taken. Nothing is left held if the hot state fails."""
-        held = [False] * len(names)
-        deadline = time.monotonic() + DEVICE_LOCK_WAIT_S
-        pause = 0.002
-        try:
-            while True:
-                waiting = [i for i, h in enumerate(held) if not h]
-                taken = self.state.acquire_locks(
-                    [names[i] for i in waiting], owner, DEVICE_LOCK_TTL_S
-                )
-                for i, ok in zip(waiting, taken, strict=True):
-                    held[i] = ok
-                if all(held) or time.monotonic() >= deadline:
-                    return held
-                time.sleep(pause)
-                pause = min(2 * pause, 0.05)
-        except BaseException:
-            self.state.release_locks([n for n, h in zip(names, held, strict=True) if h], owner)
-            raise
 
     def _ingest_locked(self, batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
         now = self.clock.now()

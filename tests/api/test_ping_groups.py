@@ -18,12 +18,11 @@ from api.auth import read_device_token
 from api.ping_groups import PingGroups
 from consent.domain import ConsentRequired
 from consent.models import ConsentReceipt
-from core.errors import RateLimited, Unauthenticated, Unavailable
+from core.errors import RateLimited, Unauthenticated
 from core.ratelimit import RateLimiter, RateLimits, RouteLimits, Subjects
 from geo.domain import Fix
 from geo.models import Ping
-from offers import flows
-from offers.flows import IngestResult, PingBatch
+from offers.flows import DeviceBusy, IngestResult, PingBatch
 from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
 
 
@@ -126,56 +125,75 @@ def test_a_devices_requests_run_one_after_the_other(make_engine_api: EngineFacto
     assert "exit" in kinds[1], "the second request saw the state the first one left"
 
 
+async def _timed(groups: PingGroups, batch: PingBatch) -> tuple[object, float]:
+    try:
+        result: object = await groups.submit(batch, _subjects(batch))
+    except Exception as exc:
+        result = exc
+    return result, time.monotonic()
+
+
+async def _submit_timed(
+    groups: PingGroups, batches: Sequence[PingBatch]
+) -> list[tuple[object, float]]:
+    return list(await asyncio.gather(*(_timed(groups, b) for b in batches)))
+
+
 def test_a_request_waits_while_another_process_holds_its_device(
     make_engine_api: EngineFactory,
 ) -> None:
     """Another API process holding a device's lock (its request still running) makes this
-    one wait, not overlap; a device nobody holds in the same group is not refused."""
+    request wait for a later group, not overlap; the device beside it in the group goes on."""
     engine = make_engine_api()
     [held, free] = _shoppers(engine, 2)
     batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
     state = engine.runtime.state
-    assert state.acquire_lock(f"device:{batches[0].device_id}", "other-process", 30)
-    release = threading.Timer(
-        0.3, lambda: state.release_lock(f"device:{batches[0].device_id}", "other-process")
-    )
-    release.start()
+    lock = f"device:{batches[0].device_id}"
+    assert state.acquire_lock(lock, "other-process", 30)
+    release = threading.Timer(0.3, lambda: state.release_lock(lock, "other-process"))
     started = time.monotonic()
+    release.start()
     try:
-        results = engine.runtime.ingestor.ingest_many(batches)
+        [(first, first_at), (second, second_at)] = asyncio.run(
+            _submit_timed(_groups(engine), batches)
+        )
     finally:
         release.join()
-    assert time.monotonic() - started >= 0.25
-    assert [type(r) for r in results] == [IngestResult, IngestResult]
-    assert [[e.kind for e in r.events] for r in results if isinstance(r, IngestResult)] == [
-        ["enter"],
-        ["enter"],
-    ]
+    assert isinstance(first, IngestResult) and isinstance(second, IngestResult)
+    assert [e.kind for e in first.events] == [e.kind for e in second.events] == ["enter"]
+    assert first_at - started >= 0.3, "the held device waited for its lock"
+    assert second_at - started < 0.3, "the free device did not wait with it"
     names = [f"device:{b.device_id}" for b in batches]
     assert state.acquire_locks(names, "next", 30) == [True, True], "both released"
 
 
 def test_a_device_held_too_long_is_refused_with_503_and_nothing_of_it_kept(
-    make_engine_api: EngineFactory, monkeypatch: pytest.MonkeyPatch
+    make_engine_api: EngineFactory,
 ) -> None:
-    monkeypatch.setattr(flows, "DEVICE_LOCK_WAIT_S", 0.2)
+    """While it waits, the request is counted against its rate limits once (a per-device limit
+    of 2 is not reached by its many tries), then refused with 503."""
     engine = make_engine_api()
     [held, free] = _shoppers(engine, 2)
     batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
     state = engine.runtime.state
-    assert state.acquire_lock(f"device:{batches[0].device_id}", "other-process", 30)
+    lock = f"device:{batches[0].device_id}"
+    assert state.acquire_lock(lock, "other-process", 30)
+    groups = _groups(engine, RateLimits(pings=RouteLimits(per_device=2)), device_wait_s=0.3)
 
-    results = engine.runtime.ingestor.ingest_many(batches)
+    [(first, _), (second, _)] = asyncio.run(_submit_timed(groups, batches))
 
-    assert isinstance(results[0], Unavailable), results
-    assert "still being processed" in str(results[0])
-    assert isinstance(results[1], IngestResult)
+    assert isinstance(first, DeviceBusy), first
+    assert "still being processed" in str(first)
+    assert isinstance(second, IngestResult)
+    assert groups.groups >= 4, "the busy request was tried again several times"
     assert engine.count(Ping) == 1, "only the free device's fix is stored"
-    answer = engine.ping(held, INSIDE)  # over HTTP: a 503 the phone retries
+    app_groups = engine.client.app.state.ping_groups  # type: ignore[attr-defined]
+    app_groups.device_wait_s = 0.3
+    answer = engine.ping(held, INSIDE)  # over HTTP: a 503 the phone sends again
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "unavailable"
     assert engine.count(Ping) == 1
-    assert state.release_lock(f"device:{batches[0].device_id}", "other-process")
+    assert state.release_lock(lock, "other-process")
     assert engine.ping(held, INSIDE).status_code == 200
 
 
