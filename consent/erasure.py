@@ -13,6 +13,8 @@ Data held by other domains (pings, fence events, delivery addresses) is erased b
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,11 +30,13 @@ from consent.models import ConsentEvent, Device, Subject, SubjectKey
 from consent.optin import ENDED_STATES
 from consent.preferences import PreferencesRepository
 from core.audit import audit
-from core.db import on_commit
-from core.errors import NotFound
-from core.state import HotState
+from core.db import after_transaction, on_commit
+from core.errors import NotFound, Unavailable
+from core.state import HotState, device_lock
 
 ERASURE_REASON = "erasure request (GDPR Art. 17)"
+DEVICE_WAIT_S = 10.0  # how long an erasure waits for pings of its devices still in progress
+DEVICE_HOLD_S = 120.0  # its hold on them (released when it ends): longer than any erasure
 
 
 class PersonalDataHolder(Protocol):
@@ -84,6 +88,7 @@ class SubjectEraser:
         event_ids = self._end_every_consent(subject_id, actor, now)
         devices = list(self.session.scalars(select(Device).where(Device.subject_id == subject_id)))
         device_ids = [d.id for d in devices]
+        self._hold_devices(device_ids)
         counts: dict[str, int] = {}
         for holder in self.holders:
             counts.update(holder.erase_subject(self.session, subject_id, device_ids, now))
@@ -111,6 +116,29 @@ class SubjectEraser:
         state = self.state
         on_commit(self.session, lambda: state.forget_presence(device_ids))
         return ErasureReport(subject_id, now, False, event_ids, counts, key is not None)
+
+    def _hold_devices(self, device_ids: Sequence[str]) -> None:
+        """Take every device's lock (as a ping group does) until the transaction ends: pings
+        already being processed finish and commit first, later ones wait and then meet revoked
+        tokens, so no fix or presence of the subject is written after the erasure."""
+        names = [device_lock(d) for d in device_ids]
+        owner = secrets.token_hex(8)
+        held: set[str] = set()
+        deadline = time.monotonic() + DEVICE_WAIT_S
+        state = self.state
+        after_transaction(self.session, lambda: state.release_locks(sorted(held), owner))
+        while True:
+            waiting = [n for n in names if n not in held]
+            taken = state.acquire_locks(waiting, owner, DEVICE_HOLD_S)
+            held.update(n for n, ok in zip(waiting, taken, strict=True) if ok)
+            if len(held) == len(names):
+                return
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    "pings of this subject's devices are still being processed; "
+                    "erase again in a moment"
+                )
+            time.sleep(0.01)
 
     def _end_every_consent(self, subject_id: str, actor: str, now: datetime) -> list[int]:
         """Append ``invalidated`` for each (purpose, channel) whose consent has not ended.

@@ -92,9 +92,24 @@ def on_commit(session: Session, callback: Callable[[], None]) -> None:
     session.info.setdefault("on_commit", []).append(callback)
 
 
+def after_transaction(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the session's transaction has ended, committed (after the
+    ``on_commit`` hooks) or rolled back. Used to release what the transaction held."""
+    session.info.setdefault("after_transaction", []).append(callback)
+
+
+def _run_hooks(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # a hook must never undo a committed fact
+            log.exception("after-transaction hook failed")
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error, then run ``on_commit`` hooks."""
+    """One unit of work: commit on success, roll back on error, then run ``on_commit`` hooks
+    (after a commit only) and ``after_transaction`` hooks (either way)."""
     session = factory()
     try:
         yield session
@@ -102,14 +117,12 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     except BaseException:
         session.rollback()
         session.info.pop("on_commit", None)
+        _run_hooks(session.info.pop("after_transaction", []))
         raise
     finally:
         session.close()
-    for callback in session.info.pop("on_commit", []):
-        try:
-            callback()
-        except Exception:  # a hook must never undo a committed fact
-            log.exception("after-commit hook failed")
+    _run_hooks(session.info.pop("on_commit", []))
+    _run_hooks(session.info.pop("after_transaction", []))
 
 
 def alembic_config(engine: Engine) -> Config:

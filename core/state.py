@@ -21,6 +21,16 @@ from redis.exceptions import RedisError
 JSONDict = dict[str, Any]
 
 
+# A device's presence is read and written under its lock (ping groups, erasure), so two units
+# of work on one device never overlap, whichever API processes run them.
+DEVICE_LOCK_TTL_S = 10.0  # longer than any group takes; frees a crashed holder's devices
+
+
+def device_lock(device_id: str) -> str:
+    """The name of a device's lock in the hot state."""
+    return f"device:{device_id}"
+
+
 class HotStateUnavailable(RuntimeError):
     """The hot-state store could not be reached."""
 

@@ -18,7 +18,7 @@ from consent.service import SubjectRegistry
 from core.clock import Clock
 from core.db import on_commit, transaction
 from core.errors import NotFound, Unauthenticated, Unavailable
-from core.state import HotState
+from core.state import DEVICE_LOCK_TTL_S, HotState, device_lock
 from geo.domain import Fix, FixBatch
 from geo.hours import is_open
 from geo.index import LiveFenceIndex, StoreInfo
@@ -31,10 +31,7 @@ from offers.eligibility import IssueLimits
 from offers.service import IssuedCoupon, OfferIssuer
 
 PRESENCE_TTL_S = 7 * 86400
-# A device's requests are processed one at a time across every API process: each holds the
-# device's lock in the hot state while it reads and writes the device's presence.
-DEVICE_LOCK_TTL_S = 10.0  # longer than any group takes; frees a crashed holder's devices
-DEVICE_LOCK_WAIT_S = 2.0  # how long a request may wait for the one before it, then 503
+DEVICE_LOCK_WAIT_S = 2.0  # how long a ping request may wait for its device's lock, then 503
 OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
 
 
@@ -112,7 +109,7 @@ class PingIngestor:
         waits for a lock: the caller sends a busy device's batch again later."""
         if len({b.device_id for b in batches}) != len(batches):
             raise ValueError("at most one batch per device in one transaction")
-        names = [f"device:{b.device_id}" for b in batches]
+        names = [device_lock(b.device_id) for b in batches]
         owner = secrets.token_hex(8)
         held = self.state.acquire_locks(names, owner, DEVICE_LOCK_TTL_S)
         try:

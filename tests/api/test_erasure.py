@@ -3,11 +3,16 @@ still verifies, and the subject receives nothing more."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from api.auth import read_device_token
+from consent import erasure
 from consent.domain import GENESIS_HASH, Channel, chain_hash
 from consent.ledger import event_fields
 from consent.models import (
@@ -20,6 +25,7 @@ from consent.models import (
 )
 from core.audit import AuditEntry
 from core.settings import INSECURE_KEYS
+from core.state import device_lock
 from geo.models import FenceEvent, Ping
 from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
@@ -183,3 +189,54 @@ def test_erasure_needs_the_compliance_key_and_a_known_subject(engine_api: Engine
     with engine_api.runtime.sessions() as session:
         subject = session.get(Subject, shopper["subject_id"])
         assert subject is not None and subject.erased_at is None
+
+
+def _device_lock_of(engine: Engine, shopper: dict[str, Any]) -> str:
+    claims = read_device_token(engine.runtime.settings, shopper["token"], engine.clock.now())
+    return device_lock(claims.device_id)
+
+
+def test_erasure_waits_for_a_ping_of_the_subject_still_being_processed(
+    engine_api: Engine,
+) -> None:
+    """A ping group of another process holds the device (its fixes not yet committed): the
+    erasure waits for it, so those fixes are erased too, and holds the device until it has
+    committed, so a ping sent meanwhile meets the revoked token."""
+    engine_api.create_store()
+    shopper = engine_api.shopper(offers_by_email=False, email="busy@example.com", customer="b-1")
+    assert engine_api.ping(shopper, OUTSIDE).status_code == 200
+    state, lock = engine_api.runtime.state, _device_lock_of(engine_api, shopper)
+    assert state.acquire_lock(lock, "ping-in-another-process", 30)
+    release = threading.Timer(0.3, lambda: state.release_lock(lock, "ping-in-another-process"))
+    started = time.monotonic()
+    release.start()
+    try:
+        erased = _erase(engine_api, shopper["subject_id"])
+    finally:
+        release.join()
+
+    assert erased.status_code == 200, erased.text
+    assert time.monotonic() - started >= 0.3
+    assert state.acquire_lock(lock, "next", 30), "the erasure let go of the device"
+    assert state.release_lock(lock, "next")
+    assert engine_api.ping(shopper, INSIDE).status_code == 401
+    assert engine_api.count(Ping, Ping.subject_id == shopper["subject_id"]) == 0
+
+
+def test_erasure_refuses_with_503_while_a_ping_holds_on_and_changes_nothing(
+    engine_api: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(erasure, "DEVICE_WAIT_S", 0.2)
+    shopper = engine_api.shopper(offers_by_email=False, email="stuck@example.com", customer="s-1")
+    state, lock = engine_api.runtime.state, _device_lock_of(engine_api, shopper)
+    assert state.acquire_lock(lock, "ping-in-another-process", 30)
+
+    refused = _erase(engine_api, shopper["subject_id"])
+
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "unavailable"
+    with engine_api.runtime.sessions() as session:
+        subject = session.get(Subject, shopper["subject_id"])
+        assert subject is not None and subject.erased_at is None
+    assert state.release_lock(lock, "ping-in-another-process"), "not taken from its holder"
+    assert _erase(engine_api, shopper["subject_id"]).status_code == 200
