@@ -3,6 +3,8 @@ lockout per terminal and per IP address."""
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -140,13 +142,13 @@ def _fail(lockout: GuessLockout, who: list[str], now: datetime) -> None:
         attempt.failed()
 
 
-def _refused(lockout: GuessLockout, who: list[str], now: datetime) -> bool:
-    """Whether a lookup would be refused now (one that runs finds its code)."""
+def _refusal(lockout: GuessLockout, who: list[str], now: datetime) -> str | None:
+    """Why a lookup would be refused now, or None (one that runs finds its code)."""
     try:
         with lockout.attempt(who, now):
-            return False
-    except TooManyAttempts:
-        return True
+            return None
+    except TooManyAttempts as exc:
+        return str(exc)
 
 
 def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(
@@ -156,30 +158,54 @@ def test_the_lockout_counts_per_terminal_and_per_ip_in_the_shared_state(
     now = engine_api.clock.now()
     for _ in range(3):
         _fail(lockout, ["terminal:a", "ip:10.0.0.1"], now)
-    assert not _refused(lockout, ["terminal:b", "ip:10.0.0.2"], now)  # elsewhere: fine
-    assert _refused(lockout, ["terminal:b", "ip:10.0.0.1"], now)  # same IP, another terminal
-    assert _refused(lockout, ["terminal:a", "ip:10.0.0.9"], now)  # same terminal, another IP
+    assert _refusal(lockout, ["terminal:b", "ip:10.0.0.2"], now) is None  # elsewhere: fine
+    for who in (["terminal:b", "ip:10.0.0.1"], ["terminal:a", "ip:10.0.0.9"]):
+        # the same address from another terminal, the same terminal from another address
+        assert "too many failed coupon lookups" in (_refusal(lockout, who, now) or "")
 
 
 def test_lookups_still_running_hold_their_place_and_found_codes_give_it_back(
     engine_api: Engine,
 ) -> None:
-    lockout = GuessLockout(engine_api.runtime.state, failures=2, window_s=300)
+    lockout = GuessLockout(engine_api.runtime.state, failures=2, window_s=300, wait_s=0.05)
     now = engine_api.clock.now()
     who = ["terminal:t", "ip:10.0.0.3"]
     with lockout.attempt(who, now), lockout.attempt(who, now):
-        assert _refused(lockout, who, now)  # two running: a third must wait
-    assert not any(_refused(lockout, who, now) for _ in range(5))  # found codes never add up
+        # two running: a third waits for a place, then is told why it got none
+        assert "already running" in (_refusal(lockout, who, now) or "")
+    assert all(_refusal(lockout, who, now) is None for _ in range(5))  # found codes never add up
     with pytest.raises(RuntimeError), lockout.attempt(who, now):
         raise RuntimeError("database went away")  # a lookup that breaks gives its place back
-    assert not _refused(lockout, who, now)
+    assert _refusal(lockout, who, now) is None
     # A refusal by the address gives back the place the terminal had already taken.
     for _ in range(2):
         _fail(lockout, ["terminal:x", "ip:10.0.0.4"], now)
-    assert _refused(lockout, ["terminal:y", "ip:10.0.0.4"], now)
+    assert _refusal(lockout, ["terminal:y", "ip:10.0.0.4"], now)
     for _ in range(2):  # terminal y still has both its places ...
         _fail(lockout, ["terminal:y", "ip:10.0.0.5"], now)
-    assert _refused(lockout, ["terminal:y", "ip:10.0.0.6"], now)  # ... and no more
+    assert _refusal(lockout, ["terminal:y", "ip:10.0.0.6"], now)  # ... and no more
+
+
+def test_a_lookup_waits_for_a_place_that_a_running_lookup_gives_back(engine_api: Engine) -> None:
+    lockout = GuessLockout(engine_api.runtime.state, failures=1, window_s=300, wait_s=5.0)
+    now = engine_api.clock.now()
+    who = ["terminal:w", "ip:10.0.0.7"]
+    running = threading.Event()
+
+    def slow_lookup() -> None:
+        with lockout.attempt(who, now):
+            running.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=slow_lookup)
+    thread.start()
+    assert running.wait(5)
+    started = time.monotonic()
+    try:
+        assert _refusal(lockout, who, now) is None
+    finally:
+        thread.join()
+    assert time.monotonic() - started >= 0.1, "it waited for the running lookup"
 
 
 def test_simultaneous_guesses_never_get_past_the_limit(engine_api: Engine) -> None:
