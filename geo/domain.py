@@ -251,25 +251,6 @@ class FenceIndex:
             signed[polygon] = np.where(inside, -edge, edge)
         return signed
 
-    def inside_distances(
-        self, lons: FloatArray, lats: FloatArray, fence_idx: NDArray[np.intp]
-    ) -> FloatArray:
-        """Signed distances (<= 0) of points known to lie in the paired fence (candidates)."""
-        signed = np.empty(len(fence_idx), dtype=np.float64)
-        circle = self._is_circle[fence_idx]
-        if circle.any():
-            f = fence_idx[circle]
-            signed[circle] = (
-                haversine_m(lons[circle], lats[circle], self._lon0[f], self._lat0[f])
-                - self._radius[f]
-            )
-        polygon = ~circle
-        if polygon.any():
-            f = fence_idx[polygon]
-            x, y = to_local(lons[polygon], lats[polygon], self._lon0[f], self._lat0[f])
-            signed[polygon] = -shapely.distance(self._boundary[f], shapely.points(x, y))
-        return signed
-
     def farther_than(
         self,
         lons: FloatArray,

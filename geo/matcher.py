@@ -250,7 +250,8 @@ class BatchMatcher:
     ) -> tuple[Record, NDArray[np.int8], list[Transition]]:
         hit = np.isin(point_idx, positions)
         p, f = point_idx[hit], fence_idx[hit]
-        signed = index.inside_distances(batch.lon[p], batch.lat[p], f)
+        # candidates are inside: rounding at an edge must not put one outside
+        signed = np.minimum(index.signed_distances(batch.lon[p], batch.lat[p], f), 0.0)
         distances = self._distances(index, batch, positions, record.get("in", {}), p, f, signed)
         fixes = [batch.fix(int(i)) for i in positions.tolist()]
         per_fix = [distances.get(int(i), {}) for i in positions.tolist()]

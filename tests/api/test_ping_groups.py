@@ -20,6 +20,7 @@ from consent.domain import ConsentRequired
 from consent.models import ConsentReceipt
 from core.errors import RateLimited, Unauthenticated
 from core.ratelimit import RateLimiter, RateLimits, RouteLimits, Subjects
+from core.state import device_lock
 from geo.domain import Fix
 from geo.models import Ping
 from offers.flows import DeviceBusy, IngestResult, PingBatch
@@ -139,17 +140,23 @@ async def _submit_timed(
     return list(await asyncio.gather(*(_timed(groups, b) for b in batches)))
 
 
+def _one_device_held_elsewhere(engine: Engine) -> tuple[dict[str, Any], list[PingBatch], str]:
+    """Two shoppers' batches; the first one's device lock taken by "another process"."""
+    [held, free] = _shoppers(engine, 2)
+    batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
+    lock = device_lock(batches[0].device_id)
+    assert engine.runtime.state.acquire_lock(lock, "other-process", 30)
+    return held, batches, lock
+
+
 def test_a_request_waits_while_another_process_holds_its_device(
     make_engine_api: EngineFactory,
 ) -> None:
     """Another API process holding a device's lock (its request still running) makes this
     request wait for a later group, not overlap; the device beside it in the group goes on."""
     engine = make_engine_api()
-    [held, free] = _shoppers(engine, 2)
-    batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
+    _, batches, lock = _one_device_held_elsewhere(engine)
     state = engine.runtime.state
-    lock = f"device:{batches[0].device_id}"
-    assert state.acquire_lock(lock, "other-process", 30)
     release = threading.Timer(0.3, lambda: state.release_lock(lock, "other-process"))
     started = time.monotonic()
     release.start()
@@ -163,7 +170,7 @@ def test_a_request_waits_while_another_process_holds_its_device(
     assert [e.kind for e in first.events] == [e.kind for e in second.events] == ["enter"]
     assert first_at - started >= 0.3, "the held device waited for its lock"
     assert second_at - started < 0.3, "the free device did not wait with it"
-    names = [f"device:{b.device_id}" for b in batches]
+    names = [device_lock(b.device_id) for b in batches]
     assert state.acquire_locks(names, "next", 30) == [True, True], "both released"
 
 
@@ -173,11 +180,8 @@ def test_a_device_held_too_long_is_refused_with_503_and_nothing_of_it_kept(
     """While it waits, the request is counted against its rate limits once (a per-device limit
     of 2 is not reached by its many tries), then refused with 503."""
     engine = make_engine_api()
-    [held, free] = _shoppers(engine, 2)
-    batches = [_batch(engine, held, INSIDE), _batch(engine, free, INSIDE)]
+    held, batches, lock = _one_device_held_elsewhere(engine)
     state = engine.runtime.state
-    lock = f"device:{batches[0].device_id}"
-    assert state.acquire_lock(lock, "other-process", 30)
     groups = _groups(engine, RateLimits(pings=RouteLimits(per_device=2)), device_wait_s=0.3)
 
     [(first, _), (second, _)] = asyncio.run(_submit_timed(groups, batches))
