@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from anyio import to_thread
 
 from core.ratelimit import RateLimiter, Subjects
-from offers.flows import DEVICE_LOCK_WAIT_S, DeviceBusy, IngestResult, PingBatch
+from offers.flows import DeviceBusy, IngestResult, PingBatch
 
 log = logging.getLogger(__name__)
 
 IngestMany = Callable[[Sequence[PingBatch]], list[IngestResult | Exception]]
 
 
+DEVICE_LOCK_WAIT_S = 2.0  # how long a request may wait for its device's lock, then 503
 FIRST_PAUSE_S = 0.002  # before a busy device's request is tried again; doubled each time
 MAX_PAUSE_S = 0.05
 

@@ -31,7 +31,6 @@ from offers.eligibility import IssueLimits
 from offers.service import IssuedCoupon, OfferIssuer
 
 PRESENCE_TTL_S = 7 * 86400
-DEVICE_LOCK_WAIT_S = 2.0  # how long a ping request may wait for its device's lock, then 503
 OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
 
 
