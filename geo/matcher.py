@@ -19,7 +19,15 @@ from numpy.typing import NDArray
 
 from geo.domain import FenceIndex, FixBatch, step_lengths_m
 from geo.geometry import FloatArray
-from geo.prediction import Motion, PredictionRules, Reported, motion_of, odometer, predict
+from geo.prediction import (
+    Motion,
+    PredictionRules,
+    Reported,
+    Travel,
+    motion_of,
+    odometer,
+    predict,
+)
 from geo.tracking import (
     FixStatus,
     Record,
@@ -69,7 +77,7 @@ class BatchMatcher:
         for device_id, positions in _segments(batch.device_ids):
             record = records.get(device_id) or {}
             checked = None if "j" in record else self._validity(batch, positions, record)
-            moved: FloatArray | None = None
+            travel: Travel | None = None
             if checked is None:  # a jump to judge: the per-fix state machine decides
                 new_record, seg_codes, seg_transitions = self._scalar(
                     index, batch, positions, record, point_idx, fence_idx
@@ -78,7 +86,7 @@ class BatchMatcher:
                 used = positions[seg_codes == USED]
                 used = used[np.argsort(batch.t[used], kind="stable")]
             else:
-                seg, seg_codes, ids, moved = checked
+                seg, seg_codes, ids, travel = checked
                 codes[seg] = seg_codes
                 used = seg[seg_codes == USED]
                 new_record, seg_transitions = self._fences(
@@ -87,7 +95,7 @@ class BatchMatcher:
             new_records[device_id] = new_record
             transitions.extend(seg_transitions)
             if self.prediction is not None:
-                odometer(batch, used, moved, record, new_record, self.prediction)
+                odometer(batch, used, travel, record, new_record, self.prediction)
             self._motion(batch, used, device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=_TRANSITION_ORDER)
@@ -95,9 +103,10 @@ class BatchMatcher:
 
     def _validity(
         self, batch: FixBatch, positions: NDArray[np.intp], record: Mapping[str, Any]
-    ) -> tuple[NDArray[np.intp], NDArray[np.int8], list[str], FloatArray | None] | None:
+    ) -> tuple[NDArray[np.intp], NDArray[np.int8], list[str], Travel | None] | None:
         """Ordering, duplicates, mock, accuracy and jumps as array operations, in event-time
-        order, with the metres moved between used fixes (from the last one before the batch).
+        order, with the metres and seconds between used fixes (from the last one before the
+        batch).
         None when a jump needs the state machine to judge it."""
         rules = self.tracking
         t = batch.t[positions]
@@ -149,10 +158,10 @@ class BatchMatcher:
                 lats = np.concatenate(([previous[1]], lats))
                 times = np.concatenate(([previous[2]], times))
             if lons.size > 1:
-                moved = step_lengths_m(lons, lats)
-                if np.any(moved > rules.max_speed_mps * np.maximum(np.diff(times), 1.0)):
+                travel = Travel(step_lengths_m(lons, lats), np.diff(times))
+                if np.any(travel.metres > rules.max_speed_mps * np.maximum(travel.seconds, 1.0)):
                     return None
-                return seg, codes, ids, moved
+                return seg, codes, ids, travel
         return seg, codes, ids, None
 
     def _fences(

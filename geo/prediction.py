@@ -52,6 +52,14 @@ class Reported:
 
 
 @dataclass(frozen=True, slots=True)
+class Travel:
+    """Between consecutive used fixes of a device (from its last one before the batch)."""
+
+    metres: FloatArray
+    seconds: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
 class Motion:
     device_id: str
     lon: float
@@ -134,9 +142,55 @@ def motion_of(
 _ALONG = np.array([0.0, 1.0, 1.0, 0.0])
 _ACROSS_START = np.array([-1.0, 0.0, 0.0, 1.0])
 _ACROSS_END = np.array([0.0, -1.0, 1.0, 0.0])
+_FEW_MOTIONS = 8
+_MIN_SCALE = 1e-3  # of the projective map in _polygon_along: below it, clip first
 
 
-def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
+def _corridors(
+    motions: Sequence[Motion], rules: PredictionRules
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, list[int]]:
+    """Each motion's corridor: its corners (lon, lat; motion x corner x 2), its length and its
+    half-widths at the start and the end (metres), and which corridors reach past the
+    antimeridian. A few are laid out in plain floats, more as arrays (the same arithmetic)."""
+    if len(motions) <= _FEW_MOTIONS:
+        rows = [_corridor_row(m, rules) for m in motions]
+        corners = np.array([r[:8] for r in rows], dtype=np.float64).reshape(-1, 4, 2)
+        length, w0, w1 = np.array([r[8:] for r in rows], dtype=np.float64).reshape(-1, 3).T
+        beyond = [i for i, r in enumerate(rows) if max(map(abs, r[0:8:2])) > 180.0]
+    else:
+        corners, length, w0, w1 = _corridor_arrays(motions, rules)
+        beyond = np.flatnonzero(np.abs(corners[:, :, 0]).max(axis=1) > 180.0).tolist()
+    return corners, length, w0, w1, beyond
+
+
+def _corridor_row(m: Motion, rules: PredictionRules) -> tuple[float, ...]:
+    """Four corners (lon, lat), then length, w0, w1."""
+    length = m.speed_mps * rules.horizon_s
+    w0 = rules.base_width_m + m.accuracy_m
+    w1 = w0 + length * math.tan(math.radians(m.sigma_deg))
+    theta = math.radians(m.heading_deg)
+    sin, cos = math.sin(theta), math.cos(theta)
+    east, north = math.cos(math.radians(m.lat)) * METRES_PER_DEGREE, METRES_PER_DEGREE
+    x0, y0, x1, y1 = w0 * cos, -w0 * sin, length * sin, length * cos
+    dx1, dy1 = w1 * cos, -w1 * sin
+    return (
+        m.lon - x0 / east,
+        m.lat - y0 / north,
+        m.lon + (x1 - dx1) / east,
+        m.lat + (y1 - dy1) / north,
+        m.lon + (x1 + dx1) / east,
+        m.lat + (y1 + dy1) / north,
+        m.lon + x0 / east,
+        m.lat + y0 / north,
+        length,
+        w0,
+        w1,
+    )
+
+
+def _corridor_arrays(
+    motions: Sequence[Motion], rules: PredictionRules
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     columns = np.array(
         [(m.lon, m.lat, m.heading_deg, m.speed_mps, m.accuracy_m, m.sigma_deg) for m in motions],
         dtype=np.float64,
@@ -153,7 +207,7 @@ def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> Any:
     corners = np.empty((len(columns), 4, 2))
     corners[:, :, 0] = lon0 + x / (np.cos(np.radians(lat0)) * METRES_PER_DEGREE)
     corners[:, :, 1] = lat0 + y / METRES_PER_DEGREE
-    return shapely.polygons(corners), corners, length, w0, w1
+    return corners, length, w0, w1
 
 
 def _polygon_along(
@@ -167,46 +221,41 @@ def _polygon_along(
     w1: Any,
 ) -> Any:
     """For each (corridor, polygon) pair in the polygon's own frame: how far along the corridor
-    the polygon begins (nan if they do not meet). The nearest point of their intersection is a
-    polygon vertex inside the corridor, a crossing of a polygon edge with a corridor side or its
-    start or end, or a corridor corner inside the polygon: all found as array operations.
+    the polygon begins (nan if they do not meet).
+
     ``dx, dy``: the device; ``sin, cos``: its heading; the corridor spans u in [0, length] along
-    it, |v| <= w0 + (w1 - w0) * u / length across."""
-    pairs = len(shapes)
-    parts, part_owner = shapely.get_parts(shapes, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coords, ring = shapely.get_coordinates(rings, return_index=True)
-    owner = part_owner[ring_part[ring]]
-    rx, ry = coords[:, 0] - dx[owner], coords[:, 1] - dy[owner]
-    u = rx * sin[owner] + ry * cos[owner]
-    v = rx * cos[owner] - ry * sin[owner]
-    span, half0 = length[owner], w0[owner]
-    slope = (w1[owner] - half0) / span
-    best = np.full(pairs, np.inf)
-    inside = (u >= 0.0) & (u <= span) & (np.abs(v) <= half0 + slope * u)
-    np.minimum.at(best, owner[inside], u[inside])
-    edge = np.flatnonzero(ring[1:] == ring[:-1])  # vertex edge .. edge + 1 bound one edge
-    ua, va, du, dv = u[edge], v[edge], u[edge + 1] - u[edge], v[edge + 1] - v[edge]
-    e_owner, e_span, e_half, e_slope = owner[edge], span[edge], half0[edge], slope[edge]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for side in (1.0, -1.0):  # the sides v = +-(w0 + slope * u)
-            lam = (side * (e_half + e_slope * ua) - va) / (dv - side * e_slope * du)
-            at = ua + lam * du
-            ok = (lam >= 0.0) & (lam <= 1.0) & (at >= 0.0) & (at <= e_span)
-            np.minimum.at(best, e_owner[ok], at[ok])
-        lam = -ua / du  # the corridor's start, u = 0
-        ok = (lam >= 0.0) & (lam <= 1.0) & (np.abs(va + lam * dv) <= e_half)
-        np.minimum.at(best, e_owner[ok], 0.0)
-        lam = (e_span - ua) / du  # its end, u = length
-        ok = (lam >= 0.0) & (lam <= 1.0) & (np.abs(va + lam * dv) <= e_half + e_slope * e_span)
-        np.minimum.at(best, e_owner[ok], e_span[ok])
-    for side in (1.0, -1.0):  # corridor corners inside the polygon: at the start, at the end
-        start = shapely.contains_xy(shapes, dx + side * w0 * cos, dy - side * w0 * sin)
-        best[start] = 0.0
-        x = dx + length * sin + side * w1 * cos
-        end = shapely.contains_xy(shapes, x, dy + length * cos - side * w1 * sin)
-        best[end] = np.minimum(best[end], length[end])
-    return np.where(np.isfinite(best), best, np.nan)
+    it, |v| <= w0 + (w1 - w0) * u / length across. With a = u / length, b = v / w1 and
+    g = (w1 - w0) / w0, the projective map (a, b) -> (a, b) * (1 + g) / (1 + g * a) takes the
+    corridor to the rectangle [0, 1] x [-1, 1], takes straight edges to straight edges where
+    1 + g * a > 0, and keeps the order along the corridor. So each polygon is mapped, clipped
+    to that rectangle by GEOS, and the smallest mapped a of what is left is mapped back. A
+    polygon reaching far enough behind the device for 1 + g * a <= 0 is first clipped to the
+    corridor's bounding rectangle (a in [0, 1]), where the map is defined.
+    """
+    counts = shapely.get_num_coordinates(shapes)
+    owner = np.repeat(np.arange(len(shapes)), counts)
+    g = (w1 - w0) / w0
+    go = g[owner]
+    xy = shapely.get_coordinates(shapes)
+    rx, ry = xy[:, 0] - dx[owner], xy[:, 1] - dy[owner]
+    s, c = sin[owner], cos[owner]
+    a = (rx * s + ry * c) / length[owner]
+    b = (rx * c - ry * s) / w1[owner]
+    den = 1.0 + go * a
+    framed = np.array(shapes, dtype=np.object_)  # a copy: the index's shapes stay as they are
+    if den.min(initial=np.inf) > _MIN_SCALE:
+        factor = (1.0 + go) / den
+        shapely.set_coordinates(framed, np.column_stack((a * factor, b * factor)))
+    else:  # part of some polygon lies far behind the device: cut to the corridor's box first
+        shapely.set_coordinates(framed, np.column_stack((a, b)))
+        framed = shapely.clip_by_rect(framed, 0.0, -1.0, 1.0, 1.0)
+        counts = shapely.get_num_coordinates(framed)
+        go = np.repeat(g, counts)
+        ab = shapely.get_coordinates(framed)
+        factor = (1.0 + go) / (1.0 + go * ab[:, 0])
+        shapely.set_coordinates(framed, ab * factor[:, None])
+    first = shapely.bounds(shapely.clip_by_rect(framed, 0.0, -1.0, 1.0, 1.0))[:, 0]
+    return first / (1.0 + g - g * first) * length  # nan where nothing is left
 
 
 def _fold_antimeridian(corridor: Any) -> Any:
@@ -232,11 +281,25 @@ def predict(
     """
     if not motions or not len(index):
         return []
-    corridors, corners, length, w0, w1 = _corridors(motions, rules)
-    beyond = np.flatnonzero(np.abs(corners[:, :, 0]).max(axis=1) > 180.0)
-    for i in beyond.tolist():  # a path over the antimeridian: fold the part beyond it back
-        corridors[i] = _fold_antimeridian(corridors[i])
-    motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
+    corners, length, w0, w1, beyond = _corridors(motions, rules)
+    if beyond:  # a path over the antimeridian: fold the part beyond it back
+        corridors = shapely.polygons(corners)
+        for i in beyond:
+            corridors[i] = _fold_antimeridian(corridors[i])
+        motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
+    else:  # boxes: whether a polygon meets its corridor is decided exactly below
+        low, high = corners.min(axis=1), corners.max(axis=1)
+        motion_idx, fence_idx = index.tree.query(
+            shapely.box(low[:, 0], low[:, 1], high[:, 0], high[:, 1])
+        )
+        circle = index.is_circle[fence_idx]
+        if circle.any():  # a circle's tree shape is its box: it must meet the corridor itself
+            meets = ~circle
+            meets[circle] = shapely.intersects(
+                shapely.polygons(corners[motion_idx[circle]]),
+                index.tree.geometries[fence_idx[circle]],
+            )
+            motion_idx, fence_idx = motion_idx[meets], fence_idx[meets]
     if motion_idx.size == 0:
         return []
     if any(skip):
@@ -275,23 +338,41 @@ def predict(
         chord = np.sqrt(np.clip(r * r - v * v, 0.0, None))
         along[circle] = np.where(hit, np.where(np.abs(v) < r, u - chord, u), np.nan)
         distance[circle] = np.maximum(0.0, np.hypot(fx, fy) - r)
-    polygon = ~circle
-    if polygon.any():
-        f = fence_idx[polygon]
-        m = motion_idx[polygon]
+    polygon = np.flatnonzero(~circle)
+    if polygon.size:
+        f, m = fence_idx[polygon], motion_idx[polygon]
         dx, dy = to_local(mlon[polygon], mlat[polygon], lon0[f], lat0[f])
-        shapes = index.local_shapes[f]
-        along[polygon] = _polygon_along(
-            shapes, dx, dy, sin[polygon], cos[polygon], length[m], w0[m], w1[m]
+        s, c, span = sin[polygon], cos[polygon], length[m]
+        # The disk around the anchor holding the whole polygon must meet the corridor; a
+        # polygon only in the corridor's box is dropped before GEOS (u, v: the anchor).
+        reach, u, v = index.reaches[f], -(dx * s + dy * c), dy * s - dx * c
+        widening = (w1[m] - w0[m]) / span
+        near = np.flatnonzero(
+            (u >= -reach)
+            & (u <= span + reach)
+            & (np.abs(v) <= w0[m] + widening * np.clip(u + reach, 0.0, span) + reach)
+        )
+        m = m[near]
+        along[polygon[near]] = _polygon_along(
+            index.local_shapes[f[near]],
+            dx[near],
+            dy[near],
+            s[near],
+            c[near],
+            span[near],
+            w0[m],
+            w1[m],
         )
     eta = np.fmax(along, -1.0) / speeds  # nan (not reached): -1
     found = np.flatnonzero(eta >= max(rules.min_eta_s, 1e-9))
-    if polygon.any() and found.size:  # distances only for what is announced
-        far = found[polygon[found]]
+    if polygon.size and found.size:  # distances only for what is announced
+        far = found[~circle[found]]
         if far.size:
             f = fence_idx[far]
             px, py = to_local(mlon[far], mlat[far], lon0[f], lat0[f])
-            distance[far] = shapely.distance(index.local_shapes[f], shapely.points(px, py))
+            distance[far] = shapely.distance(
+                index.local_shapes[f], shapely.points(np.column_stack((px, py)))
+            )
     return [
         Approach(
             motions[int(motion_idx[k])].device_id,
@@ -308,7 +389,7 @@ def predict(
 def odometer(
     batch: FixBatch,
     used: NDArray[np.intp],
-    moved: FloatArray | None,
+    travel: Travel | None,
     old: Mapping[str, Any],
     new: dict[str, Any],
     rules: PredictionRules,
@@ -322,17 +403,19 @@ def odometer(
     """
     if used.size == 0:
         return
-    lons, lats, times = batch.lon[used], batch.lat[used], batch.t[used]
-    previous = old.get("p")
     odo, eff, moving = (float(old.get(k, 0.0)) for k in ("odo", "eff", "mv"))
     run = float(old.get("run", 0.0))
-    if previous is not None:
-        lons = np.concatenate(([previous[0]], lons))
-        lats = np.concatenate(([previous[1]], lats))
-        times = np.concatenate(([previous[2]], times))
-    if times.size > 1:
-        steps = step_lengths_m(lons, lats) if moved is None else moved
-        dts = np.maximum(np.diff(times), 0.0)
+    if travel is None:
+        previous = old.get("p")
+        lons, lats, times = batch.lon[used], batch.lat[used], batch.t[used]
+        if previous is not None:
+            lons = np.concatenate(([previous[0]], lons))
+            lats = np.concatenate(([previous[1]], lats))
+            times = np.concatenate(([previous[2]], times))
+        travel = Travel(step_lengths_m(lons, lats), np.diff(times))
+    if travel.seconds.size:
+        steps = travel.metres
+        dts = np.maximum(travel.seconds, 0.0)
         stopped = steps < rules.min_speed_mps * dts
         odo += float(steps.sum())
         moving += float(dts[~stopped].sum())
@@ -349,7 +432,7 @@ def odometer(
         else:
             eff += float(dts.sum())
             run = 0.0
-    t = float(times[-1])
+    t = float(batch.t[used[-1]])
     window = rules.average_over_s
     history = [h for h in old.get("hist", []) if len(h) == 4 and t - h[0] <= window]
     if not history or t - history[-1][0] >= window / 10:

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
+import shapely
+import shapely.affinity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +23,15 @@ from geo.geometry import EARTH_RADIUS_M, METRES_PER_DEGREE, PolygonShape
 from geo.hours import InvalidOpeningHours, is_open, local_time, validate_hours
 from geo.index import StoreInfo
 from geo.matcher import BatchMatcher, BatchOutcome
-from geo.prediction import PredictionRules, motion_of
+from geo.prediction import (
+    _FEW_MOTIONS,
+    Motion,
+    PredictionRules,
+    _corridors,
+    _polygon_along,
+    motion_of,
+    predict,
+)
 from geo.tracking import Record, TrackingRules, Transition
 from offers.flows import eligibility
 
@@ -294,6 +306,199 @@ def test_a_polygon_fence_is_approached_with_eta_to_its_near_edge() -> None:
 
     assert found["P"]["eta_s"] == pytest.approx(90.0, rel=0.05)
     assert found["P"]["distance_m"] == pytest.approx(900.0, rel=0.01)
+
+
+def _reference_along(shape: Any, dx: float, dy: float, heading: float, corridor: Any) -> float:
+    """How far along the corridor ``shape`` begins, from GEOS's intersection of the two."""
+    sin, cos = math.sin(heading), math.cos(heading)
+    length, w0, w1 = corridor
+    corners = [(0.0, -w0), (length, -w1), (length, w1), (0.0, w0)]
+    trapezoid = shapely.Polygon(
+        [(dx + u * sin + v * cos, dy + u * cos - v * sin) for u, v in corners]
+    )
+    common = shapely.intersection(shape, trapezoid)
+    if common.is_empty:
+        return math.nan
+    xy = shapely.get_coordinates(common)
+    return float(((xy[:, 0] - dx) * sin + (xy[:, 1] - dy) * cos).min())
+
+
+def _star(rng: np.random.Generator, size: float, hole: bool) -> Any:
+    """A star-shaped polygon (convex or not) around the origin, perhaps with a hole."""
+    corners = int(rng.integers(5, 14))  # angular gaps under 0.8 pi: simple, the hole inside
+    angles = np.linspace(0.0, 2.0 * math.pi, corners, endpoint=False)
+    angles += rng.uniform(0.0, 2.0 * math.pi / corners, corners)
+    radii = rng.uniform(0.3, 1.0, angles.size) * size
+    shell = np.column_stack((radii * np.cos(angles), radii * np.sin(angles)))
+    holes = []
+    if hole:
+        r = 0.25 * float(radii.min())
+        holes = [[(r * math.cos(a), r * math.sin(a)) for a in np.linspace(0, 6, 6)]]
+    return shapely.Polygon(shell, holes)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_polygon_along_matches_the_intersection_of_corridor_and_polygon(seed: int) -> None:
+    """Where the corridor first meets each polygon, against GEOS's intersection: stars, holes,
+    multipolygons, devices far off, beside, inside, and polygons reaching far behind them."""
+    rng = np.random.default_rng(seed)
+    count = 400
+    shapes, devices, headings, corridors = [], [], [], []
+    for k in range(count):
+        size = float(rng.choice([20.0, 60.0, 400.0]))
+        shape = _star(rng, size, hole=k % 3 == 0)
+        if k % 5 == 0:  # two parts
+            shape = shapely.union(
+                shape, shapely.affinity.translate(_star(rng, size, False), 3 * size)
+            )
+        shapes.append(shape)
+        distance = float(rng.choice([0.0, 0.5, 3.0, 15.0])) * size + rng.uniform(0, 50)
+        bearing = rng.uniform(0, 2 * math.pi)
+        devices.append((distance * math.sin(bearing), distance * math.cos(bearing)))
+        aim = math.atan2(-devices[-1][0], -devices[-1][1])  # towards the polygon, give or take
+        headings.append(aim + rng.normal(0.0, 0.6))
+        length = rng.uniform(600.0, 1500.0)
+        w0 = rng.uniform(15.0, 60.0)
+        corridors.append((length, w0, w0 + length * math.tan(math.radians(rng.uniform(0, 35)))))
+    dx, dy = (np.array(c) for c in zip(*devices, strict=True))
+    theta = np.array(headings)
+    length, w0, w1 = (np.array(c) for c in zip(*corridors, strict=True))
+    sin, cos = np.sin(theta), np.cos(theta)
+    got = np.concatenate(  # a few pairs per call, as in a batch: most reach nowhere behind
+        [
+            _polygon_along(
+                np.array(shapes[k : k + 4], dtype=object),
+                *(v[k : k + 4] for v in (dx, dy, sin, cos, length, w0, w1)),
+            )
+            for k in range(0, count, 4)
+        ]
+    )
+    expected = np.array(
+        [
+            _reference_along(s, x, y, h, c)
+            for s, x, y, h, c in zip(shapes, dx, dy, theta, corridors, strict=True)
+        ]
+    )
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    met = ~np.isnan(expected)
+    assert 0.2 * count < met.sum() < count  # some miss, most meet
+    assert got[met] == pytest.approx(expected[met], rel=1e-9, abs=1e-6)
+
+
+def test_a_polygon_in_the_corridors_box_but_off_the_corridor_is_not_approached() -> None:
+    """Heading north-east, a store 500 m due north lies in the box around the corridor, far
+    from the corridor itself; one 500 m ahead is approached."""
+    coslat = math.cos(math.radians(LAT0))
+
+    def square(fence_id: str, centre: tuple[float, float]) -> PolygonFence:
+        ring = [
+            [centre[0] + x / (METRES_PER_DEGREE * coslat), centre[1] + y / METRES_PER_DEGREE]
+            for x, y in [(-20, -20), (20, -20), (20, 20), (-20, 20), (-20, -20)]
+        ]
+        return PolygonFence(
+            fence_id, "s1", PolygonShape({"type": "Polygon", "coordinates": [ring]})
+        )
+
+    fixes = [fix(s, ahead(1.4 * s, 45.0)) for s in (0, 10)]
+    start = ahead(14.0, 45.0)
+    aside = square("N", ahead(500.0, 0.0, start))
+
+    assert approaches(process(fixes, [aside])) == {}
+    found = approaches(process(fixes, [aside, square("A", ahead(500.0, 45.0, start))]))
+    assert set(found) == {"A"}
+    assert found["A"]["eta_s"] == pytest.approx(480.0 / 1.4, rel=0.02)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_polygon_approaches_match_geos_in_the_devices_frame(seed: int) -> None:
+    """``predict`` over many polygon fences near a device (in the corridor, in its box only,
+    behind, around the device): the fences announced and their ETAs against the corridor
+    intersected with each fence by GEOS, in the device's own metric frame."""
+    rng = np.random.default_rng(seed)
+    coslat = math.cos(math.radians(LAT0))
+    fences, local = [], []
+    for k in range(150):
+        east, north = rng.uniform(-2500.0, 2500.0, 2)
+        shape = shapely.affinity.translate(
+            _star(rng, float(rng.choice([15.0, 40.0, 150.0])), k % 4 == 0), east, north
+        )
+        local.append(shape)
+        lonlat = shapely.transform(
+            shape, lambda xy: xy / [METRES_PER_DEGREE * coslat, METRES_PER_DEGREE] + [LON0, LAT0]
+        )
+        geojson = json.loads(shapely.to_geojson(lonlat))
+        fences.append(PolygonFence(f"P{k}", "s1", PolygonShape(geojson)))
+    index = FenceIndex(fences)
+    rules = PredictionRules()
+    checked = 0
+    for _ in range(20):
+        speed = float(rng.uniform(1.5, 4.0))
+        motion = Motion(
+            "d1",
+            LON0,
+            LAT0,
+            0.0,
+            speed,
+            float(rng.uniform(0, 360)),
+            15.0,
+            10.0,
+            speed,
+            speed,
+            speed,
+        )
+        found = {
+            index.fences[a.fence_idx].fence_id: a.eta_s
+            for a in predict(index, [motion], [set()], rules)
+        }
+        corridor = (speed * rules.horizon_s, rules.base_width_m + 10.0, 0.0)
+        corridor = (
+            corridor[0],
+            corridor[1],
+            corridor[1] + corridor[0] * math.tan(math.radians(15.0)),
+        )
+        heading = math.radians(motion.heading_deg)
+        for fence, shape in zip(fences, local, strict=True):
+            along = _reference_along(shape, 0.0, 0.0, heading, corridor)
+            eta = along / speed
+            if math.isnan(eta) or abs(eta - rules.min_eta_s) < 1.0:
+                assert fence.fence_id not in found or not math.isnan(eta)
+                continue
+            if eta >= rules.min_eta_s:
+                checked += 1
+                assert found[fence.fence_id] == pytest.approx(eta, abs=0.5)
+            else:
+                assert fence.fence_id not in found
+    assert checked > 20
+
+
+def test_few_corridors_in_plain_floats_equal_many_as_arrays() -> None:
+    """The two layouts of ``_corridors`` agree, near the antimeridian and the poles too."""
+    rng = np.random.default_rng(5)
+    motions = [
+        Motion(
+            f"d{k}",
+            float(rng.choice([rng.uniform(-180, 180), rng.uniform(179.9, 180), -179.95])),
+            float(rng.choice([rng.uniform(-60, 60), 89.99])),
+            0.0,
+            float(rng.uniform(1, 70)),
+            float(rng.uniform(0, 360)),
+            float(rng.uniform(5, 35)),
+            float(rng.uniform(0, 50)),
+            1.0,
+            1.0,
+            1.0,
+        )
+        for k in range(200)
+    ]
+    rules = PredictionRules()
+    many = _corridors(motions, rules)
+    few = [_corridors([m], rules) for m in motions]
+    assert len(motions) > _FEW_MOTIONS
+    for k, one in enumerate(few):
+        for got, expected in zip(one[:4], many[:4], strict=True):
+            assert got[0] == pytest.approx(expected[k], rel=1e-12, abs=1e-9)
+    assert [k for k, one in enumerate(few) if one[4]] == many[4]
+    assert 0 < len(many[4]) < len(motions)
 
 
 def test_prediction_off_gives_no_approaches() -> None:
