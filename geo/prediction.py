@@ -232,11 +232,9 @@ def _polygon_along(
     polygon reaching far enough behind the device for 1 + g * a <= 0 is first clipped to the
     corridor's bounding rectangle (a in [0, 1]), where the map is defined.
     """
-    counts = shapely.get_num_coordinates(shapes)
-    owner = np.repeat(np.arange(len(shapes)), counts)
+    xy, owner = shapely.get_coordinates(shapes, return_index=True)
     g = (w1 - w0) / w0
     go = g[owner]
-    xy = shapely.get_coordinates(shapes)
     rx, ry = xy[:, 0] - dx[owner], xy[:, 1] - dy[owner]
     s, c = sin[owner], cos[owner]
     a = (rx * s + ry * c) / length[owner]
@@ -342,6 +340,8 @@ def predict(
     if polygon.size:
         f, m = fence_idx[polygon], motion_idx[polygon]
         dx, dy = to_local(mlon[polygon], mlat[polygon], lon0[f], lat0[f])
+        device = np.empty((motion_idx.size, 2))  # in the polygon's frame, by pair
+        device[polygon, 0], device[polygon, 1] = dx, dy
         s, c, span = sin[polygon], cos[polygon], length[m]
         # The disk around the anchor holding the whole polygon must meet the corridor; a
         # polygon only in the corridor's box is dropped before GEOS (u, v: the anchor).
@@ -368,10 +368,8 @@ def predict(
     if polygon.size and found.size:  # distances only for what is announced
         far = found[~circle[found]]
         if far.size:
-            f = fence_idx[far]
-            px, py = to_local(mlon[far], mlat[far], lon0[f], lat0[f])
             distance[far] = shapely.distance(
-                index.local_shapes[f], shapely.points(np.column_stack((px, py)))
+                index.local_shapes[fence_idx[far]], shapely.points(device[far])
             )
     return [
         Approach(
