@@ -401,8 +401,8 @@ def odometer(
     """
     if used.size == 0:
         return
-    odo, eff, moving = (float(old.get(k, 0.0)) for k in ("odo", "eff", "mv"))
-    run = float(old.get("run", 0.0))
+    odo, eff = float(old.get("odo", 0.0)), float(old.get("eff", 0.0))
+    moving, run = float(old.get("mv", 0.0)), float(old.get("run", 0.0))
     if travel is None:
         previous = old.get("p")
         lons, lats, times = batch.lon[used], batch.lat[used], batch.t[used]
@@ -416,8 +416,8 @@ def odometer(
         dts = np.maximum(travel.seconds, 0.0)
         stopped = steps < rules.min_speed_mps * dts
         odo += float(steps.sum())
-        moving += float(dts[~stopped].sum())
         if stopped.any():  # stopped seconds so far in each stop, a stop ending at a move
+            moving += float(dts[~stopped].sum())
             stop_dt = np.where(stopped, dts, 0.0)
             total = np.cumsum(stop_dt) + run
             reset = np.maximum.accumulate(np.where(stopped, -1, np.arange(dts.size)))
@@ -428,7 +428,9 @@ def odometer(
             eff += float(np.where(stopped, counted, dts).sum())
             run = float(after[-1]) if stopped[-1] else 0.0
         else:
-            eff += float(dts.sum())
+            elapsed = float(dts.sum())
+            moving += elapsed
+            eff += elapsed
             run = 0.0
     t = float(batch.t[used[-1]])
     window = rules.average_over_s
