@@ -345,12 +345,9 @@ def predict(
         s, c, span = sin[polygon], cos[polygon], length[m]
         # The disk around the anchor holding the whole polygon must meet the corridor; a
         # polygon only in the corridor's box is dropped before GEOS (u, v: the anchor).
-        reach, u, v = index.reaches[f], -(dx * s + dy * c), dy * s - dx * c
-        widening = (w1[m] - w0[m]) / span
+        reach, u = index.reaches[f], dx * s + dy * c
         near = np.flatnonzero(
-            (u >= -reach)
-            & (u <= span + reach)
-            & (np.abs(v) <= w0[m] + widening * np.clip(u + reach, 0.0, span) + reach)
+            (u <= reach) & (u >= -span - reach) & (np.abs(dy * s - dx * c) <= w1[m] + reach)
         )
         m = m[near]
         along[polygon[near]] = _polygon_along(
