@@ -74,7 +74,7 @@ class Motion:
     slow_speed_mps: float  # ... every stop counted in full: the late end
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses cost 4x to build
 class Approach:
     device_id: str
     fence_idx: int
