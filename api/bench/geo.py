@@ -3,7 +3,7 @@
 One run, one data set: clustered 16-gon store fences (town centres with stores spread around
 them) and shoppers walking among them, sent as one-device batches of 1,000 fixes like the SDK
 sends. Measured on one core, each in-process figure as the best of ``repeat`` runs (3 by
-default):
+default), the three in-process measurements taking turns:
 
 - engine: ``BatchMatcher.process`` (candidates, exact distances, accuracy rule, ordering, jumps,
   enter/exit/dwell state) without prediction, then with it (the overhead);
@@ -127,15 +127,17 @@ def make_batches(pings: int, centres: np.ndarray, rng: np.random.Generator) -> l
     return batches
 
 
-def _rate(pings: int, run: Callable[[], object], repeat: int) -> float:
-    """Pings per second of the fastest of ``repeat`` runs (the least disturbed by the rest of
-    the machine), the same for every in-process measurement."""
-    best = math.inf
+def _rates(pings: int, runs: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Pings per second of each measurement's fastest of ``repeat`` runs (the least disturbed
+    by the rest of the machine). The measurements take turns, so a slow spell of the machine
+    falls on all of them alike rather than on one."""
+    best = dict.fromkeys(runs, math.inf)
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return pings / best
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: pings / seconds for name, seconds in best.items()}
 
 
 def _engine(
@@ -229,15 +231,27 @@ def run_geo_bench(
         for batch in batches:
             bare_tree.query(shapely.points(batch.lon, batch.lat), predicate="intersects")
 
-    strtree_rate = _rate(pings, bare, repeat)
-    say(f"bare STRtree.query (intersects): {strtree_rate:,.0f} pings/s")
-    counts: list[tuple[int, int]] = []
-    engine_rate = _rate(pings, lambda: counts.append(_engine(index, batches, None)), repeat)
-    say(f"engine batch matcher: {engine_rate:,.0f} pings/s ({counts[-1][0]:,} transitions)")
-    predict_rate = _rate(
-        pings, lambda: counts.append(_engine(index, batches, PredictionRules())), repeat
+    counts: dict[str, tuple[int, int]] = {}
+
+    def engine(name: str, prediction: PredictionRules | None) -> Callable[[], object]:
+        return lambda: counts.__setitem__(name, _engine(index, batches, prediction))
+
+    rates = _rates(
+        pings,
+        {
+            "bare": bare,
+            "engine": engine("engine", None),
+            "predict": engine("predict", PredictionRules()),
+        },
+        repeat,
     )
-    say(f"engine with prediction: {predict_rate:,.0f} pings/s ({counts[-1][1]:,} approaching)")
+    strtree_rate, engine_rate, predict_rate = rates["bare"], rates["engine"], rates["predict"]
+    say(f"bare STRtree.query (intersects): {strtree_rate:,.0f} pings/s")
+    say(f"engine batch matcher: {engine_rate:,.0f} pings/s ({counts['engine'][0]:,} transitions)")
+    say(
+        f"engine with prediction: {predict_rate:,.0f} pings/s "
+        f"({counts['predict'][1]:,} approaching)"
+    )
     postgis_rate, note = _postgis(database_url, fence_list, batches, min(postgis_sample, pings))
     say(
         "PostGIS ST_Intersects: "
@@ -252,6 +266,6 @@ def run_geo_bench(
         strtree_rate,
         postgis_rate,
         note,
-        counts[-1][0],
-        counts[-1][1],
+        counts["predict"][0],
+        counts["predict"][1],
     )
