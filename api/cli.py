@@ -315,7 +315,7 @@ def bench_geo(
     repeat: Annotated[
         int,
         typer.Option(min=1, max=20, help="Runs of each in-process measurement; the best counts."),
-    ] = 3,
+    ] = 5,
 ) -> None:
     """Engine batch matcher vs bare STRtree vs PostGIS on the same data."""
     from api.bench.geo import run_geo_bench

@@ -146,25 +146,22 @@ _FEW_MOTIONS = 8
 _MIN_SCALE = 1e-3  # of the projective map in _polygon_along: below it, clip first
 
 
-def _corridors(
-    motions: Sequence[Motion], rules: PredictionRules
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, list[int]]:
-    """Each motion's corridor: its corners (lon, lat; motion x corner x 2), its length and its
-    half-widths at the start and the end (metres), and which corridors reach past the
-    antimeridian. A few are laid out in plain floats, more as arrays (the same arithmetic)."""
+# Columns of the corridor table (one row per motion, see _corridors).
+_CORNERS, _LENGTH, _W0, _W1, _SIN, _COS = slice(0, 8), 8, 9, 10, 11, 12
+_BOX, _LON, _LAT, _SPEEDS = slice(13, 17), 17, 18, slice(19, 22)
+
+
+def _corridors(motions: Sequence[Motion], rules: PredictionRules) -> FloatArray:
+    """One row per motion: its corridor's four corners (lon, lat), length and half-widths at
+    the start and the end (metres), the heading's sine and cosine, the corridor's bounding box
+    (lon, lat), the device's position and its three ETA speeds (see the column names above). A
+    few rows are laid out in plain floats, more as arrays (the same arithmetic)."""
     if len(motions) <= _FEW_MOTIONS:
-        rows = [_corridor_row(m, rules) for m in motions]
-        corners = np.array([r[:8] for r in rows], dtype=np.float64).reshape(-1, 4, 2)
-        length, w0, w1 = np.array([r[8:] for r in rows], dtype=np.float64).reshape(-1, 3).T
-        beyond = [i for i, r in enumerate(rows) if max(map(abs, r[0:8:2])) > 180.0]
-    else:
-        corners, length, w0, w1 = _corridor_arrays(motions, rules)
-        beyond = np.flatnonzero(np.abs(corners[:, :, 0]).max(axis=1) > 180.0).tolist()
-    return corners, length, w0, w1, beyond
+        return np.array([_corridor_row(m, rules) for m in motions], dtype=np.float64)
+    return _corridor_arrays(motions, rules)
 
 
 def _corridor_row(m: Motion, rules: PredictionRules) -> tuple[float, ...]:
-    """Four corners (lon, lat), then length, w0, w1."""
     length = m.speed_mps * rules.horizon_s
     w0 = rules.base_width_m + m.accuracy_m
     w1 = w0 + length * math.tan(math.radians(m.sigma_deg))
@@ -173,28 +170,55 @@ def _corridor_row(m: Motion, rules: PredictionRules) -> tuple[float, ...]:
     east, north = math.cos(math.radians(m.lat)) * METRES_PER_DEGREE, METRES_PER_DEGREE
     x0, y0, x1, y1 = w0 * cos, -w0 * sin, length * sin, length * cos
     dx1, dy1 = w1 * cos, -w1 * sin
-    return (
+    lons = (
         m.lon - x0 / east,
-        m.lat - y0 / north,
         m.lon + (x1 - dx1) / east,
-        m.lat + (y1 - dy1) / north,
         m.lon + (x1 + dx1) / east,
-        m.lat + (y1 + dy1) / north,
         m.lon + x0 / east,
+    )
+    lats = (
+        m.lat - y0 / north,
+        m.lat + (y1 - dy1) / north,
+        m.lat + (y1 + dy1) / north,
         m.lat + y0 / north,
+    )
+    return (
+        *(c for corner in zip(lons, lats, strict=True) for c in corner),
         length,
         w0,
         w1,
+        sin,
+        cos,
+        min(lons),
+        min(lats),
+        max(lons),
+        max(lats),
+        m.lon,
+        m.lat,
+        m.eta_speed_mps,
+        m.fast_speed_mps,
+        m.slow_speed_mps,
     )
 
 
-def _corridor_arrays(
-    motions: Sequence[Motion], rules: PredictionRules
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+def _corridor_arrays(motions: Sequence[Motion], rules: PredictionRules) -> FloatArray:
     columns = np.array(
-        [(m.lon, m.lat, m.heading_deg, m.speed_mps, m.accuracy_m, m.sigma_deg) for m in motions],
+        [
+            (
+                m.lon,
+                m.lat,
+                m.heading_deg,
+                m.speed_mps,
+                m.accuracy_m,
+                m.sigma_deg,
+                m.eta_speed_mps,
+                m.fast_speed_mps,
+                m.slow_speed_mps,
+            )
+            for m in motions
+        ],
         dtype=np.float64,
-    ).reshape(-1, 6)
+    ).reshape(-1, 9)
     lon0, lat0 = columns[:, 0:1], columns[:, 1:2]
     theta = np.radians(columns[:, 2:3])
     length = columns[:, 3] * rules.horizon_s
@@ -204,10 +228,17 @@ def _corridor_arrays(
     v = w0[:, None] * _ACROSS_START + w1[:, None] * _ACROSS_END
     sin, cos = np.sin(theta), np.cos(theta)
     x, y = u * sin + v * cos, u * cos - v * sin
-    corners = np.empty((len(columns), 4, 2))
-    corners[:, :, 0] = lon0 + x / (np.cos(np.radians(lat0)) * METRES_PER_DEGREE)
-    corners[:, :, 1] = lat0 + y / METRES_PER_DEGREE
-    return corners, length, w0, w1
+    lons = lon0 + x / (np.cos(np.radians(lat0)) * METRES_PER_DEGREE)
+    lats = lat0 + y / METRES_PER_DEGREE
+    table = np.empty((len(columns), 22))
+    table[:, 0:8:2], table[:, 1:8:2] = lons, lats
+    table[:, _LENGTH], table[:, _W0], table[:, _W1] = length, w0, w1
+    table[:, _SIN], table[:, _COS] = sin[:, 0], cos[:, 0]
+    table[:, _BOX] = np.column_stack(
+        (lons.min(axis=1), lats.min(axis=1), lons.max(axis=1), lats.max(axis=1))
+    )
+    table[:, _LON], table[:, _LAT], table[:, _SPEEDS] = lon0[:, 0], lat0[:, 0], columns[:, 6:9]
+    return table
 
 
 def _polygon_along(
@@ -279,17 +310,17 @@ def predict(
     """
     if not motions or not len(index):
         return []
-    corners, length, w0, w1, beyond = _corridors(motions, rules)
-    if beyond:  # a path over the antimeridian: fold the part beyond it back
+    table = _corridors(motions, rules)
+    corners = table[:, _CORNERS].reshape(-1, 4, 2)
+    box = table[:, _BOX]
+    beyond = np.flatnonzero((box[:, 0] < -180.0) | (box[:, 2] > 180.0))
+    if beyond.size:  # a path over the antimeridian: fold the part beyond it back
         corridors = shapely.polygons(corners)
-        for i in beyond:
+        for i in beyond.tolist():
             corridors[i] = _fold_antimeridian(corridors[i])
         motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
     else:  # boxes: whether a polygon meets its corridor is decided exactly below
-        low, high = corners.min(axis=1), corners.max(axis=1)
-        motion_idx, fence_idx = index.tree.query(
-            shapely.box(low[:, 0], low[:, 1], high[:, 0], high[:, 1])
-        )
+        motion_idx, fence_idx = index.tree.query(shapely.box(*box.T))
         circle = index.is_circle[fence_idx]
         if circle.any():  # a circle's tree shape is its box: it must meet the corridor itself
             meets = ~circle
@@ -310,16 +341,11 @@ def predict(
             bool,
         )
         motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
-    # per pair: the device's position, heading and its three ETA speeds
-    mlon, mlat, heading, speeds, fast, slow = np.array(
-        [
-            (m.lon, m.lat, m.heading_deg, m.eta_speed_mps, m.fast_speed_mps, m.slow_speed_mps)
-            for m in motions
-        ],
-        dtype=np.float64,
-    )[motion_idx].T
-    theta = np.radians(heading)
-    sin, cos = np.sin(theta), np.cos(theta)
+    # per pair: its motion's row
+    pair = table[motion_idx]
+    mlon, mlat, sin, cos = pair[:, _LON], pair[:, _LAT], pair[:, _SIN], pair[:, _COS]
+    speeds, fast, slow = pair[:, _SPEEDS].T
+    length, w0, w1 = table[:, _LENGTH], table[:, _W0], table[:, _W1]  # by motion
     along = np.full(motion_idx.size, np.nan)
     distance = np.full(motion_idx.size, np.nan)
     lon0, lat0 = index.anchors

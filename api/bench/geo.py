@@ -2,7 +2,7 @@
 
 One run, one data set: clustered 16-gon store fences (town centres with stores spread around
 them) and shoppers walking among them, sent as one-device batches of 1,000 fixes like the SDK
-sends. Measured on one core, each in-process figure as the best of ``repeat`` runs (3 by
+sends. Measured on one core, each in-process figure as the best of ``repeat`` runs (5 by
 default), the three in-process measurements taking turns:
 
 - engine: ``BatchMatcher.process`` (candidates, exact distances, accuracy rule, ordering, jumps,
@@ -210,7 +210,7 @@ def run_geo_bench(
     pings: int,
     database_url: str | None,
     postgis_sample: int = 100_000,
-    repeat: int = 3,
+    repeat: int = 5,
     seed: int = 7,
     say: Callable[[str], None] = print,
 ) -> GeoBenchResult:
