@@ -36,6 +36,11 @@ class PredictionRules:
     stop_allowance_s: float = 20.0  # ... counting each stop in it up to this long
     min_eta_s: float = 90.0  # a nearer arrival is not announced: one stop is a large part of it
 
+    def __post_init__(self) -> None:
+        # a corridor has a length and a width where it starts (geo.prediction._polygon_along)
+        if self.horizon_s <= 0 or self.min_speed_mps <= 0 or self.base_width_m <= 0:
+            raise ValueError("horizon_s, min_speed_mps and base_width_m must be positive")
+
 
 @dataclass(frozen=True, slots=True)
 class Reported:
@@ -142,7 +147,7 @@ def motion_of(
 _ALONG = np.array([0.0, 1.0, 1.0, 0.0])
 _ACROSS_START = np.array([-1.0, 0.0, 0.0, 1.0])
 _ACROSS_END = np.array([0.0, -1.0, 1.0, 0.0])
-_FEW_MOTIONS = 8
+_FEW_MOTIONS = 8  # up to this many corridors are laid out in plain floats, not arrays
 _MIN_SCALE = 1e-3  # of the projective map in _polygon_along: below it, clip first
 
 
