@@ -374,8 +374,9 @@ def predict(
         device = np.empty((motion_idx.size, 2))  # in the polygon's frame, by pair
         device[polygon, 0], device[polygon, 1] = dx, dy
         s, c, span = sin[polygon], cos[polygon], length[m]
-        # The disk around the anchor holding the whole polygon must meet the corridor; a
-        # polygon only in the corridor's box is dropped before GEOS (u, v: the anchor).
+        # Before GEOS: the disk around the anchor holding the whole polygon must meet the
+        # rectangle around the corridor in its own frame (length along the heading, the end
+        # width across). u: the device's place along the heading, from the anchor.
         reach, u = index.reaches[f], dx * s + dy * c
         near = np.flatnonzero(
             (u <= reach) & (u >= -span - reach) & (np.abs(dy * s - dx * c) <= w1[m] + reach)
