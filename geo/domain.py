@@ -21,7 +21,8 @@ from geo.geometry import (
     FloatArray,
     InvalidFence,
     PolygonShape,
-    to_local,
+    points_xy,
+    wrap_lon_delta,
 )
 
 MIN_RADIUS_M = 1.0
@@ -173,6 +174,11 @@ class FenceIndex:
         self._envelopes = shapely.bounds(np.array(tree_shapes, dtype=object)).reshape(-1, 4)
         anchors = np.array([f.anchor for f in self.fences], dtype=np.float64).reshape(-1, 2)
         self._lon0, self._lat0 = anchors[:, 0], anchors[:, 1]
+        # metres per degree of longitude at each anchor, as ``to_local`` computes it
+        self._x_scale = np.cos(np.radians(self._lat0)) * METRES_PER_DEGREE
+        self._dwell = np.array(
+            [math.nan if f.dwell_s is None else float(f.dwell_s) for f in self.fences], np.float64
+        )
         self._is_circle = np.array([isinstance(f, CircleFence) for f in self.fences], dtype=bool)
         self._radius = np.array(
             [f.radius_m if isinstance(f, CircleFence) else 0.0 for f in self.fences], np.float64
@@ -230,6 +236,21 @@ class FenceIndex:
         """Each polygon fence in its own metric frame (None for circles)."""
         return self._local
 
+    def dwell_thresholds(self, fence_idx: NDArray[np.intp], default_s: float | None) -> FloatArray:
+        """Each fence's dwell threshold in seconds: its own, else ``default_s``; inf for none."""
+        own = self._dwell[fence_idx]
+        fallback = math.inf if default_s is None else float(default_s)
+        thresholds: FloatArray = np.where(np.isnan(own), fallback, own)
+        return thresholds
+
+    def _to_local(
+        self, lons: FloatArray, lats: FloatArray, f: NDArray[np.intp]
+    ) -> tuple[FloatArray, FloatArray]:
+        """``to_local`` of each point in its paired fence's frame, with the fence's scale."""
+        x: FloatArray = wrap_lon_delta(lons - self._lon0[f]) * self._x_scale[f]
+        y: FloatArray = (lats - self._lat0[f]) * METRES_PER_DEGREE
+        return x, y
+
     def signed_distances(
         self, lons: FloatArray, lats: FloatArray, fence_idx: NDArray[np.intp]
     ) -> FloatArray:
@@ -245,9 +266,9 @@ class FenceIndex:
         polygon = ~circle
         if polygon.any():
             f = fence_idx[polygon]
-            x, y = to_local(lons[polygon], lats[polygon], self._lon0[f], self._lat0[f])
+            x, y = self._to_local(lons[polygon], lats[polygon], f)
             inside = shapely.contains_xy(self._local[f], x, y)
-            edge = shapely.distance(self._boundary[f], shapely.points(x, y))
+            edge = shapely.distance(self._boundary[f], points_xy(x, y))
             signed[polygon] = np.where(inside, -edge, edge)
         return signed
 
@@ -272,10 +293,10 @@ class FenceIndex:
                 - self._radius[f]
                 > limits[circle]
             )
-        polygon = np.flatnonzero(~circle)
+        polygon = (~circle).nonzero()[0]
         if polygon.size:
             f = fence_idx[polygon]
-            x, y = to_local(lons[polygon], lats[polygon], self._lon0[f], self._lat0[f])
+            x, y = self._to_local(lons[polygon], lats[polygon], f)
             d = np.hypot(x, y)
             slack = 1e-6 * (1.0 + d)
             limit = limits[polygon]
@@ -283,7 +304,7 @@ class FenceIndex:
             unsure = ~far & (d - self._inner[f] > limit - slack)
             if unsure.any():
                 far[unsure] = (
-                    shapely.distance(self._local[f[unsure]], shapely.points(x[unsure], y[unsure]))
+                    shapely.distance(self._local[f[unsure]], points_xy(x[unsure], y[unsure]))
                     > limit[unsure]
                 )
             result[polygon] = far
@@ -310,12 +331,12 @@ class FenceIndex:
         deep = np.ones(point_idx.size, dtype=bool)
         if polygon.any():
             f, p = fence_idx[polygon], point_idx[polygon]
-            x, y = to_local(lons[p], lats[p], self._lon0[f], self._lat0[f])
+            x, y = self._to_local(lons[p], lats[p], f)
             d = np.hypot(x, y)
             slack = 1e-6 * (1.0 + d)
             # Within the inner disk: inside; beyond the reach: outside; exact only between.
             inside = d <= self._inner[f] - slack
-            unsure = np.flatnonzero(~inside & (d <= self._reach[f] + slack))
+            unsure = (~inside & (d <= self._reach[f] + slack)).nonzero()[0]
             if unsure.size:
                 inside[unsure] = shapely.intersects_xy(
                     self._lonlat[f[unsure]], lons[p[unsure]], lats[p[unsure]]
@@ -328,7 +349,7 @@ class FenceIndex:
                 unsure = ~sure & (self._reach[f] - d >= need - slack)
                 if unsure.any():
                     edge = shapely.distance(
-                        self._boundary[f[unsure]], shapely.points(x[unsure], y[unsure])
+                        self._boundary[f[unsure]], points_xy(x[unsure], y[unsure])
                     )
                     sure[unsure] = edge >= need[unsure]
                 in_polygon = deep[polygon]
@@ -350,7 +371,7 @@ class FenceIndex:
         spread out or crowded."""
         n = len(lons)
         if n < RUN_LENGTH:
-            point_idx, fence_idx = self.tree.query(shapely.points(lons, lats))
+            point_idx, fence_idx = self.tree.query(points_xy(lons, lats))
         else:
             point_idx, fence_idx = self._run_pairs(lons, lats)
         order = np.lexsort((fence_idx, point_idx))
@@ -360,11 +381,16 @@ class FenceIndex:
         self, lons: FloatArray, lats: FloatArray
     ) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         n = len(lons)
-        starts = np.arange(0, n, RUN_LENGTH)
-        west, east = np.minimum.reduceat(lons, starts), np.maximum.reduceat(lons, starts)
-        south, north = np.minimum.reduceat(lats, starts), np.maximum.reduceat(lats, starts)
+        count = -(-n // RUN_LENGTH)
+        # The points as one row per run, the last one padded with nan (which no envelope holds).
+        xs = np.full(count * RUN_LENGTH, np.nan)
+        ys = np.full(count * RUN_LENGTH, np.nan)
+        xs[:n], ys[:n] = lons, lats
+        xs, ys = xs.reshape(count, RUN_LENGTH), ys.reshape(count, RUN_LENGTH)
+        west, east = np.fmin.reduce(xs, axis=1), np.fmax.reduce(xs, axis=1)
+        south, north = np.fmin.reduce(ys, axis=1), np.fmax.reduce(ys, axis=1)
         compact = (east - west <= RUN_SPAN_DEG) & (north - south <= RUN_SPAN_DEG)
-        runs = np.flatnonzero(compact)
+        runs = compact.nonzero()[0]
         run_idx, fence_idx = self.tree.query(
             shapely.box(west[runs], south[runs], east[runs], north[runs])
         )
@@ -373,22 +399,22 @@ class FenceIndex:
             compact[runs[crowded]] = False
             kept = ~crowded[run_idx]
             run_idx, fence_idx = run_idx[kept], fence_idx[kept]
-        point_idx = (starts[runs[run_idx]][:, None] + np.arange(RUN_LENGTH)).ravel()
-        fence_idx = np.repeat(fence_idx, RUN_LENGTH)
-        within = point_idx < n
-        point_idx, fence_idx = point_idx[within], fence_idx[within]
+        # Each (run, fence) pair against the run's points at once: a row of RUN_LENGTH tests.
+        rows = runs[run_idx]
         envelope = self._envelopes[fence_idx]
-        x, y = lons[point_idx], lats[point_idx]
+        x, y = xs[rows], ys[rows]
         within = (
-            (x >= envelope[:, 0])
-            & (x <= envelope[:, 2])
-            & (y >= envelope[:, 1])
-            & (y <= envelope[:, 3])
+            (x >= envelope[:, 0:1])
+            & (x <= envelope[:, 2:3])
+            & (y >= envelope[:, 1:2])
+            & (y <= envelope[:, 3:4])
         )
-        point_idx, fence_idx = point_idx[within], fence_idx[within]
+        pair, column = within.nonzero()
+        point_idx = rows[pair] * RUN_LENGTH + column
+        fence_idx = fence_idx[pair]
         if not compact.all():  # spread-out or crowded runs: a query per point
-            spread = np.flatnonzero(~compact[np.arange(n) // RUN_LENGTH])
-            p, f = self.tree.query(shapely.points(lons[spread], lats[spread]))
+            spread = (~compact).repeat(RUN_LENGTH)[:n].nonzero()[0]
+            p, f = self.tree.query(points_xy(lons[spread], lats[spread]))
             point_idx = np.concatenate((point_idx, spread[p]))
             fence_idx = np.concatenate((fence_idx, f))
         return point_idx, fence_idx

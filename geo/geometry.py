@@ -37,6 +37,14 @@ def wrap_lon_delta(delta: FloatArray) -> FloatArray:
     return folded
 
 
+def points_xy(x: FloatArray, y: FloatArray) -> NDArray[np.object_]:
+    """``shapely.points(x, y)`` for two equal-length 1-D arrays, without broadcasting them."""
+    coords = np.empty((x.size, 2), dtype=np.float64)
+    coords[:, 0] = x
+    coords[:, 1] = y
+    return shapely.points(coords)
+
+
 def to_local(
     lons: FloatArray, lats: FloatArray, lon0: FloatArray | float, lat0: FloatArray | float
 ) -> tuple[FloatArray, FloatArray]:

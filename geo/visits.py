@@ -44,6 +44,20 @@ class _Track:
 
 
 @dataclass(slots=True)
+class _HitOrder:
+    """Every (fix, fence) hit as two lists, fixes in time order, fences in tree order within
+    a fix."""
+
+    ks: list[int]
+    fs: list[int]
+
+    def rank(self, k: int, f: int) -> int:
+        """The hit's place among the hits of its fix (it orders fences entered at one fix)."""
+        first = bisect_left(self.ks, k)
+        return self.fs.index(f, first) - first
+
+
+@dataclass(slots=True)
 class DeviceFixes:
     """The used fixes of one device in event-time order, as columns."""
 
@@ -70,18 +84,17 @@ def scan_fences(
     Returns the fences the device is in afterwards (in ``fence_step``'s order), the
     transitions, and the fences entered (whose pending announcement ends)."""
     n = len(fixes.times)
-    eligible = hit_deep
-    first = np.ones(hit_k.size, dtype=bool)
-    first[1:] = hit_k[1:] != hit_k[:-1]
-    starts = np.flatnonzero(first)
-    rank = np.arange(hit_k.size) - np.repeat(starts, np.diff(np.append(starts, hit_k.size)))
-    last_hit = dict(zip(hit_f.tolist(), hit_k.tolist(), strict=True))  # in time order: the last
-    chosen = np.flatnonzero(eligible)
-    ks, fs = hit_k[chosen].tolist(), hit_f[chosen].tolist()
-    ranks = dict(zip(zip(ks, fs, strict=True), rank[chosen].tolist(), strict=True))
-    by_fence: dict[int, list[int]] = {}
-    for k, f in zip(ks, fs, strict=True):
-        by_fence.setdefault(f, []).append(k)
+    order = _HitOrder(hit_k.tolist(), hit_f.tolist())
+    last_hit = dict(zip(order.fs, order.ks, strict=True))  # in time order: the last
+    # The pairs deep enough to enter, fence by fence (fixes in time order within a fence).
+    chosen = hit_deep.nonzero()[0]
+    chosen_f = hit_f[chosen]
+    by_f = chosen_f.argsort(kind="stable")
+    chosen_f = chosen_f[by_f]
+    ks = hit_k[chosen][by_f].tolist()
+    cuts = [0, *((chosen_f[1:] != chosen_f[:-1]).nonzero()[0] + 1).tolist(), len(ks)]
+    firsts = chosen_f[cuts[:-1]].tolist() if ks else []
+    by_fence = {f: ks[a:b] for f, a, b in zip(firsts, cuts, cuts[1:], strict=False)}
     tracks: list[_Track] = []
     for position, (fence_id, state) in enumerate(inside.items()):
         f = index.position.get(fence_id)
@@ -99,17 +112,20 @@ def scan_fences(
     window = FIRST_WINDOW
     vector = held_count == 0  # fences entered in this batch: the whole scan as array operations
     while pending:  # a round: classify every pending track's fixes at once, then scan each
-        cls, pk, offsets = _classify(index, fixes, pending, hit_k, hit_f, rules)
+        cls, pk, offsets, lengths = _classify(index, fixes, pending, hit_k, hit_f, rules)
         done = (
-            _vector_scan(device_id, index, pending, cls, pk, offsets, fixes, ranks, rules, n)
+            _vector_scan(
+                device_id, index, pending, cls, pk, offsets, lengths, fixes, order, rules, n
+            )
             if vector
             else [None] * len(pending)
         )
         vector = False
         more = []
         window *= 2
-        ends = [*offsets.tolist()[1:], cls.size]
-        for track, a, b, result in zip(pending, offsets.tolist(), ends, done, strict=True):
+        starts = offsets.tolist()
+        ends = (offsets + lengths).tolist()
+        for track, a, b, result in zip(pending, starts, ends, done, strict=True):
             if result is not None:
                 events.extend(result)
                 if track.fence_id_entered:
@@ -121,7 +137,7 @@ def scan_fences(
                 track,
                 cls[a:b].tolist(),
                 fixes.times,
-                ranks,
+                order,
                 rules,
                 events,
                 entered,
@@ -147,8 +163,9 @@ def _vector_scan(
     cls: NDArray[np.intp],
     pk: NDArray[np.intp],
     offsets: NDArray[np.intp],
+    lengths: NDArray[np.intp],
     fixes: DeviceFixes,
-    ranks: Mapping[tuple[int, int], int],
+    order: _HitOrder,
     rules: TrackingRules,
     n: int,
 ) -> list[list[tuple[int, int, tuple[int, int], Transition]] | None]:
@@ -158,32 +175,24 @@ def _vector_scan(
     ends): the scan fix by fix does those."""
     size = cls.size
     idx = np.arange(size)
-    lengths = np.diff(np.append(offsets, size))
-    tid = np.repeat(np.arange(len(tracks)), lengths)
+    tid = np.arange(len(tracks)).repeat(lengths)
     start = np.zeros(size, dtype=bool)
     start[offsets] = True
     t = fixes.t[pk]
     out = (cls == _OUT) & ~start
-    count = np.cumsum(out)
+    count = out.cumsum()
     last_reset = np.maximum.accumulate(np.where((cls == _INSIDE) | start, idx, 0))
     since = count - count[last_reset]
-    next_out = np.append(np.minimum.accumulate(np.where(out, idx, size)[::-1])[::-1], size)
+    next_out = np.empty(size + 1, dtype=idx.dtype)
+    next_out[:size] = np.minimum.accumulate(np.where(out, idx, size)[::-1])[::-1]
+    next_out[size] = size
     first_out = np.minimum(next_out[last_reset + 1], size - 1)
     o = t[first_out]
     leaves = out & ((since >= rules.exit_confirm_fixes) | (t - o >= rules.exit_confirm_s))
     exits = np.minimum.reduceat(np.where(leaves, idx, size), offsets)
     entry_t = t[offsets]
-    dwell = np.array(
-        [
-            np.inf if d is None else float(d)
-            for d in (
-                index.fences[tr.fence].dwell_s
-                if index.fences[tr.fence].dwell_s is not None
-                else rules.default_dwell_s
-                for tr in tracks
-            )
-        ]
-    )
+    fences_idx = np.fromiter((tr.fence for tr in tracks), dtype=np.intp, count=len(tracks))
+    dwell = index.dwell_thresholds(fences_idx, rules.default_dwell_s)
     dwells = np.minimum.reduceat(
         np.where(
             (cls == _INSIDE) & ~start & (idx < exits[tid]) & (t - entry_t[tid] >= dwell[tid]),
@@ -193,9 +202,11 @@ def _vector_scan(
         offsets,
     )
     results: list[list[tuple[int, int, tuple[int, int], Transition]] | None] = []
-    last = np.append(offsets[1:], size) - 1
-    for i, track in enumerate(tracks):
-        x, d, q = int(exits[i]), int(dwells[i]), int(last[i])
+    firsts = pk[offsets].tolist()
+    lasts = (offsets + lengths - 1).tolist()
+    for track, x, d, q, k0, s0 in zip(
+        tracks, exits.tolist(), dwells.tolist(), lasts, firsts, entry_t.tolist(), strict=True
+    ):
         k_exit = int(pk[x]) if x < size else n
         if (x == size and track.stop < n) or (
             x < size and bisect_left(track.hits, k_exit + 1) < len(track.hits)
@@ -203,8 +214,7 @@ def _vector_scan(
             results.append(None)
             continue
         fence = index.fences[track.fence]
-        k0, s0 = int(pk[offsets[i]]), float(entry_t[i])
-        track.key = (k0, ranks[(k0, track.fence)])
+        track.key = (k0, order.rank(k0, track.fence))
         found = [(k0, _KIND_ORDER["enter"], track.key, _event(device_id, fence, "enter", s0, {}))]
         if d < size:
             at = float(t[d])
@@ -248,22 +258,25 @@ def _classify(
     hit_k: NDArray[np.intp],
     hit_f: NDArray[np.intp],
     rules: TrackingRules,
-) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
-    """Each track's fixes start..stop, flat (fix positions, and where each track's run begins):
+) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+    """Each track's fixes start..stop, flat (fix positions, and where each track's run begins
+    and how long it is):
     inside (0), in the exit band (1), clearly outside (2). A fix is inside a fence exactly when
     the pair is a hit; outside ones are told apart by ``FenceIndex.farther_than``."""
-    lengths = np.array([t.stop - t.start for t in tracks], dtype=np.intp)
-    begin = np.array([t.start for t in tracks], dtype=np.intp)
-    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    pk = np.arange(int(lengths.sum()), dtype=np.intp) - np.repeat(offsets - begin, lengths)
-    pf = np.repeat(np.array([t.fence for t in tracks], dtype=np.intp), lengths)
+    spans = np.array([(t.start, t.stop, t.fence) for t in tracks], dtype=np.intp)
+    lengths = spans[:, 1] - spans[:, 0]
+    ends = lengths.cumsum()
+    offsets = ends - lengths
+    pk = np.arange(int(ends[-1]), dtype=np.intp) - (offsets - spans[:, 0]).repeat(lengths)
+    pf = spans[:, 2].repeat(lengths)
     cls = np.full(pk.size, _INSIDE, dtype=np.intp)
     if hit_k.size:
         count = len(index)
         hit_keys = np.sort(hit_k.astype(np.int64) * count + hit_f)
         pair_keys = pk.astype(np.int64) * count + pf
-        j = np.minimum(np.searchsorted(hit_keys, pair_keys), hit_keys.size - 1)
-        rest = np.flatnonzero(hit_keys[j] != pair_keys)
+        j = hit_keys.searchsorted(pair_keys)
+        j[j == hit_keys.size] = hit_keys.size - 1
+        rest = (hit_keys[j] != pair_keys).nonzero()[0]
     else:
         rest = np.arange(pk.size)
     if rest.size:
@@ -271,7 +284,7 @@ def _classify(
         bound = rules.exit_buffer_m + fixes.margins[rk]
         far = index.farther_than(fixes.lons[rk], fixes.lats[rk], rf, bound)
         cls[rest] = np.where(far, _OUT, _BAND)
-    return cls, pk, offsets
+    return cls, pk, offsets, lengths
 
 
 def _scan(
@@ -280,7 +293,7 @@ def _scan(
     track: _Track,
     cls: list[int],
     times: list[float],
-    ranks: Mapping[tuple[int, int], int],
+    order: _HitOrder,
     rules: TrackingRules,
     events: list[tuple[int, int, tuple[int, int], Transition]],
     entered: set[str],
@@ -300,7 +313,7 @@ def _scan(
                 break
             k = hits[j]
             state = {"s": times[k], "d": 0, "o": None, "n": 0}
-            track.key = (k, ranks[(k, track.fence)])
+            track.key = (k, order.rank(k, track.fence))
             entered.add(fence.fence_id)
             track.fence_id_entered = True
             events.append(
