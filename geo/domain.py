@@ -114,13 +114,23 @@ def haversine_m(
     return distance
 
 
+def _half_angle_sine(x: FloatArray) -> FloatArray:
+    """sin(x), element-wise. Steps between fixes are small angles: while every |x| is below
+    1e-3 rad (about 6 km on the ground), x - x^3/6 equals sin(x) to within 1e-14 of it and
+    costs a fraction of ``np.sin``."""
+    if np.abs(x).max(initial=0.0) < 1e-3:
+        result: FloatArray = x - x * x * x * (1.0 / 6.0)
+        return result
+    return np.sin(x)
+
+
 def step_lengths_m(lons: FloatArray, lats: FloatArray) -> FloatArray:
     """Great-circle length in metres of each step between consecutive points (one fewer than
     the points): ``haversine_m`` of each pair, with each latitude's cosine computed once."""
     phi = np.radians(lats)
     cos = np.cos(phi)
-    half_dphi = np.sin(np.diff(phi) / 2)
-    half_dlmb = np.sin(np.radians(np.diff(lons)) / 2)
+    half_dphi = _half_angle_sine((phi[1:] - phi[:-1]) * 0.5)
+    half_dlmb = _half_angle_sine(np.radians(lons[1:] - lons[:-1]) * 0.5)
     a = half_dphi * half_dphi + cos[:-1] * cos[1:] * (half_dlmb * half_dlmb)
     distance: FloatArray = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
     return distance
@@ -383,9 +393,9 @@ class FenceIndex:
         n = len(lons)
         count = -(-n // RUN_LENGTH)
         # The points as one row per run, the last one padded with nan (which no envelope holds).
-        xs = np.full(count * RUN_LENGTH, np.nan)
-        ys = np.full(count * RUN_LENGTH, np.nan)
+        xs, ys = np.empty(count * RUN_LENGTH), np.empty(count * RUN_LENGTH)
         xs[:n], ys[:n] = lons, lats
+        xs[n:] = ys[n:] = np.nan
         xs, ys = xs.reshape(count, RUN_LENGTH), ys.reshape(count, RUN_LENGTH)
         west, east = np.fmin.reduce(xs, axis=1), np.fmax.reduce(xs, axis=1)
         south, north = np.fmin.reduce(ys, axis=1), np.fmax.reduce(ys, axis=1)

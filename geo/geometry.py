@@ -33,6 +33,8 @@ class InvalidFence(InvalidInput):
 
 def wrap_lon_delta(delta: FloatArray) -> FloatArray:
     """Longitude differences folded into [-180, 180)."""
+    if np.ndim(delta) and np.abs(delta).max(initial=0.0) < 180.0:
+        return delta  # nothing to fold (the usual case; the remainder is a costly operation)
     folded: FloatArray = (delta + 180.0) % 360.0 - 180.0
     return folded
 

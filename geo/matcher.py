@@ -69,7 +69,8 @@ class BatchMatcher:
     ) -> BatchOutcome:
         margins = self.tracking.entry_accuracy_weight * np.fmax(batch.accuracy, 0.0)  # nan: 0
         point_idx, fence_idx, deep = index.candidates(batch.lon, batch.lat, margins)
-        codes = np.full(len(batch), USED, dtype=np.int8)
+        codes = np.empty(len(batch), dtype=np.int8)
+        codes.fill(USED)
         transitions: list[Transition] = []
         new_records: dict[str, Record] = {}
         motions: list[Motion] = []
@@ -110,7 +111,7 @@ class BatchMatcher:
         None when a jump needs the state machine to judge it."""
         rules = self.tracking
         t = batch.t[positions]
-        ordered = t.size < 2 or bool(np.all(t[1:] > t[:-1]))
+        ordered = t.size < 2 or bool((t[1:] > t[:-1]).all())
         if ordered:  # strictly in time order already (the usual case): nothing ties
             seg = positions
         else:
@@ -124,7 +125,11 @@ class BatchMatcher:
                 )
             seg = positions[order]
             t = batch.t[seg]
-        codes = np.where(batch.mock[seg], _MOCK, USED).astype(np.int8)
+        codes = np.empty(seg.size, dtype=np.int8)
+        codes.fill(USED)
+        mock = batch.mock[seg]
+        if mock.any():
+            codes[mock] = _MOCK
         ids = list(record.get("ids", []))
         if batch.ping_ids is not None:
             seen = set(ids)
@@ -141,13 +146,13 @@ class BatchMatcher:
         if watermark is not None:
             codes[(codes == USED) & (t <= watermark)] = _STALE
         codes[(codes == USED) & (batch.accuracy[seg] > rules.max_accuracy_m)] = _INACCURATE
-        used = np.flatnonzero(codes == USED)
+        used = (codes == USED).nonzero()[0]
         if not ordered and used.size > 1:  # of fixes with the same time only the first counts
             codes[used[1:][np.diff(t[used]) == 0]] = _STALE
-            used = np.flatnonzero(codes == USED)
+            used = (codes == USED).nonzero()[0]
         # A fix at the time of a used one is stale whatever else is wrong with it (as in the
         # state machine, which sees the used fix first: better accuracy sorts first).
-        late = np.flatnonzero(codes == _INACCURATE)
+        late = (codes == _INACCURATE).nonzero()[0]
         if not ordered and late.size and used.size:
             codes[late[np.isin(t[late], t[used])]] = _STALE
         if used.size:
@@ -158,8 +163,8 @@ class BatchMatcher:
                 lats = np.concatenate(([previous[1]], lats))
                 times = np.concatenate(([previous[2]], times))
             if lons.size > 1:
-                travel = Travel(step_lengths_m(lons, lats), np.diff(times))
-                if np.any(travel.metres > rules.max_speed_mps * np.maximum(travel.seconds, 1.0)):
+                travel = Travel(step_lengths_m(lons, lats), times[1:] - times[:-1])
+                if (travel.metres > rules.max_speed_mps * np.maximum(travel.seconds, 1.0)).any():
                     return None
                 return seg, codes, ids, travel
         return seg, codes, ids, None
@@ -184,13 +189,18 @@ class BatchMatcher:
         inside: dict[str, dict[str, Any]] = {k: dict(v) for k, v in record.get("in", {}).items()}
         transitions: list[Transition] = []
         if used.size:
-            slot = np.full(len(batch), -1, dtype=np.intp)
+            slot = np.empty(len(batch), dtype=np.intp)
+            slot.fill(-1)
             slot[used] = np.arange(used.size, dtype=np.intp)
             k = slot[point_idx]
-            mine = np.flatnonzero(k >= 0)
+            mine = (k >= 0).nonzero()[0]
             if inside or mine.size:
-                hit_k = k[mine]
-                order = np.argsort(hit_k, kind="stable")  # time order, tree order within a fix
+                hit_k, hit_f, hit_deep = k, fence_idx, deep
+                if mine.size < k.size:  # fixes of other devices, or not used
+                    hit_k, hit_f, hit_deep = k[mine], fence_idx[mine], deep[mine]
+                if hit_k.size > 1 and not (hit_k[1:] >= hit_k[:-1]).all():
+                    order = hit_k.argsort(kind="stable")  # time order, tree order within a fix
+                    hit_k, hit_f, hit_deep = hit_k[order], hit_f[order], hit_deep[order]
                 used_t = batch.t[used]
                 fixes = DeviceFixes(
                     used_t.tolist(),
@@ -204,9 +214,9 @@ class BatchMatcher:
                     index,
                     fixes,
                     inside,
-                    hit_k[order],
-                    fence_idx[mine][order],
-                    deep[mine][order],
+                    hit_k,
+                    hit_f,
+                    hit_deep,
                     self.tracking,
                 )
                 for fence_id in entered:
