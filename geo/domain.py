@@ -393,10 +393,10 @@ class FenceIndex:
         n = len(lons)
         count = -(-n // RUN_LENGTH)
         # The points as one row per run, the last one padded with nan (which no envelope holds).
-        xs, ys = np.empty(count * RUN_LENGTH), np.empty(count * RUN_LENGTH)
-        xs[:n], ys[:n] = lons, lats
-        xs[n:] = ys[n:] = np.nan
-        xs, ys = xs.reshape(count, RUN_LENGTH), ys.reshape(count, RUN_LENGTH)
+        flat_x, flat_y = np.empty(count * RUN_LENGTH), np.empty(count * RUN_LENGTH)
+        flat_x[:n], flat_y[:n] = lons, lats
+        flat_x[n:] = flat_y[n:] = np.nan
+        xs, ys = flat_x.reshape(count, RUN_LENGTH), flat_y.reshape(count, RUN_LENGTH)
         west, east = np.fmin.reduce(xs, axis=1), np.fmax.reduce(xs, axis=1)
         south, north = np.fmin.reduce(ys, axis=1), np.fmax.reduce(ys, axis=1)
         compact = (east - west <= RUN_SPAN_DEG) & (north - south <= RUN_SPAN_DEG)

@@ -44,7 +44,8 @@ def points_xy(x: FloatArray, y: FloatArray) -> NDArray[np.object_]:
     coords = np.empty((x.size, 2), dtype=np.float64)
     coords[:, 0] = x
     coords[:, 1] = y
-    return shapely.points(coords)
+    points: NDArray[np.object_] = shapely.points(coords)
+    return points
 
 
 def to_local(
