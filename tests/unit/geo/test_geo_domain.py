@@ -19,9 +19,16 @@ from geo.domain import (
     FixBatch,
     PolygonFence,
     haversine_m,
+    step_lengths_m,
     validate_circle,
 )
-from geo.geometry import EARTH_RADIUS_M, METRES_PER_DEGREE, InvalidFence, PolygonShape
+from geo.geometry import (
+    EARTH_RADIUS_M,
+    METRES_PER_DEGREE,
+    InvalidFence,
+    PolygonShape,
+    wrap_lon_delta,
+)
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -453,3 +460,42 @@ def test_a_fix_batch_holds_columns_with_nan_for_absent_values_and_gives_fixes_ba
 def test_a_fix_batch_without_any_ping_id_keeps_none() -> None:
     assert FixBatch.of([Fix("d1", 0.0, 0.0, T0)]).ping_ids is None
     assert len(FixBatch.of([])) == 0
+
+
+# --- small numeric helpers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spread_deg", "start_lon"),
+    [(1e-4, 13.4), (1e-4, 179.9999), (0.5, 13.4), (0.5, 179.8), (40.0, -170.0)],
+)
+def test_step_lengths_equal_the_great_circle_distance_of_each_step(
+    spread_deg: float, start_lon: float
+) -> None:
+    """Short steps (the series sine) and long ones (np.sin), across the antimeridian too."""
+    rng = np.random.default_rng(5)
+    lons = start_lon + np.cumsum(rng.normal(0, spread_deg, 400))
+    lats = np.clip(52.5 + np.cumsum(rng.normal(0, spread_deg, 400)), -89.0, 89.0)
+    lons = (lons + 180.0) % 360.0 - 180.0  # as fixes report them
+
+    found = step_lengths_m(lons, lats)
+
+    expected = haversine_m(lons[:-1], lats[:-1], lons[1:], lats[1:])
+    np.testing.assert_allclose(found, expected, rtol=1e-12, atol=1e-9)
+
+
+def test_wrap_lon_delta_folds_only_what_crosses_the_antimeridian() -> None:
+    small = np.array([-179.5, -1e-12, 0.0, 3.25, 179.5])
+    assert wrap_lon_delta(small).tolist() == small.tolist()  # exact, not shifted and back
+    folded = wrap_lon_delta(np.array([359.0, -359.0, 180.0, -180.0, 0.5]))
+    np.testing.assert_allclose(folded, [-1.0, 1.0, -180.0, -180.0, 0.5], atol=1e-12)
+    assert float(wrap_lon_delta(np.float64(200.0))) == pytest.approx(-160.0)
+    assert wrap_lon_delta(np.array([])).size == 0
+
+
+def test_dwell_thresholds_are_a_fences_own_else_the_default_else_none() -> None:
+    own = CircleFence("a", "s1", 13.4, 52.5, 50.0, dwell_s=90)
+    plain = fence("b")
+    index = FenceIndex([own, plain])
+    assert index.dwell_thresholds(np.array([0, 1, 1]), 300.0).tolist() == [90.0, 300.0, 300.0]
+    assert index.dwell_thresholds(np.array([1, 0]), None).tolist() == [math.inf, 90.0]
