@@ -253,10 +253,11 @@ class FenceIndex:
         thresholds: FloatArray = np.where(np.isnan(own), fallback, own)
         return thresholds
 
-    def _to_local(
+    def local_xy(
         self, lons: FloatArray, lats: FloatArray, f: NDArray[np.intp]
     ) -> tuple[FloatArray, FloatArray]:
-        """``to_local`` of each point in its paired fence's frame, with the fence's scale."""
+        """Each point in its paired fence's metric frame (``to_local`` with the fence's
+        anchor), metres east and north."""
         x: FloatArray = wrap_lon_delta(lons - self._lon0[f]) * self._x_scale[f]
         y: FloatArray = (lats - self._lat0[f]) * METRES_PER_DEGREE
         return x, y
@@ -276,7 +277,7 @@ class FenceIndex:
         polygon = ~circle
         if polygon.any():
             f = fence_idx[polygon]
-            x, y = self._to_local(lons[polygon], lats[polygon], f)
+            x, y = self.local_xy(lons[polygon], lats[polygon], f)
             inside = shapely.contains_xy(self._local[f], x, y)
             edge = shapely.distance(self._boundary[f], points_xy(x, y))
             signed[polygon] = np.where(inside, -edge, edge)
@@ -306,7 +307,7 @@ class FenceIndex:
         polygon = (~circle).nonzero()[0]
         if polygon.size:
             f = fence_idx[polygon]
-            x, y = self._to_local(lons[polygon], lats[polygon], f)
+            x, y = self.local_xy(lons[polygon], lats[polygon], f)
             d = np.hypot(x, y)
             slack = 1e-6 * (1.0 + d)
             limit = limits[polygon]
@@ -341,7 +342,7 @@ class FenceIndex:
         deep = np.ones(point_idx.size, dtype=bool)
         if polygon.any():
             f, p = fence_idx[polygon], point_idx[polygon]
-            x, y = self._to_local(lons[p], lats[p], f)
+            x, y = self.local_xy(lons[p], lats[p], f)
             d = np.hypot(x, y)
             slack = 1e-6 * (1.0 + d)
             # Within the inner disk: inside; beyond the reach: outside; exact only between.

@@ -318,11 +318,10 @@ def predict(
     table = _corridors(motions, rules)
     corners = table[:, _CORNERS].reshape(-1, 4, 2)
     box = table[:, _BOX]
-    beyond = np.flatnonzero((box[:, 0] < -180.0) | (box[:, 2] > 180.0))
-    if beyond.size:  # a path over the antimeridian: fold the part beyond it back
+    if box[:, 0].min() < -180.0 or box[:, 2].max() > 180.0:  # a path over the antimeridian
         corridors = shapely.polygons(corners)
-        for i in beyond.tolist():
-            corridors[i] = _fold_antimeridian(corridors[i])
+        for i in ((box[:, 0] < -180.0) | (box[:, 2] > 180.0)).nonzero()[0].tolist():
+            corridors[i] = _fold_antimeridian(corridors[i])  # the part beyond folded back
         motion_idx, fence_idx = index.tree.query(corridors, predicate="intersects")
     else:  # boxes: whether a polygon meets its corridor is decided exactly below
         motion_idx, fence_idx = index.tree.query(shapely.box(*box.T))
@@ -338,49 +337,46 @@ def predict(
         return []
     if any(skip):
         fences = index.fences
-        keep = np.array(
-            [
-                fences[f].fence_id not in skip[m]
-                for m, f in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True)
-            ],
-            bool,
-        )
+        keep = [
+            fences[f].fence_id not in skip[m]
+            for m, f in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True)
+        ]
         motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
-    # per pair: its motion's row
-    pair = table[motion_idx]
-    mlon, mlat, sin, cos = pair[:, _LON], pair[:, _LAT], pair[:, _SIN], pair[:, _COS]
-    speeds, fast, slow = pair[:, _SPEEDS].T
-    length, w0, w1 = table[:, _LENGTH], table[:, _W0], table[:, _W1]  # by motion
-    along = np.full(motion_idx.size, np.nan)
-    distance = np.full(motion_idx.size, np.nan)
-    lon0, lat0 = index.anchors
+    min_eta = max(rules.min_eta_s, 1e-9)
+    # By motion; gathered by pair where needed.
+    mlon, mlat, sin, cos = table[:, _LON], table[:, _LAT], table[:, _SIN], table[:, _COS]
+    length, w0, w1 = table[:, _LENGTH], table[:, _W0], table[:, _W1]
+    along = np.empty(motion_idx.size)
+    along.fill(np.nan)
+    distance = np.empty(motion_idx.size)
+    device = np.empty((motion_idx.size, 2))  # in the polygon's frame, by pair
     circle = index.is_circle[fence_idx]
-    if circle.any():
-        f = fence_idx[circle]
-        fx, fy = to_local(lon0[f], lat0[f], mlon[circle], mlat[circle])
+    polygon = (~circle).nonzero()[0]
+    if polygon.size < motion_idx.size:
+        lon0, lat0 = index.anchors
+        f, m = fence_idx[circle], motion_idx[circle]
+        fx, fy = to_local(lon0[f], lat0[f], mlon[m], mlat[m])
         r = index.radii[f]
-        u = fx * sin[circle] + fy * cos[circle]
-        v = fx * cos[circle] - fy * sin[circle]
-        m = motion_idx[circle]
-        half = w0[m] + (w1[m] - w0[m]) * np.clip(u, 0.0, length[m]) / length[m]
-        hit = (u + r >= 0) & (u - r <= length[m]) & (np.abs(v) <= r + half)
+        s, c, span = sin[m], cos[m], length[m]
+        u = fx * s + fy * c
+        v = fx * c - fy * s
+        half = w0[m] + (w1[m] - w0[m]) * np.clip(u, 0.0, span) / span
+        hit = (u + r >= 0) & (u - r <= span) & (np.abs(v) <= r + half)
         chord = np.sqrt(np.clip(r * r - v * v, 0.0, None))
         along[circle] = np.where(hit, np.where(np.abs(v) < r, u - chord, u), np.nan)
         distance[circle] = np.maximum(0.0, np.hypot(fx, fy) - r)
-    polygon = np.flatnonzero(~circle)
     if polygon.size:
         f, m = fence_idx[polygon], motion_idx[polygon]
-        dx, dy = to_local(mlon[polygon], mlat[polygon], lon0[f], lat0[f])
-        device = np.empty((motion_idx.size, 2))  # in the polygon's frame, by pair
+        dx, dy = index.local_xy(mlon[m], mlat[m], f)
         device[polygon, 0], device[polygon, 1] = dx, dy
-        s, c, span = sin[polygon], cos[polygon], length[m]
+        s, c, span = sin[m], cos[m], length[m]
         # Before GEOS: the disk around the anchor holding the whole polygon must meet the
         # rectangle around the corridor in its own frame (length along the heading, the end
         # width across). u: the device's place along the heading, from the anchor.
         reach, u = index.reaches[f], dx * s + dy * c
-        near = np.flatnonzero(
+        near = (
             (u <= reach) & (u >= -span - reach) & (np.abs(dy * s - dx * c) <= w1[m] + reach)
-        )
+        ).nonzero()[0]
         m = m[near]
         along[polygon[near]] = _polygon_along(
             index.local_shapes[f[near]],
@@ -392,24 +388,28 @@ def predict(
             w0[m],
             w1[m],
         )
-    eta = np.fmax(along, -1.0) / speeds  # nan (not reached): -1
-    found = np.flatnonzero(eta >= max(rules.min_eta_s, 1e-9))
-    if polygon.size and found.size:  # distances only for what is announced
-        far = found[~circle[found]]
-        if far.size:
-            distance[far] = shapely.distance(
-                index.local_shapes[fence_idx[far]], shapely.points(device[far])
-            )
-    return [
-        Approach(
-            motions[int(motion_idx[k])].device_id,
-            int(fence_idx[k]),
-            float(eta[k]),
-            float(distance[k]),
-            float(along[k] / fast[k]),
-            float(along[k] / slow[k]),
+    eta = np.fmax(along, -1.0) / table[motion_idx, _SPEEDS.start]  # nan (not reached): -1
+    found = (eta >= min_eta).nonzero()[0]
+    if found.size == 0:
+        return []
+    far = found[~circle[found]]
+    if far.size:  # distances only for what is announced
+        distance[far] = shapely.distance(
+            index.local_shapes[fence_idx[far]], shapely.points(device[far])
         )
-        for k in found.tolist()
+    m, f = motion_idx[found], fence_idx[found]
+    to = along[found]
+    return [
+        Approach(motions[i].device_id, fence, eta_s, metres, early, late)
+        for i, fence, eta_s, metres, early, late in zip(
+            m.tolist(),
+            f.tolist(),
+            eta[found].tolist(),
+            distance[found].tolist(),
+            (to / table[m, _SPEEDS.start + 1]).tolist(),
+            (to / table[m, _SPEEDS.start + 2]).tolist(),
+            strict=True,
+        )
     ]
 
 
