@@ -313,17 +313,21 @@ class BatchMatcher:
             return 0
         by_device = {m.device_id: m for m in motions}
         found = predict(index, motions, skips, self.prediction)
+        at: dict[str, datetime] = {}  # when each device's approaches happen: its motion's time
         for approach in found:
             fence = index.fences[approach.fence_idx]
             motion = by_device[approach.device_id]
             until = motion.t + approach.eta_s + self.prediction.repeat_after_s
             records[approach.device_id].setdefault("ap", {})[fence.fence_id] = until
+            when = at.get(motion.device_id)
+            if when is None:
+                when = at[motion.device_id] = datetime.fromtimestamp(motion.t, UTC)
             transitions.append(
                 Transition(
                     approach.device_id,
                     fence,
                     "approaching",
-                    datetime.fromtimestamp(motion.t, UTC),
+                    when,
                     {
                         "eta_s": round(approach.eta_s, 1),
                         "eta_earliest_s": round(approach.earliest_s, 1),

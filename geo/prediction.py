@@ -42,7 +42,7 @@ class PredictionRules:
             raise ValueError("horizon_s, min_speed_mps and base_width_m must be positive")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses cost 4x to build
 class Reported:
     """What the phone reported with its last used fix (``geo.domain.Fix`` has the same)."""
 
@@ -64,7 +64,7 @@ class Travel:
     seconds: FloatArray
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per device and batch
 class Motion:
     device_id: str
     lon: float
@@ -279,7 +279,10 @@ def _polygon_along(
     framed = np.array(shapes, dtype=np.object_)  # a copy: the index's shapes stay as they are
     if den.min(initial=np.inf) > _MIN_SCALE:
         factor = (1.0 + go) / den
-        shapely.set_coordinates(framed, np.column_stack((a * factor, b * factor)))
+        mapped = np.empty((a.size, 2))
+        np.multiply(a, factor, out=mapped[:, 0])
+        np.multiply(b, factor, out=mapped[:, 1])
+        shapely.set_coordinates(framed, mapped)
     else:  # part of some polygon lies far behind the device: cut to the corridor's box first
         shapely.set_coordinates(framed, np.column_stack((a, b)))
         framed = shapely.clip_by_rect(framed, 0.0, -1.0, 1.0, 1.0)
@@ -335,13 +338,23 @@ def predict(
             motion_idx, fence_idx = motion_idx[meets], fence_idx[meets]
     if motion_idx.size == 0:
         return []
-    if any(skip):
-        fences = index.fences
-        keep = [
-            fences[f].fence_id not in skip[m]
-            for m, f in zip(motion_idx.tolist(), fence_idx.tolist(), strict=True)
-        ]
-        motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
+    if any(skip):  # as (motion, fence position) keys, so no fence object is looked at
+        count, position = len(index), index.position
+        skipped = np.array(
+            sorted(
+                m * count + position[fence_id]
+                for m, ids in enumerate(skip)
+                for fence_id in ids
+                if fence_id in position
+            ),
+            dtype=np.int64,
+        )
+        if skipped.size:
+            keys = motion_idx.astype(np.int64) * count + fence_idx
+            j = skipped.searchsorted(keys)
+            j[j == skipped.size] = skipped.size - 1
+            keep = skipped[j] != keys
+            motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
     min_eta = max(rules.min_eta_s, 1e-9)
     # By motion; gathered by pair where needed.
     mlon, mlat, sin, cos = table[:, _LON], table[:, _LAT], table[:, _SIN], table[:, _COS]
