@@ -165,6 +165,32 @@ def _tree_shape(fence: Fence) -> shapely.Geometry:
     return fence.shape.lonlat
 
 
+def _spread_bits(v: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """The low 32 bits of each value moved to the even bit positions (for a Morton code)."""
+    v = v & np.uint64(0xFFFFFFFF)
+    for shift, mask in (
+        (16, 0x0000FFFF0000FFFF),
+        (8, 0x00FF00FF00FF00FF),
+        (4, 0x0F0F0F0F0F0F0F0F),
+        (2, 0x3333333333333333),
+        (1, 0x5555555555555555),
+    ):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def _near_to_near(fences: Sequence[Fence]) -> tuple[Fence, ...]:
+    """The fences in Z order of their anchors, so fences near each other on the ground sit near
+    each other in the index's arrays: a query's candidates then share cache lines."""
+    if len(fences) < 2:
+        return tuple(fences)
+    anchors = np.array([f.anchor for f in fences], dtype=np.float64)
+    x = ((anchors[:, 0] + 180.0) * (2**32 / 360.0)).clip(0, 2**32 - 1).astype(np.uint64)
+    y = ((anchors[:, 1] + 90.0) * (2**32 / 180.0)).clip(0, 2**32 - 1).astype(np.uint64)
+    order = np.argsort(_spread_bits(x) | (_spread_bits(y) << np.uint64(1)), kind="stable")
+    return tuple(fences[i] for i in order.tolist())
+
+
 class FenceIndex:
     """An immutable snapshot of fences with an STRtree over their envelopes.
 
@@ -176,7 +202,7 @@ class FenceIndex:
 
     def __init__(self, fences: Sequence[Fence], version: int = 0) -> None:
         self.version = version
-        self.fences: tuple[Fence, ...] = tuple(fences)
+        self.fences: tuple[Fence, ...] = _near_to_near(fences)
         self.by_id = {f.fence_id: f for f in self.fences}
         self.position = {f.fence_id: i for i, f in enumerate(self.fences)}
         tree_shapes = [_tree_shape(f) for f in self.fences]

@@ -3,6 +3,7 @@ distances, candidates) and the columnar fix batch. Presence over time is in test
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -499,3 +500,28 @@ def test_dwell_thresholds_are_a_fences_own_else_the_default_else_none() -> None:
     index = FenceIndex([own, plain])
     assert index.dwell_thresholds(np.array([0, 1, 1]), 300.0).tolist() == [90.0, 300.0, 300.0]
     assert index.dwell_thresholds(np.array([1, 0]), None).tolist() == [math.inf, 90.0]
+
+
+def test_the_index_keeps_fences_near_each_other_near_each_other_whatever_the_input_order() -> None:
+    """Fences are laid out in Z order of their anchors: the same index from any input order,
+    lookups by id still right, and two towns' fences in two runs of positions."""
+    rng = np.random.default_rng(3)
+    towns = [(13.4, 52.5), (-73.98, 40.75)]
+    fences = [
+        fence(f"t{t}-{i}", lon + rng.uniform(-0.01, 0.01), lat + rng.uniform(-0.01, 0.01), 30.0)
+        for t, (lon, lat) in enumerate(towns)
+        for i in range(50)
+    ]
+    shuffled = [fences[i] for i in rng.permutation(len(fences)).tolist()]
+
+    index, again = FenceIndex(fences), FenceIndex(shuffled)
+
+    assert [f.fence_id for f in index.fences] == [f.fence_id for f in again.fences]
+    assert all(index.fences[index.position[f.fence_id]] is f for f in fences)
+    towns_in_order = [f.fence_id.split("-")[0] for f in index.fences]
+    assert sum(a != b for a, b in itertools.pairwise(towns_in_order)) == 1
+    lons = np.array([f.lon for f in fences])
+    lats = np.array([f.lat for f in fences])
+    assert [[f.fence_id for f in found] for found in index.match(lons, lats)] == [
+        [f.fence_id for f in found] for found in again.match(lons, lats)
+    ]
