@@ -356,9 +356,6 @@ def predict(
             keep = skipped[j] != keys
             motion_idx, fence_idx = motion_idx[keep], fence_idx[keep]
     min_eta = max(rules.min_eta_s, 1e-9)
-    # By motion; gathered by pair where needed.
-    mlon, mlat, sin, cos = table[:, _LON], table[:, _LAT], table[:, _SIN], table[:, _COS]
-    length, w0, w1 = table[:, _LENGTH], table[:, _W0], table[:, _W1]
     along = np.empty(motion_idx.size)
     along.fill(np.nan)
     distance = np.empty(motion_idx.size)
@@ -367,39 +364,43 @@ def predict(
     polygon = (~circle).nonzero()[0]
     if polygon.size < motion_idx.size:
         lon0, lat0 = index.anchors
-        f, m = fence_idx[circle], motion_idx[circle]
-        fx, fy = to_local(lon0[f], lat0[f], mlon[m], mlat[m])
+        f, rows = fence_idx[circle], table[motion_idx[circle]]
+        fx, fy = to_local(lon0[f], lat0[f], rows[:, _LON], rows[:, _LAT])
         r = index.radii[f]
-        s, c, span = sin[m], cos[m], length[m]
+        s, c, span = rows[:, _SIN], rows[:, _COS], rows[:, _LENGTH]
+        w0, w1 = rows[:, _W0], rows[:, _W1]
         u = fx * s + fy * c
         v = fx * c - fy * s
-        half = w0[m] + (w1[m] - w0[m]) * np.clip(u, 0.0, span) / span
+        half = w0 + (w1 - w0) * np.clip(u, 0.0, span) / span
         hit = (u + r >= 0) & (u - r <= span) & (np.abs(v) <= r + half)
         chord = np.sqrt(np.clip(r * r - v * v, 0.0, None))
         along[circle] = np.where(hit, np.where(np.abs(v) < r, u - chord, u), np.nan)
         distance[circle] = np.maximum(0.0, np.hypot(fx, fy) - r)
     if polygon.size:
-        f, m = fence_idx[polygon], motion_idx[polygon]
-        dx, dy = index.local_xy(mlon[m], mlat[m], f)
+        if polygon.size == motion_idx.size:  # polygons only: no gathering by pair kind
+            f, rows = fence_idx, table[motion_idx]
+        else:
+            f, rows = fence_idx[polygon], table[motion_idx[polygon]]
+        dx, dy = index.local_xy(rows[:, _LON], rows[:, _LAT], f)
         device[polygon, 0], device[polygon, 1] = dx, dy
-        s, c, span = sin[m], cos[m], length[m]
+        s, c, span = rows[:, _SIN], rows[:, _COS], rows[:, _LENGTH]
         # Before GEOS: the disk around the anchor holding the whole polygon must meet the
         # rectangle around the corridor in its own frame (length along the heading, the end
         # width across). u: the device's place along the heading, from the anchor.
         reach, u = index.reaches[f], dx * s + dy * c
         near = (
-            (u <= reach) & (u >= -span - reach) & (np.abs(dy * s - dx * c) <= w1[m] + reach)
+            (u <= reach) & (u >= -span - reach) & (np.abs(dy * s - dx * c) <= rows[:, _W1] + reach)
         ).nonzero()[0]
-        m = m[near]
+        rows = rows[near]
         along[polygon[near]] = _polygon_along(
             index.local_shapes[f[near]],
             dx[near],
             dy[near],
-            s[near],
-            c[near],
-            span[near],
-            w0[m],
-            w1[m],
+            rows[:, _SIN],
+            rows[:, _COS],
+            rows[:, _LENGTH],
+            rows[:, _W0],
+            rows[:, _W1],
         )
     eta = np.fmax(along, -1.0) / table[motion_idx, _SPEEDS.start]  # nan (not reached): -1
     found = (eta >= min_eta).nonzero()[0]
@@ -410,17 +411,15 @@ def predict(
         distance[far] = shapely.distance(
             index.local_shapes[fence_idx[far]], shapely.points(device[far])
         )
-    m, f = motion_idx[found], fence_idx[found]
-    to = along[found]
+    m = motion_idx[found]
+    times = along[found, None] / table[m, _SPEEDS]  # the ETA, the early end, the late end
     return [
         Approach(motions[i].device_id, fence, eta_s, metres, early, late)
-        for i, fence, eta_s, metres, early, late in zip(
+        for i, fence, metres, (eta_s, early, late) in zip(
             m.tolist(),
-            f.tolist(),
-            eta[found].tolist(),
+            fence_idx[found].tolist(),
             distance[found].tolist(),
-            (to / table[m, _SPEEDS.start + 1]).tolist(),
-            (to / table[m, _SPEEDS.start + 2]).tolist(),
+            times.tolist(),
             strict=True,
         )
     ]
