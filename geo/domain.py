@@ -321,31 +321,36 @@ class FenceIndex:
         For a polygon the point's distance d from the anchor bounds its distance to the fence:
         at least d - reach, at most d - inner; the exact distance is computed only where the
         limit falls between the two."""
-        result = np.empty(len(fence_idx), dtype=bool)
         circle = self._is_circle[fence_idx]
-        if circle.any():
-            f = fence_idx[circle]
-            result[circle] = (
-                haversine_m(lons[circle], lats[circle], self._lon0[f], self._lat0[f])
-                - self._radius[f]
-                > limits[circle]
-            )
+        if not circle.any():  # polygons only
+            return self._polygons_farther_than(lons, lats, fence_idx, limits)
+        result = np.empty(len(fence_idx), dtype=bool)
+        f = fence_idx[circle]
+        result[circle] = (
+            haversine_m(lons[circle], lats[circle], self._lon0[f], self._lat0[f]) - self._radius[f]
+            > limits[circle]
+        )
         polygon = (~circle).nonzero()[0]
         if polygon.size:
-            f = fence_idx[polygon]
-            x, y = self.local_xy(lons[polygon], lats[polygon], f)
-            d = np.hypot(x, y)
-            slack = 1e-6 * (1.0 + d)
-            limit = limits[polygon]
-            far = d - self._reach[f] > limit + slack
-            unsure = ~far & (d - self._inner[f] > limit - slack)
-            if unsure.any():
-                far[unsure] = (
-                    shapely.distance(self._local[f[unsure]], points_xy(x[unsure], y[unsure]))
-                    > limit[unsure]
-                )
-            result[polygon] = far
+            result[polygon] = self._polygons_farther_than(
+                lons[polygon], lats[polygon], fence_idx[polygon], limits[polygon]
+            )
         return result
+
+    def _polygons_farther_than(
+        self, lons: FloatArray, lats: FloatArray, f: NDArray[np.intp], limit: FloatArray
+    ) -> NDArray[np.bool_]:
+        x, y = self.local_xy(lons, lats, f)
+        d = np.hypot(x, y)
+        slack = 1e-6 * (1.0 + d)
+        far: NDArray[np.bool_] = d - self._reach[f] > limit + slack
+        unsure = (~far & (d - self._inner[f] > limit - slack)).nonzero()[0]
+        if unsure.size:
+            far[unsure] = (
+                shapely.distance(self._local[f[unsure]], points_xy(x[unsure], y[unsure]))
+                > limit[unsure]
+            )
+        return far
 
     def candidates(
         self, lons: FloatArray, lats: FloatArray, depths: FloatArray | None = None
@@ -363,42 +368,38 @@ class FenceIndex:
             return empty, empty, np.empty(0, dtype=bool)
         point_idx, fence_idx = self._envelope_pairs(lons, lats)
         circle = self._is_circle[fence_idx]
-        polygon = ~circle
-        keep = np.ones(point_idx.size, dtype=bool)
-        deep = np.ones(point_idx.size, dtype=bool)
-        if polygon.any():
-            f, p = fence_idx[polygon], point_idx[polygon]
-            x, y = self.local_xy(lons[p], lats[p], f)
-            d = np.hypot(x, y)
-            slack = 1e-6 * (1.0 + d)
-            # Within the inner disk: inside; beyond the reach: outside; exact only between.
-            inside = d <= self._inner[f] - slack
-            unsure = (~inside & (d <= self._reach[f] + slack)).nonzero()[0]
+        mixed = bool(circle.any())
+        polygon = (~circle).nonzero()[0] if mixed else None
+        f, p = (fence_idx[polygon], point_idx[polygon]) if mixed else (fence_idx, point_idx)
+        x, y = self.local_xy(lons[p], lats[p], f)
+        d = np.hypot(x, y)
+        slack = 1e-6 * (1.0 + d)
+        # Within the inner disk: inside; beyond the reach: outside; exact only between.
+        inner, reach = self._inner[f], self._reach[f]
+        inside = d <= inner - slack
+        unsure = (~inside & (d <= reach + slack)).nonzero()[0]
+        if unsure.size:
+            inside[unsure] = shapely.intersects_xy(
+                self._lonlat[f[unsure]], lons[p[unsure]], lats[p[unsure]]
+            )
+        deep = inside
+        if depths is not None:
+            need = depths[p]
+            deep = inside & ((need <= 0.0) | (inner - d >= need + slack))
+            unsure = (inside & ~deep & (reach - d >= need - slack)).nonzero()[0]
             if unsure.size:
-                inside[unsure] = shapely.intersects_xy(
-                    self._lonlat[f[unsure]], lons[p[unsure]], lats[p[unsure]]
-                )
-            keep[polygon] = inside
-            if depths is not None:
-                f, p, x, y, d, slack = (a[inside] for a in (f, p, x, y, d, slack))
-                need = depths[p]
-                sure = (need <= 0.0) | (self._inner[f] - d >= need + slack)
-                unsure = ~sure & (self._reach[f] - d >= need - slack)
-                if unsure.any():
-                    edge = shapely.distance(
-                        self._boundary[f[unsure]], points_xy(x[unsure], y[unsure])
-                    )
-                    sure[unsure] = edge >= need[unsure]
-                in_polygon = deep[polygon]
-                in_polygon[inside] = sure
-                deep[polygon] = in_polygon
-        if circle.any():
-            f, p = fence_idx[circle], point_idx[circle]
-            signed = haversine_m(lons[p], lats[p], self._lon0[f], self._lat0[f]) - self._radius[f]
-            keep[circle] = signed <= 0.0
-            if depths is not None:
-                deep[circle] = signed + depths[p] <= 0.0
-        return point_idx[keep], fence_idx[keep], deep[keep]
+                edge = shapely.distance(self._boundary[f[unsure]], points_xy(x[unsure], y[unsure]))
+                deep[unsure] = edge >= need[unsure]
+        if not mixed:  # polygons only (circle pairs have no local frame: skipped above)
+            return p[inside], f[inside], deep[inside]
+        keep = np.empty(point_idx.size, dtype=bool)
+        deep_all = np.empty(point_idx.size, dtype=bool)
+        keep[polygon], deep_all[polygon] = inside, deep
+        f, p = fence_idx[circle], point_idx[circle]
+        signed = haversine_m(lons[p], lats[p], self._lon0[f], self._lat0[f]) - self._radius[f]
+        keep[circle] = signed <= 0.0
+        deep_all[circle] = signed + depths[p] <= 0.0 if depths is not None else True
+        return point_idx[keep], fence_idx[keep], deep_all[keep]
 
     def _envelope_pairs(
         self, lons: FloatArray, lats: FloatArray

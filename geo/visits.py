@@ -45,8 +45,8 @@ class _Track:
 
 @dataclass(slots=True)
 class _HitOrder:
-    """Every (fix, fence) hit as two lists, fixes in time order, fences in tree order within
-    a fix."""
+    """Every (fix, fence) hit as two lists, fixes in time order, fences in index order
+    (ascending) within a fix."""
 
     ks: list[int]
     fs: list[int]
@@ -80,7 +80,8 @@ def scan_fences(
 ) -> tuple[dict[str, dict[str, Any]], list[Transition], set[str]]:
     """Fold the fixes into the device's fences. ``hit_*``: every (fix, fence) pair with the fix
     inside the fence and whether it is deep enough inside to enter (accuracy considered),
-    fixes in time order and, per fix, in tree order.
+    fixes in time order and, per fix, fences in index order (ascending; ``FenceIndex.candidates``
+    gives them so).
     Returns the fences the device is in afterwards (in ``fence_step``'s order), the
     transitions, and the fences entered (whose pending announcement ends)."""
     n = len(fixes.times)
@@ -272,7 +273,7 @@ def _classify(
     cls = np.full(pk.size, _INSIDE, dtype=np.intp)
     if hit_k.size:
         count = len(index)
-        hit_keys = np.sort(hit_k.astype(np.int64) * count + hit_f)
+        hit_keys = hit_k.astype(np.int64) * count + hit_f  # ascending: see scan_fences
         pair_keys = pk.astype(np.int64) * count + pf
         j = hit_keys.searchsorted(pair_keys)
         j[j == hit_keys.size] = hit_keys.size - 1

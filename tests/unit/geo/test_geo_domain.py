@@ -378,16 +378,21 @@ def irregular_fences(rng: np.random.Generator, count: int) -> list[PolygonFence 
     return fences
 
 
-@pytest.mark.parametrize(("seed", "crowd"), [(1, 0), (2, 0), (3, 0), (4, 40)])
+@pytest.mark.parametrize(
+    ("seed", "crowd", "circles"), [(1, 0, True), (2, 0, True), (3, 0, False), (4, 40, True)]
+)
 def test_candidates_and_their_depths_agree_with_exact_signed_distances(
-    seed: int, crowd: int
+    seed: int, crowd: int, circles: bool
 ) -> None:
     """Walks (runs of consecutive fixes searched by their box), scattered fixes and runs among
     more fences than a run may meet (searched one by one), against every pair's exact signed
-    distance."""
+    distance; among circles and polygons, and among polygons only."""
     rng = np.random.default_rng(seed)
     crowded = [fence(f"k{i}", 13.4, 52.5, 20.0 + i) for i in range(crowd)]
-    index = FenceIndex(irregular_fences(rng, 30) + crowded)
+    fences = irregular_fences(rng, 30)
+    if not circles:
+        fences = [f for f in fences if isinstance(f, PolygonFence)]
+    index = FenceIndex(fences + crowded)
     walk = 13.4 + np.cumsum(rng.normal(0, 2e-5, 300)), 52.5 + np.cumsum(rng.normal(0, 2e-5, 300))
     scattered = rng.uniform(13.395, 13.405, 200), rng.uniform(52.497, 52.503, 200)
     lons = np.concatenate((walk[0], scattered[0], [120.0, -60.0]))
@@ -410,10 +415,11 @@ def test_candidates_and_their_depths_agree_with_exact_signed_distances(
     assert 0 < int(deep.sum()) < deep.size
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_farther_than_agrees_with_exact_signed_distances(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "circles"), [(1, True), (2, True), (3, False)])
+def test_farther_than_agrees_with_exact_signed_distances(seed: int, circles: bool) -> None:
     rng = np.random.default_rng(seed)
-    index = FenceIndex(irregular_fences(rng, 12))
+    fences = irregular_fences(rng, 12)
+    index = FenceIndex([f for f in fences if circles or isinstance(f, PolygonFence)])
     n = 3_000
     f = rng.integers(0, len(index), n)
     lon0, lat0 = index.anchors
