@@ -257,6 +257,24 @@ local value = redis.call('INCRBY', KEYS[1], ARGV[1])
 if value == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return value
 """
+# Many keys in one call (one round trip, where every key may be named in one script: not on a
+# cluster). A script in a redis-py pipeline costs a SCRIPT EXISTS round trip of its own first.
+_INCR_EACH = """
+local values = {}
+for i, key in ipairs(KEYS) do
+  local value = redis.call('INCRBY', key, 1)
+  if value == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+  values[i] = value
+end
+return values
+"""
+_RELEASE_EACH = """
+local released = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then released = released + redis.call('DEL', key) end
+end
+return released
+"""
 _CLAIM_SPACING = """
 local last = redis.call('GET', KEYS[1])
 local gap = tonumber(ARGV[2])
@@ -320,6 +338,8 @@ class RedisHotState:
         self._claim_spacing = self._redis.register_script(_CLAIM_SPACING)
         self._release_spacing = self._redis.register_script(_RELEASE_SPACING)
         self._release = self._redis.register_script(_RELEASE_LOCK)
+        self._incr_each = self._redis.register_script(_INCR_EACH)
+        self._release_each = self._redis.register_script(_RELEASE_EACH)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -367,12 +387,9 @@ class RedisHotState:
             return []
 
         def run() -> list[Any]:
-            if self._cluster:  # redis-py's cluster pipeline refuses scripts: one call per slot
+            if self._cluster:  # keys in many slots, and no scripts in a cluster pipeline
                 return [self._incr(keys=[self._k(key)], args=[1, ttl_s]) for key in keys]
-            pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
-                self._incr(keys=[self._k(key)], args=[1, ttl_s], client=pipe)
-            return list(pipe.execute())
+            return list(self._incr_each(keys=[self._k(key) for key in keys], args=[ttl_s]))
 
         return [int(v) for v in self._call(run)]
 
@@ -427,14 +444,11 @@ class RedisHotState:
             return
 
         def run() -> None:
-            if self._cluster:  # redis-py's cluster pipeline refuses scripts: one call per slot
+            if self._cluster:  # keys in many slots, and no scripts in a cluster pipeline
                 for name in names:
                     self._release(keys=[self._k(f"lock:{name}")], args=[owner])
                 return
-            pipe = self._redis.pipeline(transaction=False)
-            for name in names:
-                self._release(keys=[self._k(f"lock:{name}")], args=[owner], client=pipe)
-            pipe.execute()
+            self._release_each(keys=[self._k(f"lock:{name}") for name in names], args=[owner])
 
         self._call(run)
 

@@ -488,3 +488,27 @@ def test_unreachable_redis_raises_hot_state_unavailable(
         assert isinstance(caught.value.__cause__, redis.RedisError)
     finally:
         state.close()
+
+
+def test_many_keys_in_one_script_survive_a_flushed_script_cache(redis_available: str) -> None:
+    """Counters and lock releases over many keys are one script call each (one round trip);
+    after Redis has forgotten its scripts (a restart, SCRIPT FLUSH) they are loaded again."""
+    prefix = f"test:{secrets.token_hex(6)}:"
+    state = RedisHotState(redis_available, prefix=prefix)
+    client = redis.Redis.from_url(redis_available)
+    try:
+        assert state.incr_many(["a", "b"], ttl_s=LONG_TTL_S) == [1, 1]
+        assert state.acquire_locks(["x", "y"], "me", LONG_TTL_S) == [True, True]
+        client.script_flush()
+
+        assert state.incr_many(["a", "b", "c"], ttl_s=LONG_TTL_S) == [2, 2, 1]
+        state.release_locks(["x", "y"], "me")
+
+        assert state.acquire_locks(["x", "y"], "other", LONG_TTL_S) == [True, True]
+        assert 0 < int(client.ttl(f"{prefix}c")) <= LONG_TTL_S
+    finally:
+        state.close()
+        keys = list(client.scan_iter(f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
