@@ -21,8 +21,9 @@ from geo.geometry import (
     FloatArray,
     InvalidFence,
     PolygonShape,
+    east_scale,
     points_xy,
-    wrap_lon_delta,
+    to_local,
 )
 
 MIN_RADIUS_M = 1.0
@@ -210,8 +211,7 @@ class FenceIndex:
         self._envelopes = shapely.bounds(np.array(tree_shapes, dtype=object)).reshape(-1, 4)
         anchors = np.array([f.anchor for f in self.fences], dtype=np.float64).reshape(-1, 2)
         self._lon0, self._lat0 = anchors[:, 0], anchors[:, 1]
-        # metres per degree of longitude at each anchor, as ``to_local`` computes it
-        self._x_scale = np.cos(np.radians(self._lat0)) * METRES_PER_DEGREE
+        self._x_scale = east_scale(self._lat0)
         self._dwell = np.array(
             [math.nan if f.dwell_s is None else float(f.dwell_s) for f in self.fences], np.float64
         )
@@ -282,11 +282,8 @@ class FenceIndex:
     def local_xy(
         self, lons: FloatArray, lats: FloatArray, f: NDArray[np.intp]
     ) -> tuple[FloatArray, FloatArray]:
-        """Each point in its paired fence's metric frame (``to_local`` with the fence's
-        anchor), metres east and north."""
-        x: FloatArray = wrap_lon_delta(lons - self._lon0[f]) * self._x_scale[f]
-        y: FloatArray = (lats - self._lat0[f]) * METRES_PER_DEGREE
-        return x, y
+        """Each point in its paired fence's metric frame, metres east and north."""
+        return to_local(lons, lats, self._lon0[f], self._lat0[f], self._x_scale[f])
 
     def signed_distances(
         self, lons: FloatArray, lats: FloatArray, fence_idx: NDArray[np.intp]

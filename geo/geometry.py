@@ -48,12 +48,22 @@ def points_xy(x: FloatArray, y: FloatArray) -> NDArray[np.object_]:
     return points
 
 
+def east_scale(lat0: FloatArray | float) -> Any:
+    """Metres per degree of longitude at latitude ``lat0`` (the local frame's x scale)."""
+    return np.cos(np.radians(lat0)) * METRES_PER_DEGREE
+
+
 def to_local(
-    lons: FloatArray, lats: FloatArray, lon0: FloatArray | float, lat0: FloatArray | float
+    lons: FloatArray,
+    lats: FloatArray,
+    lon0: FloatArray | float,
+    lat0: FloatArray | float,
+    x_scale: FloatArray | float | None = None,
 ) -> tuple[FloatArray, FloatArray]:
-    """(lon, lat) -> metres east/north of the anchor, element-wise; wraps the antimeridian."""
-    coslat0 = np.cos(np.radians(lat0))
-    x: FloatArray = wrap_lon_delta(np.asarray(lons) - lon0) * coslat0 * METRES_PER_DEGREE
+    """(lon, lat) -> metres east/north of the anchor, element-wise; wraps the antimeridian.
+    ``x_scale``: ``east_scale(lat0)``, when the caller has it already."""
+    scale = east_scale(lat0) if x_scale is None else x_scale
+    x: FloatArray = wrap_lon_delta(np.asarray(lons) - lon0) * scale
     y: FloatArray = (np.asarray(lats) - lat0) * METRES_PER_DEGREE
     return x, y
 
