@@ -78,7 +78,7 @@ async def enforce_rate_limits(request: Request) -> None:
     """Count the request against its API key, device and client address. Pings are counted
     by their route, in the same round trip as the rest of their group (``api.ping_groups``):
     a ping carrying no genuine device token is refused by its signature check alone."""
-    route = route_class(request.url.path)
+    route = route_class(request.scope["path"])  # not request.url: no URL object built
     if route == "pings":
         return
     await run_in_threadpool(_count, request, route)

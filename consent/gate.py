@@ -3,6 +3,9 @@
 The projection is cached per subject in the hot-state store (shared by every API process). A
 write bumps the subject's generation after it commits; a cached value is used only while its
 generation is current, so a withdrawal takes effect on the very next check in every process.
+The projection also holds the token generation of each of the subject's devices: the ping path
+reads it with the consent instead of querying the device (a token rotation or an erasure bumps
+the subject's generation too; a device missing from the projection is read from the database).
 When the cache cannot be reached, ``HotStateUnavailable`` propagates: the caller answers 503 and
 processes nothing.
 """
@@ -18,7 +21,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from consent.domain import NO_CHANNEL, Channel, ConsentDecision, ConsentView, Purpose, decide
-from consent.models import ConsentReceipt, ConsentState
+from consent.models import ConsentReceipt, ConsentState, Device
 from core.db import on_commit
 from core.state import HotState
 
@@ -35,11 +38,17 @@ def _generation_key(subject_id: str) -> str:
     return f"consent-gen:{{{subject_id}}}"
 
 
+def cache_pairs(subject_ids: Iterable[str]) -> list[tuple[str, str]]:
+    """The (cached projection, generation counter) keys of these subjects."""
+    return [(_cache_key(s), _generation_key(s)) for s in subject_ids]
+
+
 class ConsentGate:
     def __init__(self, session: Session, state: HotState) -> None:
         self.session = session
         self.state = state
         self._views: dict[str, dict[tuple[str, str], ConsentView]] = {}
+        self._devices: dict[str, dict[str, int]] = {}  # subject -> device -> token generation
 
     def views(self, subject_id: str) -> dict[tuple[str, str], ConsentView]:
         """(purpose, channel) -> current view, from the cache when it is current."""
@@ -50,19 +59,29 @@ class ConsentGate:
     def prefetch(self, subject_ids: Iterable[str]) -> None:
         """Read the views of many subjects: the cache in one round trip, then what it did not
         hold (or held for an older generation) in one query, written back to the cache."""
-        wanted = list(dict.fromkeys(s for s in subject_ids if s not in self._views))
-        if not wanted:
-            return
-        cached = self.state.get_versioned([(_cache_key(s), _generation_key(s)) for s in wanted])
+        wanted = self.wanted(subject_ids)
+        if wanted:
+            self.absorb(wanted, self.state.get_versioned(cache_pairs(wanted)))
+
+    def wanted(self, subject_ids: Iterable[str]) -> list[str]:
+        """These subjects, once each, less those already read."""
+        return list(dict.fromkeys(s for s in subject_ids if s not in self._views))
+
+    def absorb(self, wanted: Sequence[str], cached: Sequence[tuple[str | None, int]]) -> None:
+        """Take the cache's answers (``HotState.get_versioned`` of ``cache_pairs(wanted)``, read
+        by the caller, perhaps with other reads in one round trip); load the rest."""
         missing: dict[str, int] = {}
         for subject_id, (value, generation) in zip(wanted, cached, strict=True):
             payload = json.loads(value) if value is not None else None
             if payload is not None and payload.get("g") == generation:
                 self._views[subject_id] = {(r[0], r[1]): _view(r[2:]) for r in payload["rows"]}
+                self._devices[subject_id] = payload.get("d", {})
             else:
                 missing[subject_id] = generation
-        if not missing:
-            return
+        if missing:
+            self._load(missing)
+
+    def _load(self, missing: dict[str, int]) -> None:
         loaded: dict[str, dict[tuple[str, str], ConsentView]] = {s: {} for s in missing}
         rows = self.session.scalars(
             select(ConsentState).where(ConsentState.subject_id.in_(list(missing)))
@@ -71,6 +90,13 @@ class ConsentGate:
             loaded[r.subject_id][(r.purpose, r.channel)] = ConsentView(
                 r.state, r.event_id, r.event_hash, r.valid_until
             )
+        devices: dict[str, dict[str, int]] = {s: {} for s in missing}
+        for device_id, subject_id, version in self.session.execute(
+            select(Device.id, Device.subject_id, Device.token_version).where(
+                Device.subject_id.in_(list(missing))
+            )
+        ):
+            devices[subject_id][device_id] = version
         for subject_id, views in loaded.items():
             payload = {
                 "g": missing[subject_id],
@@ -85,9 +111,18 @@ class ConsentGate:
                     ]
                     for (p, c), v in views.items()
                 ],
+                "d": devices[subject_id],
             }
             self.state.set(_cache_key(subject_id), json.dumps(payload), CACHE_TTL_S)
             self._views[subject_id] = views
+            self._devices[subject_id] = devices[subject_id]
+
+    def token_version(self, subject_id: str, device_id: str) -> int | None:
+        """The current token generation of the subject's device, as read with its consent views
+        (``None``: not read, or no such device of the subject when they were). A device's token
+        generation changes only with ``invalidate_after_commit`` of its subject (rotation,
+        erasure), so a value read here is as current as the consent beside it."""
+        return self._devices.get(subject_id, {}).get(device_id)
 
     def check(
         self, subject_id: str, purpose: Purpose, channel: Channel | None, now: datetime
@@ -146,6 +181,7 @@ class ConsentGate:
         consent would outlive it once the store is back. The second bump drops anything cached
         from the old state by a reader between the first bump and the commit."""
         self._views.pop(subject_id, None)
+        self._devices.pop(subject_id, None)
         self.invalidate_now(subject_id)
         on_commit(self.session, lambda: self.invalidate_now(subject_id))
 

@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
@@ -33,6 +34,16 @@ def device_lock(device_id: str) -> str:
 
 class HotStateUnavailable(RuntimeError):
     """The hot-state store could not be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOpening:
+    """What ``HotState.open_group`` read: which locks were taken, the versioned values, and the
+    presence records of the devices (absent ones left out)."""
+
+    held: list[bool]
+    versioned: list[tuple[str | None, int]]
+    presence: dict[str, JSONDict]
 
 
 class HotState(Protocol):
@@ -89,6 +100,27 @@ class HotState(Protocol):
 
     def release_locks(self, names: Sequence[str], owner: str) -> None:
         """Release each of these locks that ``owner`` still holds, in one round trip."""
+        ...
+
+    def open_group(
+        self,
+        lock_names: Sequence[str],
+        owner: str,
+        ttl_s: float,
+        versioned: Sequence[tuple[str, str]],
+        presence_ids: Sequence[str],
+    ) -> GroupOpening:
+        """``acquire_locks``, then ``get_versioned`` and ``load_presence``, in one round trip
+        where the store allows it (one per step on a cluster). The reads follow the lock
+        attempts: a record read for a device whose lock was taken is the one its last holder
+        left."""
+        ...
+
+    def close_group(
+        self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
+    ) -> None:
+        """``store_presence``, then ``release_locks``, in one round trip where the store allows
+        it (one per step on a cluster)."""
         ...
 
     def get(self, key: str) -> str | None: ...
@@ -218,6 +250,23 @@ class InProcessHotState:
         for name in names:
             self.release_lock(name, owner)
 
+    def open_group(
+        self,
+        lock_names: Sequence[str],
+        owner: str,
+        ttl_s: float,
+        versioned: Sequence[tuple[str, str]],
+        presence_ids: Sequence[str],
+    ) -> GroupOpening:
+        held = self.acquire_locks(lock_names, owner, ttl_s)
+        return GroupOpening(held, self.get_versioned(versioned), self.load_presence(presence_ids))
+
+    def close_group(
+        self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
+    ) -> None:
+        self.store_presence(presence, ttl_s)
+        self.release_locks(lock_names, owner)
+
     def get(self, key: str) -> str | None:
         with self._lock:
             value = self._live(f"kv:{key}")
@@ -274,6 +323,16 @@ for _, key in ipairs(KEYS) do
   if redis.call('GET', key) == ARGV[1] then released = released + redis.call('DEL', key) end
 end
 return released
+"""
+# A group's end: its presence records written (KEYS[1..n], values ARGV[3..]), then its locks
+# (the rest of KEYS) released where ARGV[1] still holds them; ARGV[2] the records' expiry.
+_STORE_AND_RELEASE = """
+local n = #ARGV - 2
+for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[2]) end
+for i = n + 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return n
 """
 _CLAIM_SPACING = """
 local last = redis.call('GET', KEYS[1])
@@ -340,6 +399,7 @@ class RedisHotState:
         self._release = self._redis.register_script(_RELEASE_LOCK)
         self._incr_each = self._redis.register_script(_INCR_EACH)
         self._release_each = self._redis.register_script(_RELEASE_EACH)
+        self._store_and_release = self._redis.register_script(_STORE_AND_RELEASE)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -359,8 +419,7 @@ class RedisHotState:
             return {}
         keys = [self._k(f"presence:{d}") for d in ids]
         read = self._redis.mget_nonatomic if self._cluster else self._redis.mget
-        raw = self._call(lambda: read(keys))
-        return {d: json.loads(v) for d, v in zip(ids, raw, strict=True) if v is not None}
+        return _presence(ids, self._call(lambda: read(keys)))
 
     def store_presence(self, records: Mapping[str, JSONDict], ttl_s: int) -> None:
         if not records:
@@ -452,6 +511,52 @@ class RedisHotState:
 
         self._call(run)
 
+    def open_group(
+        self,
+        lock_names: Sequence[str],
+        owner: str,
+        ttl_s: float,
+        versioned: Sequence[tuple[str, str]],
+        presence_ids: Sequence[str],
+    ) -> GroupOpening:
+        if self._cluster:  # keys in many slots: each step on its own, split by slot
+            held = self.acquire_locks(lock_names, owner, ttl_s)
+            return GroupOpening(
+                held, self.get_versioned(versioned), self.load_presence(presence_ids)
+            )
+        ms = max(1, int(ttl_s * 1000))
+        value_keys = [self._k(k) for key, counter in versioned for k in (f"kv:{key}", counter)]
+        presence_keys = [self._k(f"presence:{d}") for d in presence_ids]
+
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)  # plain commands: no SCRIPT EXISTS
+            for name in lock_names:
+                pipe.set(self._k(f"lock:{name}"), owner, nx=True, px=ms)
+            if value_keys:
+                pipe.mget(value_keys)
+            if presence_keys:
+                pipe.mget(presence_keys)
+            return list(pipe.execute())
+
+        replies = self._call(run)
+        held = [bool(taken) for taken in replies[: len(lock_names)]]
+        rest = replies[len(lock_names) :]
+        raw = rest.pop(0) if value_keys else []
+        found = rest.pop(0) if presence_keys else []
+        return GroupOpening(held, _versioned(raw), _presence(presence_ids, found))
+
+    def close_group(
+        self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
+    ) -> None:
+        if self._cluster or not (presence and lock_names):
+            self.store_presence(presence, ttl_s)
+            self.release_locks(lock_names, owner)
+            return
+        keys = [self._k(f"presence:{d}") for d in presence]
+        keys += [self._k(f"lock:{name}") for name in lock_names]
+        args = [owner, ttl_s, *(json.dumps(r) for r in presence.values())]
+        self._call(lambda: self._store_and_release(keys=keys, args=args))
+
     def get(self, key: str) -> str | None:
         value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))
         return None if value is None else str(value)
@@ -463,11 +568,7 @@ class RedisHotState:
         # one MGET; on a cluster one per slot, and a pair shares a slot (its hash tag), so each
         # value is read together with its version counter
         read = self._redis.mget_nonatomic if self._cluster else self._redis.mget
-        raw = self._call(lambda: read(keys))
-        return [
-            (None if value is None else str(value), 0 if version is None else int(version))
-            for value, version in zip(raw[0::2], raw[1::2], strict=True)
-        ]
+        return _versioned(self._call(lambda: read(keys)))
 
     def set(self, key: str, value: str, ttl_s: float | None = None) -> None:
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
@@ -479,6 +580,18 @@ class RedisHotState:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _versioned(raw: Sequence[Any]) -> list[tuple[str | None, int]]:
+    """(value, version) pairs from one MGET of value, counter, value, counter, ..."""
+    return [
+        (None if value is None else str(value), 0 if version is None else int(version))
+        for value, version in zip(raw[0::2], raw[1::2], strict=True)
+    ]
+
+
+def _presence(device_ids: Sequence[str], raw: Sequence[Any]) -> dict[str, JSONDict]:
+    return {d: json.loads(v) for d, v in zip(device_ids, raw, strict=True) if v is not None}
 
 
 def make_hot_state(redis_url: str | None, prefix: str = "oe:", cluster: bool = False) -> HotState:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,13 +12,13 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from consent.domain import ConsentDecision, ConsentRequired, Purpose
-from consent.gate import ConsentGate
+from consent.gate import ConsentGate, cache_pairs
 from consent.models import Device
 from consent.service import SubjectRegistry
 from core.clock import Clock
-from core.db import on_commit, transaction
+from core.db import transaction
 from core.errors import NotFound, Unauthenticated, Unavailable
-from core.state import DEVICE_LOCK_TTL_S, HotState, device_lock
+from core.state import DEVICE_LOCK_TTL_S, HotState, JSONDict, device_lock
 from geo.domain import Fix, FixBatch
 from geo.hours import is_open
 from geo.index import LiveFenceIndex, StoreInfo
@@ -36,12 +36,14 @@ OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
 
 @dataclass(frozen=True, slots=True)
 class PingBatch:
-    """One request's fixes, all of one device, as its token presented them."""
+    """One request's fixes, all of one device, as its token presented them (the token's
+    subject, when it names one, lets the device's token generation be read with its consent)."""
 
     device_id: str
     token_version: int
     fixes: Sequence[Fix]
     privacy_signal: str | None = None
+    subject_id: str = ""
 
 
 class DeviceBusy(Unavailable):
@@ -96,12 +98,13 @@ class PingIngestor:
 
     def ingest_many(self, batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
         """Process several devices' batches in one transaction (at most one batch per device):
-        one read of the devices, of their consent and of their presence, one insert of all the
-        fixes, one commit. Each batch gets its own outcome, in order: its result, or the error
-        that refused it alone (``Unauthenticated``, ``NotFound``, ``ConsentRequired``; the
-        refusal's receipt is kept; ``DeviceBusy`` when another request of the device holds its
-        lock, nothing of it done). An error of the whole transaction (the database or the hot
-        state) is raised and nothing is kept.
+        one read of their locks, consent, token generations and presence, one insert of all the
+        fixes, one commit, one write of presence with the locks' release. Each batch gets its
+        own outcome, in order: its result, or the error that refused it alone
+        (``Unauthenticated``, ``NotFound``, ``ConsentRequired``; the refusal's receipt is kept;
+        ``DeviceBusy`` when another request of the device holds its lock, nothing of it done).
+        An error of the whole transaction (the database or the hot state) is raised and nothing
+        is kept.
 
         Each device's lock is held from before its presence is read until after the commit, so
         two requests of one device never overlap, whichever processes they reach. Nothing here
@@ -110,12 +113,22 @@ class PingIngestor:
             raise ValueError("at most one batch per device in one transaction")
         names = [device_lock(b.device_id) for b in batches]
         owner = secrets.token_hex(8)
-        held = self.state.acquire_locks(names, owner, DEVICE_LOCK_TTL_S)
+        subjects = list(dict.fromkeys(b.subject_id for b in batches if b.subject_id))
+        opening = self.state.open_group(
+            names, owner, DEVICE_LOCK_TTL_S, cache_pairs(subjects), [b.device_id for b in batches]
+        )
+        held = opening.held
+        presence: dict[str, JSONDict] = {}
         try:
             locked = [b for b, h in zip(batches, held, strict=True) if h]
-            results = iter(self._ingest_locked(locked) if locked else [])
+            outcomes: list[IngestResult | Exception] = []
+            if locked:
+                read = _GroupRead(subjects, opening.versioned, opening.presence)
+                outcomes, presence = self._ingest_locked(locked, read)
+            results = iter(outcomes)
         finally:
-            self.state.release_locks([n for n, h in zip(names, held, strict=True) if h], owner)
+            held_names = [n for n, h in zip(names, held, strict=True) if h]
+            self.state.close_group(held_names, owner, presence, PRESENCE_TTL_S)
         return [
             next(results)
             if h
@@ -126,26 +139,44 @@ class PingIngestor:
             for b, h in zip(batches, held, strict=True)
         ]
 
-    def _ingest_locked(self, batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
+    def _ingest_locked(
+        self, batches: Sequence[PingBatch], read: _GroupRead
+    ) -> tuple[list[IngestResult | Exception], dict[str, JSONDict]]:
+        """The outcomes, and the presence records to write once the transaction committed."""
         now = self.clock.now()
         outcomes: list[IngestResult | Exception] = []
         with transaction(self.sessions) as session:
-            devices = SubjectRegistry(session).devices([b.device_id for b in batches])
             gate = ConsentGate(session, self.state)
-            gate.prefetch([d.subject_id for d in devices.values()])
-            admitted: list[tuple[PingBatch, Device, ConsentDecision]] = []
+            gate.absorb(read.subjects, read.cached)
+            # A device whose token generation came with its subject's consent needs no query;
+            # the others (no subject in the token, a generation the cache does not confirm)
+            # are read from the database, which decides.
+            unconfirmed = {
+                b.device_id
+                for b in batches
+                if not b.subject_id
+                or gate.token_version(b.subject_id, b.device_id) != b.token_version
+            }
+            rows = SubjectRegistry(session).devices(unconfirmed)
+            gate.prefetch([d.subject_id for d in rows.values()])
+            admitted: list[tuple[PingBatch, str, ConsentDecision]] = []
             receipts: list[tuple[str, ConsentDecision, dict[str, Any]]] = []
             for batch in batches:
-                device = devices.get(batch.device_id)
-                if device is None:
-                    outcomes.append(NotFound(f"device {batch.device_id} is not registered"))
-                    continue
-                if device.token_version != batch.token_version:
-                    outcomes.append(
-                        Unauthenticated("device token no longer valid; register the device again")
-                    )
-                    continue
-                consent = gate.check(device.subject_id, Purpose.LOCATION_TRACKING, None, now)
+                subject_id = batch.subject_id
+                if batch.device_id in unconfirmed:
+                    device = rows.get(batch.device_id)
+                    if device is None:
+                        outcomes.append(NotFound(f"device {batch.device_id} is not registered"))
+                        continue
+                    if device.token_version != batch.token_version:
+                        outcomes.append(
+                            Unauthenticated(
+                                "device token no longer valid; register the device again"
+                            )
+                        )
+                        continue
+                    subject_id = device.subject_id
+                consent = gate.check(subject_id, Purpose.LOCATION_TRACKING, None, now)
                 if batch.privacy_signal is not None:
                     consent = replace(
                         consent,
@@ -153,47 +184,80 @@ class PingIngestor:
                         reason=f"{batch.privacy_signal}: precise location is not processed",
                     )
                 receipts.append(
-                    (
-                        device.subject_id,
-                        consent,
-                        {"device_id": device.id, "fixes": len(batch.fixes)},
-                    )
+                    (subject_id, consent, {"device_id": batch.device_id, "fixes": len(batch.fixes)})
                 )
                 if consent.allowed:
-                    admitted.append((batch, device, consent))
+                    admitted.append((batch, subject_id, consent))
                     outcomes.append(IngestResult(0, consent))  # filled in below
                 else:
                     outcomes.append(ConsentRequired(consent.reason))
             gate.add_receipts("ping", receipts, now)
-            results = iter(self._process(session, admitted, now))
+            processed, presence = self._process(session, admitted, rows, read.presence, now)
+            results = iter(processed)
             outcomes = [next(results) if isinstance(o, IngestResult) else o for o in outcomes]
-        return outcomes
+        return outcomes, presence
 
     def _process(
         self,
         session: Session,
-        admitted: Sequence[tuple[PingBatch, Device, ConsentDecision]],
+        admitted: Sequence[tuple[PingBatch, str, ConsentDecision]],
+        rows: dict[str, Device],
+        presence: Mapping[str, JSONDict],
         now: datetime,
-    ) -> list[IngestResult]:
+    ) -> tuple[list[IngestResult], dict[str, JSONDict]]:
         if not admitted:
-            return []
+            return [], {}
         snapshot = self.fences.current()
-        devices = {device.id: device for _, device, _ in admitted}
-        records = self.state.load_presence(devices)
+        subject_of = {batch.device_id: subject_id for batch, subject_id, _ in admitted}
+        records = {d: presence[d] for d in subject_of if d in presence}
         fixes = [fix for batch, _, _ in admitted for fix in batch.fixes]
         outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records)
         statuses = outcome.statuses
         pings = PingRepository(session)
-        subject_of = {device_id: device.subject_id for device_id, device in devices.items()}
         subjects = [subject_of[f.device_id] for f in fixes]
         pings.add_fixes(subjects, fixes, [s.value for s in statuses], now)
         judged = [
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
         events = pings.add_events(subject_of, judged, now)
-        own_events: dict[str, list[FenceEvent]] = {device_id: [] for device_id in devices}
+        own_events: dict[str, list[FenceEvent]] = {device_id: [] for device_id in subject_of}
         for event in events:
             own_events[event.device_id].append(event)
+        coupons: dict[str, list[IssuedCoupon]] = {device_id: [] for device_id in subject_of}
+        triggers = [e for e in events if e.kind in OFFER_TRIGGERS]
+        if triggers:
+            self._offer(session, triggers, rows, coupons, now)
+        visits = DecisionLog(session)
+        for device_id, device_events in own_events.items():
+            dwells = [e for e in device_events if e.kind == "dwell"]
+            visits.record_visits(subject_of[device_id], dwells)
+        results = []
+        first = 0
+        for batch, _, consent in admitted:
+            own = statuses[first : first + len(batch.fixes)]
+            first += len(batch.fixes)
+            ignored = Counter(s.value for s in own if s.value != "used")
+            results.append(
+                IngestResult(
+                    len(own) - sum(ignored.values()),
+                    consent,
+                    dict(ignored),
+                    own_events[batch.device_id],
+                    coupons[batch.device_id],
+                )
+            )
+        return results, {d: r for d, r in outcome.records.items() if d in subject_of}
+
+    def _offer(
+        self,
+        session: Session,
+        triggers: Sequence[FenceEvent],
+        rows: dict[str, Device],
+        coupons: dict[str, list[IssuedCoupon]],
+        now: datetime,
+    ) -> None:
+        """Offer decisions for the events that may trigger one (their devices read if the
+        group has not read them yet: a coupon goes to the device's push token or email)."""
         issuer = OfferIssuer(
             session,
             self.state,
@@ -203,33 +267,23 @@ class PingIngestor:
             picker=self.picker,
             holdout_secret=self.holdout_secret,
         )
-        issuer.prefetch({e.store_id for e in events if e.kind in OFFER_TRIGGERS})
-        coupons: dict[str, list[IssuedCoupon]] = {device_id: [] for device_id in devices}
-        for event in events:
-            if event.kind in OFFER_TRIGGERS and event.eligible:
-                device = devices[event.device_id]
-                coupons[device.id].extend(issuer.on_trigger(event, device, now))
-            elif event.kind in OFFER_TRIGGERS:
-                issuer.on_ineligible(event, now)
-        visits = DecisionLog(session)
-        for device_id, device_events in own_events.items():
-            dwells = [e for e in device_events if e.kind == "dwell"]
-            visits.record_visits(subject_of[device_id], dwells)
-        new_records = {d: r for d, r in outcome.records.items() if d in devices}
-        on_commit(session, lambda: self.state.store_presence(new_records, PRESENCE_TTL_S))
-        results = []
-        first = 0
-        for batch, device, consent in admitted:
-            own = statuses[first : first + len(batch.fixes)]
-            first += len(batch.fixes)
-            ignored = Counter(s.value for s in own if s.value != "used")
-            results.append(
-                IngestResult(
-                    len(own) - sum(ignored.values()),
-                    consent,
-                    dict(ignored),
-                    own_events[device.id],
-                    coupons[device.id],
+        issuer.prefetch({e.store_id for e in triggers})
+        wanted = {e.device_id for e in triggers if e.eligible} - set(rows)
+        devices = {**rows, **SubjectRegistry(session).devices(wanted)}
+        for event in triggers:
+            if event.eligible:
+                coupons[event.device_id].extend(
+                    issuer.on_trigger(event, devices[event.device_id], now)
                 )
-            )
-        return results
+            else:
+                issuer.on_ineligible(event, now)
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupRead:
+    """What the group's opening read for the transaction: the subjects' cached consent
+    projections (``ConsentGate.absorb``) and the devices' presence records."""
+
+    subjects: list[str]
+    cached: list[tuple[str | None, int]]
+    presence: dict[str, JSONDict]

@@ -104,6 +104,8 @@ def rotate_token(
     generation = SubjectRegistry(session).rotate_token(device.id, claims.token_version)
     if generation is None:
         raise Unauthenticated("device token no longer valid; register the device again")
+    # the ping path reads a device's token generation with its subject's consent projection
+    ConsentGate(session, runtime.state).invalidate_after_commit(device.subject_id)
     token, expires = issue_device_token(
         runtime.settings, DeviceClaims(device.id, device.subject_id, generation), now
     )
@@ -215,7 +217,7 @@ async def post_pings(
     elif x_limit_precise_location == "1":
         signal = "the shopper limited use of their precise location"
     groups: PingGroups = request.app.state.ping_groups
-    batch = PingBatch(claims.device_id, claims.token_version, fixes, signal)
+    batch = PingBatch(claims.device_id, claims.token_version, fixes, signal, claims.subject_id)
     result = await groups.submit(batch, request_subjects(request, claims.device_id))
     now = runtime.clock.now()
     answer = PingResult(

@@ -65,6 +65,8 @@ def test_rotated_token_works_and_the_old_one_stops(setup: Any) -> None:
     engine, api, _ = setup
     device = _shopper(engine, api, "rot-1")
     old = device.token
+    # a ping first: the device's token generation is now cached with its subject's consent
+    device.send_pings([Ping(lon=OUTSIDE[0], lat=OUTSIDE[1], recorded_at=engine.clock.now())])
     token = device.rotate_token()
     assert token.generation == 2 and token.token != old
     assert [c.purpose for c in device.consents()]  # the new token works
@@ -78,6 +80,25 @@ def test_rotated_token_works_and_the_old_one_stops(setup: Any) -> None:
     with pytest.raises(ApiError) as pings:
         stale.send_pings([Ping(lon=INSIDE[0], lat=INSIDE[1], recorded_at=engine.clock.now())])
     assert pings.value.status == 401
+
+
+def test_a_second_device_of_a_shopper_is_accepted_after_the_first_cached_its_generation(
+    setup: Any,
+) -> None:
+    """The first device's pings cache its subject's consent with the device generations known
+    then; a device registered later is not among them and is read from the database."""
+    engine, api, _ = setup
+    phone = _shopper(engine, api, "two-devices")
+    phone.send_pings([Ping(lon=OUTSIDE[0], lat=OUTSIDE[1], recorded_at=engine.clock.now())])
+    tablet = api.sdk.register_device("two-devices", "android")
+
+    accepted = tablet.send_pings(
+        [Ping(lon=OUTSIDE[0], lat=OUTSIDE[1], recorded_at=engine.clock.now())]
+    )
+
+    later = engine.clock.now() + timedelta(seconds=1)
+    again = phone.send_pings([Ping(lon=OUTSIDE[0], lat=OUTSIDE[1], recorded_at=later)])
+    assert accepted.accepted == 1 and again.accepted == 1
 
 
 def test_inbox_opened_and_why_this_offer(setup: Any) -> None:

@@ -380,6 +380,64 @@ def test_many_locks_expire_with_their_ttl(hot: Subject) -> None:
     hot.eventually(both_taken, 0.05, "both expired locks taken by b")
 
 
+# --- a ping group's opening and close ----------------------------------------------------------
+
+
+def test_opening_a_group_takes_free_locks_and_reads_values_and_presence(hot: Subject) -> None:
+    hot.state.acquire_lock("device:2", "b", LONG_TTL_S)
+    hot.state.store_presence({"d1": {"inside": ["f1"]}, "d2": {"inside": []}}, LONG_TTL_S)
+    hot.state.set("view:s1", "cached", LONG_TTL_S)
+    hot.state.incr("gen:s1", LONG_TTL_S)
+    hot.state.incr("gen:s2", LONG_TTL_S, amount=4)
+
+    opening = hot.state.open_group(
+        ["device:1", "device:2"],
+        "a",
+        LONG_TTL_S,
+        [("view:s1", "gen:s1"), ("view:s2", "gen:s2"), ("view:s3", "gen:s3")],
+        ["d1", "d2", "d3"],
+    )
+
+    assert opening.held == [True, False]
+    assert opening.versioned == [("cached", 1), (None, 4), (None, 0)]
+    assert opening.presence == {"d1": {"inside": ["f1"]}, "d2": {"inside": []}}
+    assert hot.state.acquire_lock("device:1", "c", LONG_TTL_S) is False, "a holds it now"
+    empty = hot.state.open_group([], "a", LONG_TTL_S, [], [])
+    assert (empty.held, empty.versioned, empty.presence) == ([], [], {})
+
+
+def test_closing_a_group_stores_presence_and_releases_only_the_owners_locks(
+    hot: Subject,
+) -> None:
+    hot.state.open_group(["device:1", "device:2"], "a", LONG_TTL_S, [], [])
+    hot.state.acquire_lock("device:3", "b", LONG_TTL_S)
+
+    hot.state.close_group(
+        ["device:1", "device:2", "device:3"], "a", {"d1": {"n": 1}, "d2": {"n": 2}}, LONG_TTL_S
+    )
+
+    assert hot.state.load_presence(["d1", "d2"]) == {"d1": {"n": 1}, "d2": {"n": 2}}
+    assert hot.state.acquire_locks(["device:1", "device:2", "device:3"], "c", LONG_TTL_S) == [
+        True,
+        True,
+        False,
+    ]
+    hot.state.close_group(["device:1"], "c", {}, LONG_TTL_S)  # locks only
+    hot.state.close_group([], "c", {"d1": {"n": 3}}, LONG_TTL_S)  # presence only
+    assert hot.state.acquire_lock("device:1", "d", LONG_TTL_S) is True
+    assert hot.state.load_presence(["d1"]) == {"d1": {"n": 3}}
+
+
+def test_presence_stored_by_closing_a_group_expires_with_its_ttl(hot: Subject) -> None:
+    hot.state.open_group(["device:1"], "a", LONG_TTL_S, [], [])
+    hot.state.close_group(["device:1"], "a", {"d1": {"n": 1}, "d2": {"n": 2}}, 1)
+    assert hot.state.load_presence(["d1"]) == {"d1": {"n": 1}}
+    hot.state.store_presence({"d2": {"n": 2}}, LONG_TTL_S)
+
+    hot.eventually(lambda: hot.state.load_presence(["d1"]) == {}, 1, "presence expired")
+    assert hot.state.load_presence(["d2"]) == {"d2": {"n": 2}}
+
+
 # --- cached values --------------------------------------------------------------------------
 
 
@@ -491,7 +549,7 @@ def test_unreachable_redis_raises_hot_state_unavailable(
 
 
 def test_many_keys_in_one_script_survive_a_flushed_script_cache(redis_available: str) -> None:
-    """Counters and lock releases over many keys are one script call each (one round trip);
+    """Counters, lock releases and a group's close over many keys are one script call each;
     after Redis has forgotten its scripts (a restart, SCRIPT FLUSH) they are loaded again."""
     prefix = f"test:{secrets.token_hex(6)}:"
     state = RedisHotState(redis_available, prefix=prefix)
@@ -503,8 +561,12 @@ def test_many_keys_in_one_script_survive_a_flushed_script_cache(redis_available:
 
         assert state.incr_many(["a", "b", "c"], ttl_s=LONG_TTL_S) == [2, 2, 1]
         state.release_locks(["x", "y"], "me")
+        assert state.open_group(["z"], "me", LONG_TTL_S, [], []).held == [True]
+        client.script_flush()
+        state.close_group(["z"], "me", {"d": {"n": 1}}, LONG_TTL_S)
 
-        assert state.acquire_locks(["x", "y"], "other", LONG_TTL_S) == [True, True]
+        assert state.acquire_locks(["x", "y", "z"], "other", LONG_TTL_S) == [True, True, True]
+        assert state.load_presence(["d"]) == {"d": {"n": 1}}
         assert 0 < int(client.ttl(f"{prefix}c")) <= LONG_TTL_S
     finally:
         state.close()
