@@ -9,7 +9,9 @@ server settings:
 
 - batch: each device sends ``batches_per_device`` batches of ``batch_size`` fixes, walking across
   the fences (consent gate, fix storage, matching, presence, events and offer decisions);
-- single: one fix per request, open loop at ``single_rate`` requests/s.
+- single: one fix per request, open loop at ``single_rate`` requests/s; then the same requests
+  against the bare endpoint (``bare_single``: the floor that the HTTP stack and the load
+  generator leave on this machine, printed but not in the ``RESULT`` line).
 
 Everything listens on 127.0.0.1 and is torn down at the end (schema dropped, keys deleted). The
 last line is ``RESULT batch_pings_per_s=.. bare_batch_pings_per_s=.. single_p99_ms=..
@@ -346,6 +348,14 @@ def _drive(
                 "kind": "single",
                 "name": "single",
                 "url": f"{base}/v1/sdk/pings",
+                "rate": options.single_rate,
+                "duration_s": options.single_seconds,
+                "first_fix": options.batch_size * options.batches_per_device,
+            },
+            {  # the floor: the same requests, HTTP stack and generator, no engine behind them
+                "kind": "single",
+                "name": "bare_single",
+                "url": f"{bare}/v1/sdk/pings",
                 "rate": options.single_rate,
                 "duration_s": options.single_seconds,
                 "first_fix": options.batch_size * options.batches_per_device,
