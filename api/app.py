@@ -88,6 +88,8 @@ def create_app(
         runtime.settings.ping_group_max_fixes,
         runtime.settings.ping_groups_in_flight,
     )
+    # first: the busiest route is matched before any other (limits: counted by ping group)
+    app.include_router(sdk.ping_router, responses=COMMON_RESPONSES)
     routers = (
         sdk,
         sdk_offers,
