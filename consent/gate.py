@@ -59,11 +59,11 @@ class ConsentGate:
     def prefetch(self, subject_ids: Iterable[str]) -> None:
         """Read the views of many subjects: the cache in one round trip, then what it did not
         hold (or held for an older generation) in one query, written back to the cache."""
-        wanted = self.wanted(subject_ids)
+        wanted = self._wanted(subject_ids)
         if wanted:
             self.absorb(wanted, self.state.get_versioned(cache_pairs(wanted)))
 
-    def wanted(self, subject_ids: Iterable[str]) -> list[str]:
+    def _wanted(self, subject_ids: Iterable[str]) -> list[str]:
         """These subjects, once each, less those already read."""
         return list(dict.fromkeys(s for s in subject_ids if s not in self._views))
 
