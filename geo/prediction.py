@@ -386,10 +386,17 @@ def predict(
         s, c, span = rows[:, _SIN], rows[:, _COS], rows[:, _LENGTH]
         # Before GEOS: the disk around the anchor holding the whole polygon must meet the
         # rectangle around the corridor in its own frame (length along the heading, the end
-        # width across). u: the device's place along the heading, from the anchor.
-        reach, u = index.reaches[f], dx * s + dy * c
+        # width across), and must not lie wholly beyond the slanted side of the corridor on its
+        # side (the line |v| = w0 + k * t, k its widening per metre along).
+        # u: the device's place along the heading, from the anchor; v: the anchor across it.
+        reach, u, v = index.reaches[f], dx * s + dy * c, np.abs(dy * s - dx * c)
+        w0, w1 = rows[:, _W0], rows[:, _W1]
+        k = (w1 - w0) / span
         near = (
-            (u <= reach) & (u >= -span - reach) & (np.abs(dy * s - dx * c) <= rows[:, _W1] + reach)
+            (u <= reach)
+            & (u >= -span - reach)
+            & (v <= w1 + reach)
+            & (v - w0 + k * u <= reach * np.sqrt(1.0 + k * k))
         ).nonzero()[0]
         rows = rows[near]
         along[polygon[near]] = _polygon_along(
