@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
@@ -34,19 +34,14 @@ from geo.domain import Fix
 from offers.domain import format_code, remaining_seconds
 from offers.flows import PingBatch
 
-router = APIRouter(
-    prefix="/v1/sdk",
-    tags=["sdk"],
-    responses={s: {"model": ErrorResponse} for s in (401, 403, 404, 422, 503)},
-)
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (401, 403, 404, 422, 503)
+}
+router = APIRouter(prefix="/v1/sdk", tags=["sdk"], responses=_ERRORS)
 # Pings are counted against the rate limits with the rest of their group (``api.ping_groups``),
 # so their router is included without the per-request limit dependency: the busiest route
 # solves as few dependencies as it can.
-ping_router = APIRouter(
-    prefix="/v1/sdk",
-    tags=["sdk"],
-    responses={s: {"model": ErrorResponse} for s in (401, 403, 404, 422, 503)},
-)
+ping_router = APIRouter(prefix="/v1/sdk", tags=["sdk"], responses=_ERRORS)
 
 
 def _consent_out(row: ConsentState) -> ConsentOut:
