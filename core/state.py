@@ -32,6 +32,16 @@ def device_lock(device_id: str) -> str:
     return f"device:{device_id}"
 
 
+def _lock_key(device_id: str) -> str:
+    return f"lock:{device_lock(device_id)}"
+
+
+def _check_close(lock_names: Sequence[str], presence: Mapping[str, JSONDict]) -> None:
+    missing = {device_lock(d) for d in presence} - set(lock_names)
+    if missing:
+        raise ValueError(f"presence to write without its device's lock: {sorted(missing)}")
+
+
 class HotStateUnavailable(RuntimeError):
     """The hot-state store could not be reached."""
 
@@ -119,8 +129,10 @@ class HotState(Protocol):
     def close_group(
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
     ) -> None:
-        """``store_presence``, then ``release_locks``, in one round trip where the store allows
-        it (one per step on a cluster)."""
+        """``store_presence`` for the devices whose lock (``device_lock``, one of
+        ``lock_names``) ``owner`` still holds, then ``release_locks``: in one round trip where
+        the store allows it (one per step on a cluster). A close that comes late, after a lock
+        expired and another owner may have moved on, writes nothing over that owner's record."""
         ...
 
     def get(self, key: str) -> str | None: ...
@@ -264,7 +276,12 @@ class InProcessHotState:
     def close_group(
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
     ) -> None:
-        self.store_presence(presence, ttl_s)
+        _check_close(lock_names, presence)
+        with self._lock:
+            for device_id, record in presence.items():
+                if self._live(_lock_key(device_id)) == owner:
+                    expiry = self._deadline(ttl_s)
+                    self._values[f"presence:{device_id}"] = (json.dumps(record), expiry)
         self.release_locks(lock_names, owner)
 
     def get(self, key: str) -> str | None:
@@ -326,13 +343,21 @@ return released
 """
 # A group's end: its presence records written (KEYS[1..n], values ARGV[3..]), then its locks
 # (the rest of KEYS) released where ARGV[1] still holds them; ARGV[2] the records' expiry.
+# KEYS: n presence records, their n devices' locks, then the group's other locks;
+# ARGV: owner, expiry (s), the n records. A record is written only under its owned lock.
 _STORE_AND_RELEASE = """
 local n = #ARGV - 2
-for i = 1, n do redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[2]) end
+local written = 0
+for i = 1, n do
+  if redis.call('GET', KEYS[n + i]) == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[2])
+    written = written + 1
+  end
+end
 for i = n + 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
 end
-return n
+return written
 """
 _CLAIM_SPACING = """
 local last = redis.call('GET', KEYS[1])
@@ -548,14 +573,33 @@ class RedisHotState:
     def close_group(
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
     ) -> None:
-        if self._cluster or not (presence and lock_names):
-            self.store_presence(presence, ttl_s)
+        _check_close(lock_names, presence)
+        if self._cluster or not presence:  # a record and its lock may live in two slots
+            self.store_presence(self._owned(owner, presence), ttl_s)
             self.release_locks(lock_names, owner)
             return
+        own = [device_lock(d) for d in presence]
+        others = sorted(set(lock_names) - set(own))
         keys = [self._k(f"presence:{d}") for d in presence]
-        keys += [self._k(f"lock:{name}") for name in lock_names]
+        keys += [self._k(f"lock:{name}") for name in [*own, *others]]
         args = [owner, ttl_s, *(json.dumps(r) for r in presence.values())]
         self._call(lambda: self._store_and_release(keys=keys, args=args))
+
+    def _owned(self, owner: str, presence: Mapping[str, JSONDict]) -> dict[str, JSONDict]:
+        """The records whose device's lock ``owner`` holds (checked just before they are
+        written: on a cluster the two keys cannot be read and written in one script)."""
+        if not presence:
+            return {}
+
+        def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for device_id in presence:
+                pipe.get(self._k(f"lock:{device_lock(device_id)}"))
+            return list(pipe.execute())
+
+        holders = self._call(run)
+        pairs = zip(presence.items(), holders, strict=True)
+        return {device_id: record for (device_id, record), holder in pairs if holder == owner}
 
     def get(self, key: str) -> str | None:
         value = self._call(lambda: self._redis.get(self._k(f"kv:{key}")))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,7 +21,7 @@ from consent.service import SubjectRegistry
 from core.clock import Clock
 from core.db import transaction
 from core.errors import NotFound, Unauthenticated, Unavailable
-from core.state import DEVICE_LOCK_TTL_S, HotState, JSONDict, device_lock
+from core.state import DEVICE_LOCK_TTL_S, HotState, HotStateUnavailable, JSONDict, device_lock
 from geo.domain import Fix, FixBatch
 from geo.hours import is_open
 from geo.index import LiveFenceIndex, StoreInfo
@@ -30,7 +33,11 @@ from offers.decisions import DecisionLog, VariantPicker
 from offers.eligibility import IssueLimits
 from offers.service import IssuedCoupon, OfferIssuer
 
+log = logging.getLogger(__name__)
+
 PRESENCE_TTL_S = 7 * 86400
+LATE_CLOSE_FIRST_PAUSE_S = 0.05  # a close the hot state refused: tried again after this,
+LATE_CLOSE_MAX_PAUSE_S = 1.0  # doubled each time up to this, until the locks expire
 OFFER_TRIGGERS = frozenset({"enter", "dwell", "approaching"})
 
 
@@ -104,7 +111,8 @@ class PingIngestor:
         (``Unauthenticated``, ``NotFound``, ``ConsentRequired``; the refusal's receipt is kept;
         ``DeviceBusy`` when another request of the device holds its lock, nothing of it done).
         An error of the whole transaction (the database or the hot state) is raised and nothing
-        is kept.
+        is kept. Once the transaction has committed, a hot state that does not answer fails
+        nothing: the close (presence, locks) is tried again in the background (``_close``).
 
         Each device's lock is held from before its presence is read until after the commit, so
         two requests of one device never overlap, whichever processes they reach. Nothing here
@@ -114,21 +122,22 @@ class PingIngestor:
         names = [device_lock(b.device_id) for b in batches]
         owner = secrets.token_hex(8)
         subjects = list(dict.fromkeys(b.subject_id for b in batches if b.subject_id))
+        expires = time.monotonic() + DEVICE_LOCK_TTL_S  # the locks' expiry, at the latest
         opening = self.state.open_group(
             names, owner, DEVICE_LOCK_TTL_S, cache_pairs(subjects), [b.device_id for b in batches]
         )
         held = opening.held
+        held_names = [n for n, h in zip(names, held, strict=True) if h]
+        locked = [b for b, h in zip(batches, held, strict=True) if h]
+        outcomes: list[IngestResult | Exception] = []
         presence: dict[str, JSONDict] = {}
         try:
-            locked = [b for b, h in zip(batches, held, strict=True) if h]
-            outcomes: list[IngestResult | Exception] = []
             if locked:
                 read = _GroupRead(subjects, opening.versioned, opening.presence)
                 outcomes, presence = self._ingest_locked(locked, read)
-            results = iter(outcomes)
-        finally:
-            held_names = [n for n, h in zip(names, held, strict=True) if h]
-            self.state.close_group(held_names, owner, presence, PRESENCE_TTL_S)
+        finally:  # after a failure: the locks freed, its error (not the close's) raised
+            self._close(held_names, owner, presence, expires)
+        results = iter(outcomes)
         return [
             next(results)
             if h
@@ -138,6 +147,45 @@ class PingIngestor:
             )
             for b, h in zip(batches, held, strict=True)
         ]
+
+    def _close(
+        self, names: list[str], owner: str, presence: dict[str, JSONDict], expires: float
+    ) -> None:
+        """Write the group's presence and free its locks. The transaction is over (committed or
+        not) when this runs, so a hot state that does not answer fails nothing: the close is
+        tried again in the background until the locks expire. Until it lands the devices stay
+        locked, so no other request reads their presence from before this group."""
+        if not names:
+            return
+        try:
+            self.state.close_group(names, owner, presence, PRESENCE_TTL_S)
+        except HotStateUnavailable as exc:
+            log.warning("closing a ping group failed (%s); trying again in the background", exc)
+            threading.Thread(
+                target=self._close_later,
+                args=(names, owner, presence, expires),
+                name="ping-group-close",
+                daemon=True,
+            ).start()
+
+    def _close_later(
+        self, names: list[str], owner: str, presence: dict[str, JSONDict], expires: float
+    ) -> None:
+        pause = LATE_CLOSE_FIRST_PAUSE_S
+        while time.monotonic() + pause < expires:
+            time.sleep(pause)
+            try:
+                self.state.close_group(names, owner, presence, PRESENCE_TTL_S)
+            except HotStateUnavailable:
+                pause = min(2 * pause, LATE_CLOSE_MAX_PAUSE_S)
+                continue
+            log.info("a ping group's delayed close landed (%d devices)", len(names))
+            return
+        log.warning(
+            "a ping group's close did not land before its locks expired; the presence of %d "
+            "devices was not written",
+            len(presence),
+        )
 
     def _ingest_locked(
         self, batches: Sequence[PingBatch], read: _GroupRead

@@ -8,15 +8,18 @@ same engine (no restart) serves again.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+import redis
+from sqlalchemy import event, select
 
 from consent.domain import Channel
 from consent.models import ConsentEvent, ConsentReceipt
-from core.state import HotStateUnavailable
+from core.state import HotStateUnavailable, device_lock
 from geo.models import FenceEvent, Ping
 from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, EngineFactory
@@ -122,3 +125,53 @@ def test_no_delivery_goes_out_while_its_consent_cannot_be_checked(
     report = engine.runtime.worker.deliver(delivery.id)
     assert report is not None and report.status == "sent", report
     assert len(engine.inbox.wait_for(1)) == 1
+
+
+def test_redis_lost_between_the_commit_and_the_release_loses_and_repeats_nothing(
+    make_engine_api: EngineFactory,
+) -> None:
+    """Redis goes away right after a ping group committed, before the group's presence is
+    written and its device locks freed, and comes back with its data (an append-only file).
+    The fixes are stored, so the request succeeds; the close is tried again until Redis
+    answers, and the device's next ping finds the state the group left, not the one before."""
+    durable = PrivateRedis(None, "--appendonly", "yes", "--appendfsync", "always").start()
+    try:
+        engine = make_engine_api(redis_url=durable.url, run_scheduler=False)
+        store = engine.create_store()
+        engine.create_campaign([store["id"]])
+        shopper = engine.shopper()
+        assert engine.ping(shopper, OUTSIDE).status_code == 200
+
+        def lose_redis(_session: object) -> None:
+            durable.kill()
+            threading.Timer(1.0, durable.start).start()
+
+        event.listen(engine.runtime.sessions, "after_commit", lose_redis, once=True)
+        engine.clock.advance(timedelta(seconds=20))
+        entered = engine.ping(shopper, INSIDE)
+        assert entered.status_code == 200, entered.text
+        assert [e["kind"] for e in entered.json()["events"]] == ["enter"]
+        assert len(entered.json()["coupons"]) == 1
+
+        prefix = engine.runtime.settings.redis_key_prefix
+        lock = f"{prefix}lock:{device_lock(shopper['device_id'])}"
+        watcher = redis.Redis(port=durable.port, socket_timeout=1.0)
+        deadline = time.monotonic() + 5.0  # the lock itself would last 10 s
+        held = True
+        while held and time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                held = bool(watcher.exists(lock))
+            except redis.RedisError:  # not back yet
+                continue
+        watcher.close()
+        assert not held, "the group's lock was left to expire"
+
+        engine.clock.advance(timedelta(seconds=20))
+        again = engine.ping(shopper, INSIDE)
+        assert again.status_code == 200, again.text
+        assert again.json()["events"] == []  # still inside: the presence written late was read
+        assert engine.count(Ping) == 3
+        assert engine.count(FenceEvent) == 1 and engine.count(Coupon) == 1
+    finally:
+        durable.close()

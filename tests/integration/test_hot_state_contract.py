@@ -409,28 +409,42 @@ def test_opening_a_group_takes_free_locks_and_reads_values_and_presence(hot: Sub
 def test_closing_a_group_stores_presence_and_releases_only_the_owners_locks(
     hot: Subject,
 ) -> None:
-    hot.state.open_group(["device:1", "device:2"], "a", LONG_TTL_S, [], [])
-    hot.state.acquire_lock("device:3", "b", LONG_TTL_S)
+    hot.state.open_group(["device:d1", "device:d2"], "a", LONG_TTL_S, [], [])
+    hot.state.acquire_lock("device:d3", "b", LONG_TTL_S)
 
     hot.state.close_group(
-        ["device:1", "device:2", "device:3"], "a", {"d1": {"n": 1}, "d2": {"n": 2}}, LONG_TTL_S
+        ["device:d1", "device:d2", "device:d3"], "a", {"d1": {"n": 1}, "d2": {"n": 2}}, LONG_TTL_S
     )
 
     assert hot.state.load_presence(["d1", "d2"]) == {"d1": {"n": 1}, "d2": {"n": 2}}
-    assert hot.state.acquire_locks(["device:1", "device:2", "device:3"], "c", LONG_TTL_S) == [
+    assert hot.state.acquire_locks(["device:d1", "device:d2", "device:d3"], "c", LONG_TTL_S) == [
         True,
         True,
         False,
     ]
-    hot.state.close_group(["device:1"], "c", {}, LONG_TTL_S)  # locks only
-    hot.state.close_group([], "c", {"d1": {"n": 3}}, LONG_TTL_S)  # presence only
-    assert hot.state.acquire_lock("device:1", "d", LONG_TTL_S) is True
-    assert hot.state.load_presence(["d1"]) == {"d1": {"n": 3}}
+    hot.state.close_group(["device:d1"], "c", {}, LONG_TTL_S)  # locks only
+    assert hot.state.acquire_lock("device:d1", "d", LONG_TTL_S) is True
+    with pytest.raises(ValueError, match="without its device's lock"):
+        hot.state.close_group([], "c", {"d1": {"n": 3}}, LONG_TTL_S)
+
+
+def test_a_late_close_writes_no_presence_over_the_next_owner(hot: Subject) -> None:
+    """A group's close that lands after its lock expired (the hot state was away) leaves the
+    presence alone: another owner may have taken the device since, and written newer."""
+    hot.state.open_group(["device:d1", "device:d2"], "late", 0.05, [], [])
+    hot.eventually(lambda: hot.state.acquire_lock("device:d1", "next", LONG_TTL_S), 1, "expiry")
+    hot.state.close_group(["device:d1"], "next", {"d1": {"n": "newer"}}, LONG_TTL_S)
+
+    hot.state.close_group(
+        ["device:d1", "device:d2"], "late", {"d1": {"n": "older"}, "d2": {"n": "older"}}, 60
+    )
+
+    assert hot.state.load_presence(["d1", "d2"]) == {"d1": {"n": "newer"}}
 
 
 def test_presence_stored_by_closing_a_group_expires_with_its_ttl(hot: Subject) -> None:
-    hot.state.open_group(["device:1"], "a", LONG_TTL_S, [], [])
-    hot.state.close_group(["device:1"], "a", {"d1": {"n": 1}, "d2": {"n": 2}}, 1)
+    hot.state.open_group(["device:d1", "device:d2"], "a", LONG_TTL_S, [], [])
+    hot.state.close_group(["device:d1", "device:d2"], "a", {"d1": {"n": 1}}, 1)
     assert hot.state.load_presence(["d1"]) == {"d1": {"n": 1}}
     hot.state.store_presence({"d2": {"n": 2}}, LONG_TTL_S)
 
@@ -561,11 +575,15 @@ def test_many_keys_in_one_script_survive_a_flushed_script_cache(redis_available:
 
         assert state.incr_many(["a", "b", "c"], ttl_s=LONG_TTL_S) == [2, 2, 1]
         state.release_locks(["x", "y"], "me")
-        assert state.open_group(["z"], "me", LONG_TTL_S, [], []).held == [True]
+        assert state.open_group(["device:d"], "me", LONG_TTL_S, [], []).held == [True]
         client.script_flush()
-        state.close_group(["z"], "me", {"d": {"n": 1}}, LONG_TTL_S)
+        state.close_group(["device:d"], "me", {"d": {"n": 1}}, LONG_TTL_S)
 
-        assert state.acquire_locks(["x", "y", "z"], "other", LONG_TTL_S) == [True, True, True]
+        assert state.acquire_locks(["x", "y", "device:d"], "other", LONG_TTL_S) == [
+            True,
+            True,
+            True,
+        ]
         assert state.load_presence(["d"]) == {"d": {"n": 1}}
         assert 0 < int(client.ttl(f"{prefix}c")) <= LONG_TTL_S
     finally:
