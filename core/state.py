@@ -9,6 +9,7 @@ raised so the API answers 503 (fail closed), never 500.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,6 +19,8 @@ from typing import Any, Protocol
 import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 JSONDict = dict[str, Any]
 
@@ -34,6 +37,14 @@ def device_lock(device_id: str) -> str:
 
 def _lock_key(device_id: str) -> str:
     return f"lock:{device_lock(device_id)}"
+
+
+def _report_unwritten(count: int) -> None:
+    if count:
+        log.warning(
+            "presence of %d devices not written: their locks expired before the group closed",
+            count,
+        )
 
 
 def _check_close(lock_names: Sequence[str], presence: Mapping[str, JSONDict]) -> None:
@@ -277,11 +288,14 @@ class InProcessHotState:
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
     ) -> None:
         _check_close(lock_names, presence)
+        written = 0
         with self._lock:
             for device_id, record in presence.items():
                 if self._live(_lock_key(device_id)) == owner:
                     expiry = self._deadline(ttl_s)
                     self._values[f"presence:{device_id}"] = (json.dumps(record), expiry)
+                    written += 1
+        _report_unwritten(len(presence) - written)
         self.release_locks(lock_names, owner)
 
     def get(self, key: str) -> str | None:
@@ -575,7 +589,9 @@ class RedisHotState:
     ) -> None:
         _check_close(lock_names, presence)
         if self._cluster or not presence:  # a record and its lock may live in two slots
-            self.store_presence(self._owned(owner, presence), ttl_s)
+            owned = self._owned(owner, presence)
+            self.store_presence(owned, ttl_s)
+            _report_unwritten(len(presence) - len(owned))
             self.release_locks(lock_names, owner)
             return
         own = [device_lock(d) for d in presence]
@@ -583,7 +599,8 @@ class RedisHotState:
         keys = [self._k(f"presence:{d}") for d in presence]
         keys += [self._k(f"lock:{name}") for name in [*own, *others]]
         args = [owner, ttl_s, *(json.dumps(r) for r in presence.values())]
-        self._call(lambda: self._store_and_release(keys=keys, args=args))
+        written = int(self._call(lambda: self._store_and_release(keys=keys, args=args)))
+        _report_unwritten(len(presence) - written)
 
     def _owned(self, owner: str, presence: Mapping[str, JSONDict]) -> dict[str, JSONDict]:
         """The records whose device's lock ``owner`` holds (checked just before they are

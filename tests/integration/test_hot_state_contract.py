@@ -428,7 +428,9 @@ def test_closing_a_group_stores_presence_and_releases_only_the_owners_locks(
         hot.state.close_group([], "c", {"d1": {"n": 3}}, LONG_TTL_S)
 
 
-def test_a_late_close_writes_no_presence_over_the_next_owner(hot: Subject) -> None:
+def test_a_late_close_writes_no_presence_over_the_next_owner(
+    hot: Subject, caplog: pytest.LogCaptureFixture
+) -> None:
     """A group's close that lands after its lock expired (the hot state was away) leaves the
     presence alone: another owner may have taken the device since, and written newer."""
     hot.state.open_group(["device:d1", "device:d2"], "late", 0.05, [], [])
@@ -440,6 +442,7 @@ def test_a_late_close_writes_no_presence_over_the_next_owner(hot: Subject) -> No
     )
 
     assert hot.state.load_presence(["d1", "d2"]) == {"d1": {"n": "newer"}}
+    assert "presence of 2 devices not written" in caplog.text
 
 
 def test_presence_stored_by_closing_a_group_expires_with_its_ttl(hot: Subject) -> None:
