@@ -355,10 +355,9 @@ for _, key in ipairs(KEYS) do
 end
 return released
 """
-# A group's end: its presence records written (KEYS[1..n], values ARGV[3..]), then its locks
-# (the rest of KEYS) released where ARGV[1] still holds them; ARGV[2] the records' expiry.
-# KEYS: n presence records, their n devices' locks, then the group's other locks;
-# ARGV: owner, expiry (s), the n records. A record is written only under its owned lock.
+# A group's end. KEYS: n presence records, their n devices' locks, then the group's other
+# locks; ARGV: the owner, the records' expiry (s), the n records. Each record is written only
+# while the owner holds its device's lock; then every lock the owner holds is released.
 _STORE_AND_RELEASE = """
 local n = #ARGV - 2
 local written = 0
@@ -588,7 +587,7 @@ class RedisHotState:
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
     ) -> None:
         _check_close(lock_names, presence)
-        if self._cluster or not presence:  # a record and its lock may live in two slots
+        if self._cluster or not presence:  # on a cluster a record and its lock: two slots
             owned = self._owned(owner, presence)
             self.store_presence(owned, ttl_s)
             _report_unwritten(len(presence) - len(owned))
