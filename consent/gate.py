@@ -168,8 +168,7 @@ class ConsentGate:
         statement and without ORM objects (the ping path: one per request)."""
         if decided:  # on the connection: a Core insert, no ORM bulk-insert bookkeeping
             self.session.connection().execute(
-                insert(ConsentReceipt),
-                [_receipt_row(s, action, d, now, None, details) for s, d, details in decided],
+                insert(ConsentReceipt), receipt_rows(action, decided, now)
             )
 
     def invalidate_after_commit(self, subject_id: str) -> None:
@@ -221,3 +220,25 @@ def _receipt_row(
         "decided_at": now,
         "details": details or {},
     }
+
+
+RECEIPT_COLUMNS = (
+    "subject_id",
+    "action",
+    "subject_ref",
+    "purpose",
+    "channel",
+    "allowed",
+    "event_id",
+    "event_hash",
+    "reason",
+    "decided_at",
+    "details",
+)
+
+
+def receipt_rows(
+    action: str, decided: Sequence[tuple[str, ConsentDecision, dict[str, Any]]], now: datetime
+) -> list[dict[str, Any]]:
+    """The ``consent_receipts`` rows (``RECEIPT_COLUMNS``) of ``add_receipts``."""
+    return [_receipt_row(s, action, d, now, None, details) for s, d, details in decided]

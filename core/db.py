@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
@@ -114,6 +114,36 @@ def _ping_when_idle(engine: Engine, idle_s: float) -> None:
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError(f"an idle pooled connection is dead: {exc}") from exc
+
+
+TableRows = tuple[str, Sequence[str], Sequence[Sequence[Any]]]
+
+
+def insert_at_once(engine: Engine, tables: Sequence[TableRows]) -> None:
+    """Rows for one or more tables, (table, columns, rows) each, in a single statement committed
+    on its own: one round trip to PostgreSQL (data-modifying CTEs; a statement is atomic), where
+    a transaction would take four (``BEGIN``, an insert per table, ``COMMIT``).
+
+    For the ping path's small writes that need nothing else in their transaction. Parameters go
+    to the driver as they are (a JSON value wrapped for it); table and column names are the
+    caller's constants, never input."""
+    parts = [(table, columns, rows) for table, columns, rows in tables if rows]
+    if not parts:
+        return
+    statements: list[str] = []
+    params: list[Any] = []
+    for table, columns, rows in parts:
+        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        values = ", ".join([row] * len(rows))
+        statements.append(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}")
+        for values_of_row in rows:
+            params.extend(values_of_row)
+    *first, last = statements
+    ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first))
+    sql = f"WITH {ctes} {last}" if ctes else last
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql(sql, tuple(params))
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import String, cast, delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -97,6 +98,32 @@ PING_COLUMNS = (
 )
 
 
+def ping_rows(
+    subject_ids: Sequence[str],
+    fixes: Sequence[Fix],
+    statuses: Sequence[str],
+    received_at: datetime,
+) -> list[tuple[Any, ...]]:
+    """The ``pings`` table's rows (``PING_COLUMNS``) for these fixes."""
+    return [
+        (
+            f.device_id,
+            subject_id,
+            f.lon,
+            f.lat,
+            f.accuracy_m,
+            f.speed_mps,
+            f.heading_deg,
+            f.mock,
+            f.ping_id,
+            status,
+            f.recorded_at,
+            received_at,
+        )
+        for f, subject_id, status in zip(fixes, subject_ids, statuses, strict=True)
+    ]
+
+
 class PingRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -119,23 +146,7 @@ class PingRepository:
         round trip where ``COPY`` takes two)."""
         if not fixes:
             return
-        rows = [
-            (
-                f.device_id,
-                subject_id,
-                f.lon,
-                f.lat,
-                f.accuracy_m,
-                f.speed_mps,
-                f.heading_deg,
-                f.mock,
-                f.ping_id,
-                status,
-                f.recorded_at,
-                received_at,
-            )
-            for f, subject_id, status in zip(fixes, subject_ids, statuses, strict=True)
-        ]
+        rows = ping_rows(subject_ids, fixes, statuses, received_at)
         connection = self.session.connection()
         if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
             driver = connection.connection.driver_connection  # psycopg 3

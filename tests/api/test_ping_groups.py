@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from api.auth import read_device_token
 from api.ping_groups import PingGroups
@@ -237,3 +237,68 @@ def test_a_failed_group_is_retried_request_by_request(make_engine_api: EngineFac
 def test_settings_refuse_an_empty_group() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PingGroups(lambda batches: [], None, max_fixes=0)  # type: ignore[arg-type]
+
+
+def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
+    make_engine_api: EngineFactory,
+) -> None:
+    """Consent from the hot state, no fence crossed, a few fixes: on PostgreSQL the receipts and
+    fixes go in one statement outside a transaction (one round trip); a group that crosses a
+    fence keeps its transaction. SQLite always takes the transaction. The rows are the same."""
+    engine = make_engine_api()
+    [shopper] = _shoppers(engine, 1)
+    sa_engine = engine.runtime.engine
+    statements: list[str] = []
+    commits: list[int] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(sql)
+
+    def commit(_conn: Any) -> None:
+        commits.append(1)
+
+    def ping(point: tuple[float, float]) -> tuple[dict[str, Any], list[str], int]:
+        engine.clock.advance(timedelta(seconds=10))
+        statements.clear()
+        commits.clear()
+        response = engine.ping(shopper, point)
+        assert response.status_code == 200, response.text
+        return response.json(), list(statements), len(commits)
+
+    ping(OUTSIDE)  # consent read from the database once, then cached
+    event.listen(sa_engine, "before_cursor_execute", statement)
+    event.listen(sa_engine, "commit", commit)
+    try:
+        quiet, quiet_statements, quiet_commits = ping(OUTSIDE)
+        entering, _, entering_commits = ping(INSIDE)
+    finally:
+        event.remove(sa_engine, "before_cursor_execute", statement)
+        event.remove(sa_engine, "commit", commit)
+
+    assert quiet["accepted"] == 1 and quiet["events"] == []
+    assert [e["kind"] for e in entering["events"]] == ["enter"]
+    assert entering_commits == 1
+    if sa_engine.dialect.name == "postgresql":
+        [sql] = quiet_statements
+        assert sql.startswith("WITH w0 AS (INSERT INTO consent_receipts")
+        assert "INSERT INTO pings" in sql
+        assert quiet_commits == 0
+    else:
+        assert len(quiet_statements) == 2 and quiet_commits == 1
+    with engine.runtime.sessions() as session:
+        stored = session.scalars(select(Ping).order_by(Ping.recorded_at)).all()
+        receipts = session.scalars(
+            select(ConsentReceipt)
+            .where(ConsentReceipt.action == "ping")
+            .order_by(ConsentReceipt.id)
+        ).all()
+    device_id = read_device_token(
+        engine.runtime.settings, shopper["token"], engine.clock.now()
+    ).device_id
+    assert [(p.status, p.device_id) for p in stored] == [("used", device_id)] * 3
+    assert stored[1].recorded_at == engine.clock.now() - timedelta(seconds=10)
+    assert len(receipts) == 3
+    details = {"device_id": device_id, "fixes": 1}
+    assert all(r.allowed and r.details == details for r in receipts)
+    assert receipts[1].decided_at == engine.clock.now() - timedelta(seconds=10)
+    assert receipts[1].event_id == receipts[2].event_id is not None  # the ledger entry relied on
