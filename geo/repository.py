@@ -124,6 +124,46 @@ def ping_rows(
     ]
 
 
+EVENT_COLUMNS = (
+    "id",
+    "device_id",
+    "subject_id",
+    "fence_id",
+    "store_id",
+    "kind",
+    "occurred_at",
+    "details",
+    "eligible",
+    "reason",
+    "created_at",
+)
+
+
+def make_events(
+    subject_of: Mapping[str, str],
+    judged: Sequence[tuple[Transition, bool, str | None]],
+    created_at: datetime,
+) -> list[FenceEvent]:
+    """Events (eligible for offers or not, with the reason) in event-time order, not yet
+    stored (``EVENT_COLUMNS``); ``subject_of`` names each device's data subject."""
+    return [
+        FenceEvent(
+            id=new_id("ev"),
+            device_id=t.device_id,
+            subject_id=subject_of[t.device_id],
+            fence_id=t.fence.fence_id,
+            store_id=t.fence.store_id,
+            kind=t.kind,
+            occurred_at=t.occurred_at,
+            details=dict(t.details),
+            eligible=eligible,
+            reason=reason,
+            created_at=created_at,
+        )
+        for t, eligible, reason in judged
+    ]
+
+
 class PingRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -161,31 +201,3 @@ class PingRepository:
         connection.execute(
             insert(Ping), [dict(zip(PING_COLUMNS, row, strict=True)) for row in rows]
         )
-
-    def add_events(
-        self,
-        subject_of: Mapping[str, str],
-        judged: Sequence[tuple[Transition, bool, str | None]],
-        created_at: datetime,
-    ) -> list[FenceEvent]:
-        """Store events (eligible for offers or not, with the reason) in event-time order;
-        ``subject_of`` names each device's data subject."""
-        events = [
-            FenceEvent(
-                id=new_id("ev"),
-                device_id=t.device_id,
-                subject_id=subject_of[t.device_id],
-                fence_id=t.fence.fence_id,
-                store_id=t.fence.store_id,
-                kind=t.kind,
-                occurred_at=t.occurred_at,
-                details=dict(t.details),
-                eligible=eligible,
-                reason=reason,
-                created_at=created_at,
-            )
-            for t, eligible, reason in judged
-        ]
-        self.session.add_all(events)
-        self.session.flush()
-        return events

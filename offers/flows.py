@@ -29,7 +29,14 @@ from geo.hours import is_open
 from geo.index import LiveFenceIndex, StoreInfo
 from geo.matcher import BatchMatcher
 from geo.models import FenceEvent, Ping
-from geo.repository import COPY_FROM_ROWS, PING_COLUMNS, PingRepository, ping_rows
+from geo.repository import (
+    COPY_FROM_ROWS,
+    EVENT_COLUMNS,
+    PING_COLUMNS,
+    PingRepository,
+    make_events,
+    ping_rows,
+)
 from geo.tracking import Transition
 from offers.decisions import DecisionLog, VariantPicker
 from offers.eligibility import IssueLimits
@@ -269,16 +276,18 @@ class PingIngestor:
         statuses = outcome.statuses
         subjects = [subject_of[f.device_id] for f in fixes]
         status_values = [s.value for s in statuses]
-        if self._at_once(session, outcome.transitions, fixes):
-            _store_at_once(session, receipts, ping_rows(subjects, fixes, status_values, now), now)
-        else:
-            gate.add_receipts("ping", receipts, now)
-            PingRepository(session).add_fixes(subjects, fixes, status_values, now)
-        pings = PingRepository(session)
         judged = [
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
-        events = pings.add_events(subject_of, judged, now)
+        events = make_events(subject_of, judged, now)
+        if self._at_once(session, events, fixes):
+            pings = ping_rows(subjects, fixes, status_values, now)
+            _store_at_once(session, receipts, pings, events, now)
+        else:
+            gate.add_receipts("ping", receipts, now)
+            PingRepository(session).add_fixes(subjects, fixes, status_values, now)
+            session.add_all(events)
+            session.flush()
         own_events: dict[str, list[FenceEvent]] = {device_id: [] for device_id in subject_of}
         for event in events:
             own_events[event.device_id].append(event)
@@ -308,14 +317,14 @@ class PingIngestor:
         return results, {d: r for d, r in outcome.records.items() if d in subject_of}
 
     @staticmethod
-    def _at_once(session: Session, transitions: Sequence[Transition], fixes: Sequence[Fix]) -> bool:
+    def _at_once(session: Session, events: Sequence[FenceEvent], fixes: Sequence[Fix]) -> bool:
         """Whether the group's writes can go as one statement outside a transaction: on
         PostgreSQL, when the group read nothing from the database (consent and devices came from
-        the hot state), crossed no fence (no event, no offer) and has a few fixes (more go by
-        ``COPY``). Most single-fix groups under load: one round trip where a transaction takes
-        four."""
+        the hot state), has no event that may lead to an offer (exits only, or none) and a few
+        fixes (more go by ``COPY``). Most single-fix groups under load: one round trip where a
+        transaction takes four or five."""
         return (
-            not transitions
+            not any(e.kind in OFFER_TRIGGERS for e in events)
             and len(fixes) < COPY_FROM_ROWS
             and not session.in_transaction()
             and session.get_bind().dialect.name == "postgresql"
@@ -366,13 +375,18 @@ def _store_at_once(
     session: Session,
     receipts: Sequence[tuple[str, ConsentDecision, dict[str, Any]]],
     pings: Sequence[tuple[Any, ...]],
+    events: Sequence[FenceEvent],
     now: datetime,
 ) -> None:
-    """The group's consent receipts and fixes in one statement, committed on its own
+    """The group's consent receipts, fixes and events in one statement, committed on its own
     (``core.db.insert_at_once``); PostgreSQL only (psycopg adapts the JSON details)."""
     rows = [
         tuple(Json(r[c]) if c == "details" else r[c] for c in RECEIPT_COLUMNS)
         for r in receipt_rows("ping", receipts, now)
+    ]
+    event_rows = [
+        tuple(Json(e.details) if c == "details" else getattr(e, c) for c in EVENT_COLUMNS)
+        for e in events
     ]
     engine = session.get_bind()
     assert isinstance(engine, Engine)  # sessions are bound to the engine, not a connection
@@ -381,5 +395,6 @@ def _store_at_once(
         [
             (ConsentReceipt.__tablename__, RECEIPT_COLUMNS, rows),
             (Ping.__tablename__, PING_COLUMNS, pings),
+            (FenceEvent.__tablename__, EVENT_COLUMNS, event_rows),
         ],
     )

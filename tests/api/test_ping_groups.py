@@ -22,7 +22,7 @@ from core.errors import RateLimited, Unauthenticated
 from core.ratelimit import RateLimiter, RateLimits, RouteLimits, Subjects
 from core.state import device_lock
 from geo.domain import Fix
-from geo.models import Ping
+from geo.models import FenceEvent, Ping
 from offers.flows import DeviceBusy, IngestResult, PingBatch
 from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
 
@@ -257,8 +257,10 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
     def commit(_conn: Any) -> None:
         commits.append(1)
 
-    def ping(point: tuple[float, float]) -> tuple[dict[str, Any], list[str], int]:
-        engine.clock.advance(timedelta(seconds=10))
+    def ping(
+        point: tuple[float, float], after_s: int = 10
+    ) -> tuple[dict[str, Any], list[str], int]:
+        engine.clock.advance(timedelta(seconds=after_s))
         statements.clear()
         commits.clear()
         response = engine.ping(shopper, point)
@@ -271,6 +273,7 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
     try:
         quiet, quiet_statements, quiet_commits = ping(OUTSIDE)
         entering, _, entering_commits = ping(INSIDE)
+        leaving = [ping(OUTSIDE, 40) for _ in range(2)]  # the exit is confirmed after 60 s
     finally:
         event.remove(sa_engine, "before_cursor_execute", statement)
         event.remove(sa_engine, "commit", commit)
@@ -278,13 +281,19 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
     assert quiet["accepted"] == 1 and quiet["events"] == []
     assert [e["kind"] for e in entering["events"]] == ["enter"]
     assert entering_commits == 1
+    exit_body, exit_statements, exit_commits = leaving[-1]
+    assert [e["kind"] for e in exit_body["events"]] == ["exit"]
     if sa_engine.dialect.name == "postgresql":
         [sql] = quiet_statements
         assert sql.startswith("WITH w0 AS (INSERT INTO consent_receipts")
-        assert "INSERT INTO pings" in sql
+        assert "INSERT INTO pings" in sql and "fence_events" not in sql
         assert quiet_commits == 0
+        [sql] = exit_statements  # an exit leads to no offer: stored the same way
+        assert "INSERT INTO pings" in sql and "INSERT INTO fence_events" in sql
+        assert exit_commits == 0
     else:
         assert len(quiet_statements) == 2 and quiet_commits == 1
+        assert len(exit_statements) == 3 and exit_commits == 1
     with engine.runtime.sessions() as session:
         stored = session.scalars(select(Ping).order_by(Ping.recorded_at)).all()
         receipts = session.scalars(
@@ -292,13 +301,17 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
             .where(ConsentReceipt.action == "ping")
             .order_by(ConsentReceipt.id)
         ).all()
+        exited = session.scalars(select(FenceEvent).where(FenceEvent.kind == "exit")).one()
     device_id = read_device_token(
         engine.runtime.settings, shopper["token"], engine.clock.now()
     ).device_id
-    assert [(p.status, p.device_id) for p in stored] == [("used", device_id)] * 3
-    assert stored[1].recorded_at == engine.clock.now() - timedelta(seconds=10)
-    assert len(receipts) == 3
+    assert [(p.status, p.device_id) for p in stored] == [("used", device_id)] * 5
+    assert stored[1].recorded_at == engine.clock.now() - timedelta(seconds=90)
+    assert len(receipts) == 5
     details = {"device_id": device_id, "fixes": 1}
     assert all(r.allowed and r.details == details for r in receipts)
-    assert receipts[1].decided_at == engine.clock.now() - timedelta(seconds=10)
-    assert receipts[1].event_id == receipts[2].event_id is not None  # the ledger entry relied on
+    assert receipts[1].decided_at == engine.clock.now() - timedelta(seconds=90)
+    assert receipts[1].event_id == receipts[4].event_id is not None  # the ledger entry relied on
+    assert exit_body["events"][0]["id"] == exited.id
+    assert exited.occurred_at == engine.clock.now() and exited.details["duration_s"] == 40.0
+    assert (exited.device_id, exited.subject_id) == (device_id, receipts[4].subject_id)
