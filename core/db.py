@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,26 +125,43 @@ def insert_at_once(engine: Engine, tables: Sequence[TableRows]) -> None:
     on its own: one round trip to PostgreSQL (data-modifying CTEs; a statement is atomic), where
     a transaction would take four (``BEGIN``, an insert per table, ``COMMIT``).
 
-    For the ping path's small writes that need nothing else in their transaction. Parameters go
-    to the driver as they are (a JSON value wrapped for it); table and column names are the
-    caller's constants, never input."""
+    For the ping path's small writes that need nothing else in their transaction. Each table's
+    rows travel as one JSON parameter that ``json_populate_recordset`` turns into rows of the
+    table's own type, so the statement's text depends only on which tables get rows, never on
+    how many: the driver converts it once and then prepares it on the server, where a
+    ``VALUES`` list with a placeholder per value was a new statement, converted anew, for every
+    group size. Values: str, int, float, bool, None, dict or list (a JSON column), and
+    timezone-aware datetimes. Table and column names are the caller's constants, never input.
+
+    Raises ``ValueError`` (before anything is sent) for a value JSON cannot carry exactly: a
+    NaN or infinite float, a naive datetime, any other type."""
     parts = [(table, columns, rows) for table, columns, rows in tables if rows]
     if not parts:
         return
     statements: list[str] = []
-    params: list[Any] = []
+    params: list[str] = []
     for table, columns, rows in parts:
-        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-        values = ", ".join([row] * len(rows))
-        statements.append(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}")
-        for values_of_row in rows:
-            params.extend(values_of_row)
+        names = ", ".join(columns)
+        statements.append(
+            f"INSERT INTO {table} ({names}) "
+            f"SELECT {names} FROM json_populate_recordset(NULL::{table}, %s)"
+        )
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        params.append(json.dumps(records, allow_nan=False, default=_json_instant))
     *first, last = statements
     ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first))
     sql = f"WITH {ctes} {last}" if ctes else last
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT")
         connection.exec_driver_sql(sql, tuple(params))
+
+
+def _json_instant(value: Any) -> str:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: store timezone-aware UTC instants")
+        return value.isoformat()
+    raise ValueError(f"{type(value).__name__} cannot be written by insert_at_once")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

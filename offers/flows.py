@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from psycopg.types.json import Json
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -280,10 +279,10 @@ class PingIngestor:
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
         events = make_events(subject_of, judged, now)
-        if self._at_once(session, events, fixes):
-            pings = ping_rows(subjects, fixes, status_values, now)
-            _store_at_once(session, receipts, pings, events, now)
-        else:
+        written = self._at_once(session, events, fixes) and _store_at_once(
+            session, receipts, ping_rows(subjects, fixes, status_values, now), events, now
+        )
+        if not written:
             gate.add_receipts("ping", receipts, now)
             PingRepository(session).add_fixes(subjects, fixes, status_values, now)
             session.add_all(events)
@@ -377,24 +376,24 @@ def _store_at_once(
     pings: Sequence[tuple[Any, ...]],
     events: Sequence[FenceEvent],
     now: datetime,
-) -> None:
+) -> bool:
     """The group's consent receipts, fixes and events in one statement, committed on its own
-    (``core.db.insert_at_once``); PostgreSQL only (psycopg adapts the JSON details)."""
-    rows = [
-        tuple(Json(r[c]) if c == "details" else r[c] for c in RECEIPT_COLUMNS)
-        for r in receipt_rows("ping", receipts, now)
-    ]
-    event_rows = [
-        tuple(Json(e.details) if c == "details" else getattr(e, c) for c in EVENT_COLUMNS)
-        for e in events
-    ]
+    (``core.db.insert_at_once``); PostgreSQL only. False, with nothing sent, when a value
+    cannot travel as JSON (a float that is not finite): the caller then takes the transaction."""
+    rows = [tuple(r[c] for c in RECEIPT_COLUMNS) for r in receipt_rows("ping", receipts, now)]
+    event_rows = [tuple(getattr(e, c) for c in EVENT_COLUMNS) for e in events]
     engine = session.get_bind()
     assert isinstance(engine, Engine)  # sessions are bound to the engine, not a connection
-    insert_at_once(
-        engine,
-        [
-            (ConsentReceipt.__tablename__, RECEIPT_COLUMNS, rows),
-            (Ping.__tablename__, PING_COLUMNS, pings),
-            (FenceEvent.__tablename__, EVENT_COLUMNS, event_rows),
-        ],
-    )
+    try:
+        insert_at_once(
+            engine,
+            [
+                (ConsentReceipt.__tablename__, RECEIPT_COLUMNS, rows),
+                (Ping.__tablename__, PING_COLUMNS, pings),
+                (FenceEvent.__tablename__, EVENT_COLUMNS, event_rows),
+            ],
+        )
+    except ValueError as exc:  # raised while encoding, before anything was sent
+        log.info("a ping group is written in a transaction instead: %s", exc)
+        return False
+    return True

@@ -174,13 +174,14 @@ def served_many(
 
 
 @contextmanager
-def served(app: str, port: int, workers: int, env: dict[str, str]) -> Iterator[str]:
-    """``app`` (a factory) under uvicorn in a child process until the block ends."""
+def served(app: str, port: int, workers: int, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """``app`` (a factory) under uvicorn in a child process until the block ends: its base
+    URL and the process id of uvicorn's supervisor (whose children are the workers)."""
     process = _uvicorn(app, port, workers, env)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_serving(process, base, 120)
-        yield base
+        yield base, process.pid
     finally:
         process.terminate()
         try:
@@ -313,14 +314,20 @@ def run_api_bench(options: ApiBenchOptions, say: Callable[[str], None] = print) 
         }
         try:
             with (
-                served("api.app:app_from_environment", free_port(), options.workers, env) as base,
-                served("api.bench.bare:create_bare_app", free_port(), options.workers, env) as bare,
+                served("api.app:app_from_environment", free_port(), options.workers, env) as (
+                    base,
+                    engine_pid,
+                ),
+                served("api.bench.bare:create_bare_app", free_port(), options.workers, env) as (
+                    bare,
+                    bare_pid,
+                ),
             ):
                 say(f"engine at {base} ({options.workers} worker(s)), bare endpoint at {bare}")
                 seeded = _seed(base, keys, options)
                 say(f"seeded {options.fences} fences, {options.devices} consenting devices")
                 time.sleep(1.5)  # every worker's fence index picks up the new stores
-                figures = _drive(base, bare, seeded, options)
+                figures = _drive((base, engine_pid), (bare, bare_pid), seeded, options)
         finally:
             _forget_keys(options.redis_url, prefix)
     batch, bare_batch, single = figures["batch"], figures["bare_batch"], figures["single"]
@@ -332,8 +339,12 @@ def run_api_bench(options: ApiBenchOptions, say: Callable[[str], None] = print) 
 
 
 def _drive(
-    base: str, bare: str, seeded: dict[str, Any], options: ApiBenchOptions
+    engine: tuple[str, int],
+    bare_server: tuple[str, int],
+    seeded: dict[str, Any],
+    options: ApiBenchOptions,
 ) -> dict[str, Any]:
+    (base, engine_pid), (bare, bare_pid) = engine, bare_server
     batch = {
         "kind": "batch",
         "batch_size": options.batch_size,
@@ -346,12 +357,13 @@ def _drive(
         **seeded,
         "t0": t0.isoformat(),
         "phases": [
-            {**batch, "name": "batch", "url": f"{base}/v1/sdk/pings"},
-            {**batch, "name": "bare_batch", "url": f"{bare}/v1/sdk/pings"},
+            {**batch, "name": "batch", "url": f"{base}/v1/sdk/pings", "server_pid": engine_pid},
+            {**batch, "name": "bare_batch", "url": f"{bare}/v1/sdk/pings", "server_pid": bare_pid},
             {
                 "kind": "single",
                 "name": "single",
                 "url": f"{base}/v1/sdk/pings",
+                "server_pid": engine_pid,
                 "rate": options.single_rate,
                 "duration_s": options.single_seconds,
                 "first_fix": options.batch_size * options.batches_per_device,
@@ -360,6 +372,7 @@ def _drive(
                 "kind": "single",
                 "name": "bare_single",
                 "url": f"{bare}/v1/sdk/pings",
+                "server_pid": bare_pid,
                 "rate": options.single_rate,
                 "duration_s": options.single_seconds,
                 "first_fix": options.batch_size * options.batches_per_device,

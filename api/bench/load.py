@@ -11,11 +11,18 @@ JSON object with the figures. Every request body is built before its phase start
   ``start + i / rate`` whatever happened to the others, and its latency is counted from that due
   time (so a stalled server cannot hide its queue: no coordinated omission). Requests still
   unanswered ``GRACE_S`` after the last one was due are cancelled and counted as ``late``.
+
+When the phase names its server's process (``server_pid``: uvicorn's supervisor), the CPU time
+that server spent during the phase (supervisor and workers, user and system; not the database's
+nor Redis's) is reported too: per request for ``single``, per fix for ``batch``. Unlike
+latency it hardly depends on the rest of the machine, so it compares runs on machines of
+different speed or load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -30,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import psutil
 
 WALK_MPS = 1.4
 GRACE_S = 10.0
@@ -86,6 +94,30 @@ def _walkers(plan: dict[str, Any]) -> list[Walker]:
     ]
 
 
+class ServerClock:
+    """CPU seconds used so far by a server process and its children (its workers)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.process = psutil.Process(pid) if pid else None
+
+    def seconds(self) -> float | None:
+        if self.process is None:
+            return None
+        total = 0.0
+        for process in [self.process, *self.process.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+
+def _spent(clock: ServerClock, before: float | None, per: int, scale: float) -> float | None:
+    after = clock.seconds()
+    if before is None or after is None or per == 0:
+        return None
+    return (after - before) * scale / per
+
+
 def _headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
@@ -125,8 +157,10 @@ async def run_batch(
     statuses: Counter[str] = Counter()
     pings = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    clock = ServerClock(plan.get("server_pid"))
     async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
         await client.post(url, headers=lanes[0][0][0], content=lanes[0][0][1])  # warm up
+        cpu = clock.seconds()
         start = time.perf_counter()
 
         async def drive(lane: list[tuple[dict[str, str], bytes]]) -> None:
@@ -141,10 +175,12 @@ async def run_batch(
 
         await asyncio.gather(*(drive(lane) for lane in lanes))
         elapsed = time.perf_counter() - start
+        cpu_us_per_ping = _spent(clock, cpu, pings, 1e6)
     return {
         "pings": pings,
         "seconds": elapsed,
         "pings_per_s": pings / elapsed if elapsed else 0.0,
+        "server_cpu_us_per_ping": cpu_us_per_ping,
         "statuses": dict(statuses),
     }
 
@@ -181,6 +217,8 @@ async def run_single(
         requests = requests[connections:]
         gc.collect()
         gc.freeze()  # the request bodies and tasks live to the end: no collector pauses on them
+        clock = ServerClock(plan.get("server_pid"))
+        cpu = clock.seconds()
         start = time.perf_counter()
         in_flight = asyncio.Semaphore(connections)
 
@@ -201,6 +239,7 @@ async def run_single(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(due, h, b)))
         _, late = await asyncio.wait(tasks, timeout=GRACE_S) if tasks else (set(), set())
+        cpu_ms_per_request = _spent(clock, cpu, len(tasks) - len(late), 1e3)
         for task in late:
             task.cancel()
         elapsed = time.perf_counter() - start
@@ -221,6 +260,7 @@ async def run_single(
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": latencies[-1] * 1000,
+        "server_cpu_ms_per_request": cpu_ms_per_request,
         "statuses": dict(statuses),
     }
 

@@ -315,3 +315,41 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
     assert exit_body["events"][0]["id"] == exited.id
     assert exited.occurred_at == engine.clock.now() and exited.details["duration_s"] == 40.0
     assert (exited.device_id, exited.subject_id) == (device_id, receipts[4].subject_id)
+
+
+def test_a_group_whose_values_json_cannot_carry_takes_the_transaction(
+    make_engine_api: EngineFactory,
+) -> None:
+    """A fix that reached the ingestor with a value that is not finite (the API refuses such
+    input; an internal caller might not) cannot go as the one JSON statement: the group is
+    written in its transaction instead, and nothing is lost."""
+    engine = make_engine_api()
+    [shopper] = _shoppers(engine, 1)
+    ingest = engine.runtime.ingestor.ingest_many
+    ingest([_batch(engine, shopper, OUTSIDE)])  # consent read from the database once, then cached
+    sa_engine = engine.runtime.engine
+    commits: list[int] = []
+
+    def commit(_conn: Any) -> None:
+        commits.append(1)
+
+    claims = read_device_token(engine.runtime.settings, shopper["token"], engine.clock.now())
+    assert claims.subject_id, "the token names its subject: consent comes from the hot state"
+    [fix] = _batch(engine, shopper, OUTSIDE, s=10).fixes
+    odd = PingBatch(
+        claims.device_id,
+        claims.token_version,
+        [Fix(fix.device_id, fix.lon, fix.lat, fix.recorded_at, 10.0, float("inf"))],
+        subject_id=claims.subject_id,
+    )
+    event.listen(sa_engine, "commit", commit)
+    try:
+        [result] = ingest([odd])
+    finally:
+        event.remove(sa_engine, "commit", commit)
+    assert isinstance(result, IngestResult) and result.accepted == 1
+    assert commits == [1], "the transaction's commit: the one statement was not used"
+    with engine.runtime.sessions() as session:
+        stored = session.scalars(select(Ping).order_by(Ping.recorded_at)).all()
+    assert [p.speed_mps for p in stored] == [None, float("inf")]
+    assert engine.count(ConsentReceipt, ConsentReceipt.action == "ping") == 2
