@@ -372,6 +372,20 @@ for i = n + 1, #KEYS do
 end
 return written
 """
+# A ping group's opening in one command: take each device's lock (KEYS[1..ARGV[3]], NX, PX
+# ARGV[2] ms, owner ARGV[1]; 1 if taken, 0 if another holds it), then read every other key
+# (false, a nil reply, for a missing one).
+_OPEN_GROUP = """
+local locks = tonumber(ARGV[3])
+local out = {}
+for i = 1, locks do
+  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then out[i] = 1 else out[i] = 0 end
+end
+for i = locks + 1, #KEYS do
+  out[i] = redis.call('GET', KEYS[i])
+end
+return out
+"""
 _CLAIM_SPACING = """
 local last = redis.call('GET', KEYS[1])
 local gap = tonumber(ARGV[2])
@@ -438,6 +452,7 @@ class RedisHotState:
         self._incr_each = self._redis.register_script(_INCR_EACH)
         self._release_each = self._redis.register_script(_RELEASE_EACH)
         self._store_and_release = self._redis.register_script(_STORE_AND_RELEASE)
+        self._open_group = self._redis.register_script(_OPEN_GROUP)
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -565,22 +580,12 @@ class RedisHotState:
         ms = max(1, int(ttl_s * 1000))
         value_keys = [self._k(k) for key, counter in versioned for k in (f"kv:{key}", counter)]
         presence_keys = [self._k(f"presence:{d}") for d in presence_ids]
-
-        def run() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=False)  # plain commands: no SCRIPT EXISTS
-            for name in lock_names:
-                pipe.set(self._k(f"lock:{name}"), owner, nx=True, px=ms)
-            if value_keys:
-                pipe.mget(value_keys)
-            if presence_keys:
-                pipe.mget(presence_keys)
-            return list(pipe.execute())
-
-        replies = self._call(run)
-        held = [bool(taken) for taken in replies[: len(lock_names)]]
-        rest = replies[len(lock_names) :]
-        raw = rest.pop(0) if value_keys else []
-        found = rest.pop(0) if presence_keys else []
+        keys = [self._k(f"lock:{name}") for name in lock_names] + value_keys + presence_keys
+        args = [owner, ms, len(lock_names)]
+        replies = self._call(lambda: self._open_group(keys=keys, args=args))
+        held = [taken == 1 for taken in replies[: len(lock_names)]]
+        read = replies[len(lock_names) :]
+        raw, found = read[: len(value_keys)], read[len(value_keys) :]
         return GroupOpening(held, _versioned(raw), _presence(presence_ids, found))
 
     def close_group(
