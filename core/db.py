@@ -191,11 +191,15 @@ def _run_hooks(callbacks: list[Callable[[], None]]) -> None:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error, then run ``on_commit`` hooks
-    (after a commit only) and ``after_transaction`` hooks (either way)."""
+    (after a commit only) and ``after_transaction`` hooks (either way). A unit that never
+    began a transaction (no query, nothing added) has nothing to commit: the session's own
+    commit of nothing costs more than the rest of such a unit (the ping path's one-statement
+    groups, which write outside the session)."""
     session = factory()
     try:
         yield session
-        session.commit()
+        if session.in_transaction():
+            session.commit()
     except BaseException:
         session.rollback()
         session.info.pop("on_commit", None)
