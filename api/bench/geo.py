@@ -47,6 +47,8 @@ class GeoBenchResult:
     postgis_note: str
     transitions: int
     approaching: int
+    postgis_pairs: int | None = None  # (ping, fence) pairs PostGIS found in its sample
+    strtree_pairs: int | None = None  # the bare tree's pairs in the same sample
 
     @property
     def predict_overhead(self) -> float:
@@ -156,9 +158,11 @@ def _engine(
 
 def _postgis(
     database_url: str | None, fences: list[PolygonFence], batches: list[FixBatch], sample: int
-) -> tuple[float | None, str]:
+) -> tuple[float | None, str, int]:
+    """PostGIS's rate over the first ``sample`` pings, the note to print and the number of
+    (ping, fence) pairs it found (for the comparison with the tree)."""
     if not database_url or not database_url.startswith("postgresql"):
-        return None, "skipped: the database URL is not PostgreSQL"
+        return None, "skipped: the database URL is not PostgreSQL", 0
     engine = make_engine(database_url, pool_size=1, max_overflow=0)
     try:
         with engine.begin() as connection:
@@ -166,7 +170,7 @@ def _postgis(
     except SQLAlchemyError as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        return None, f"skipped: PostGIS is not available here ({reason})"
+        return None, f"skipped: PostGIS is not available here ({reason})", 0
     try:
         with engine.begin() as connection:
             connection.execute(
@@ -189,18 +193,21 @@ def _postgis(
             lons = np.concatenate([b.lon for b in batches])[:sample]
             lats = np.concatenate([b.lat for b in batches])[:sample]
             start_t = time.perf_counter()
+            pairs = 0
             for s in range(0, sample, BATCH):
-                connection.execute(
-                    text(
-                        "SELECT p.i, f.id FROM "
-                        "unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[])) "
-                        "WITH ORDINALITY AS p(lon, lat, i) JOIN bench_fences f "
-                        "ON ST_Intersects(f.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))"
-                    ),
-                    {"lon": lons[s : s + BATCH].tolist(), "lat": lats[s : s + BATCH].tolist()},
-                ).fetchall()
+                pairs += len(
+                    connection.execute(
+                        text(
+                            "SELECT p.i, f.id FROM "
+                            "unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[])) "
+                            "WITH ORDINALITY AS p(lon, lat, i) JOIN bench_fences f "
+                            "ON ST_Intersects(f.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))"
+                        ),
+                        {"lon": lons[s : s + BATCH].tolist(), "lat": lats[s : s + BATCH].tolist()},
+                    ).fetchall()
+                )
             rate = len(lons) / (time.perf_counter() - start_t)
-        return rate, f"measured on {len(lons):,} pings, batches of {BATCH}, GiST index"
+        return rate, f"measured on {len(lons):,} pings, batches of {BATCH}, GiST index", pairs
     finally:
         engine.dispose()
 
@@ -252,7 +259,15 @@ def run_geo_bench(
         f"engine with prediction: {predict_rate:,.0f} pings/s "
         f"({counts['predict'][1]:,} approaching)"
     )
-    postgis_rate, note = _postgis(database_url, fence_list, batches, min(postgis_sample, pings))
+    sample = min(postgis_sample, pings)
+    postgis_rate, note, postgis_pairs = _postgis(database_url, fence_list, batches, sample)
+    strtree_pairs = None
+    if postgis_rate is not None:  # the same question asked of the tree, for the same pings
+        lons = np.concatenate([b.lon for b in batches])[:sample]
+        lats = np.concatenate([b.lat for b in batches])[:sample]
+        found = bare_tree.query(shapely.points(lons, lats), predicate="intersects")
+        strtree_pairs = int(found.shape[1])
+        note += f"; {postgis_pairs:,} (ping, fence) pairs, the bare tree {strtree_pairs:,}"
     say(
         "PostGIS ST_Intersects: "
         + ("-" if postgis_rate is None else f"{postgis_rate:,.0f} pings/s")
@@ -268,4 +283,6 @@ def run_geo_bench(
         note,
         counts["predict"][0],
         counts["predict"][1],
+        postgis_pairs if postgis_rate is not None else None,
+        strtree_pairs,
     )
