@@ -24,7 +24,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from anyio import to_thread
 
@@ -76,8 +76,8 @@ class PingGroups:
         self.grouped = 0
 
     async def submit(self, batch: PingBatch, subjects: Subjects) -> IngestResult:
-        """Count the request against its rate limits (``subjects``), then process ``batch`` in
-        the next group it fits; its own result or error."""
+        """Process ``batch`` in the next group it fits, counted against its rate limits
+        (``subjects``) in that group's opening; its own result or error."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
@@ -85,15 +85,19 @@ class PingGroups:
         return await queue.submit(batch, subjects)
 
     def process(self, group: list[_Waiting]) -> list[IngestResult | Exception]:
-        fresh = [w for w in group if not w.counted]  # one back from waiting is counted already
-        counts = self.limiter.hit_many("pings", [w.subjects for w in fresh]) if fresh else []
-        found = {id(w): refusal for w, refusal in zip(fresh, counts, strict=True)}
-        for w in fresh:
+        """The group's outcomes. Each request is counted against its rate limits once, in the
+        group's opening (one round trip with its locks and reads); one back from waiting for
+        its device was counted the first time."""
+        batches = [
+            w.batch
+            if w.counted
+            else replace(w.batch, count=self.limiter.counts("pings", w.subjects))
+            for w in group
+        ]
+        outcomes = self._ingest(batches)
+        for w in group:
             w.counted = True
-        refusals = [found.get(id(w)) for w in group]
-        admitted = [w.batch for w, refused in zip(group, refusals, strict=True) if not refused]
-        outcomes = iter(self._ingest(admitted) if admitted else [])
-        return [refused or next(outcomes) for refused in refusals]
+        return outcomes
 
     def _ingest(self, batches: list[PingBatch]) -> list[IngestResult | Exception]:
         if len(batches) == 1:
@@ -101,8 +105,12 @@ class PingGroups:
         try:
             return self.ingest_many(batches)
         except Exception:
+            # The counting may have happened (in the opening) before the failure: the retries
+            # do not count again (a failure before it leaves these requests uncounted).
             log.warning("a group of %d ping requests failed; retrying each alone", len(batches))
-            return [outcome for batch in batches for outcome in self._alone(batch)]
+            return [
+                outcome for batch in batches for outcome in self._alone(replace(batch, count=None))
+            ]
 
     def _alone(self, batch: PingBatch) -> list[IngestResult | Exception]:
         try:

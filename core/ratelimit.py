@@ -70,40 +70,57 @@ class RateLimiter:
     def hit_many(self, route_class: str, requests: Sequence[Subjects]) -> list[RateLimited | None]:
         """Count several requests of one route class in one round trip, in order (a request
         over a limit still counts, so a later one sees it); for each, its refusal or None."""
+        counts = [self.counts(route_class, subjects) for subjects in requests]
+        keys = [key for count in counts for key in count.keys]
+        values = iter(self.state.incr_many(keys, self.window_s + 1) if keys else [])
+        return [count.verdict([next(values) for _ in count.keys]) for count in counts]
+
+    def counts(self, route_class: str, subjects: Subjects) -> Count:
+        """One request's counters, to be counted by the caller (``HotState.incr_many``, or with
+        other work in one round trip) and judged by ``Count.verdict``."""
         limits = self.limits.for_class(route_class)
         now = self.clock.now().timestamp()
         window = math.floor(now / self.window_s)
-        checks = [
-            [
-                (kind, name, limit)
-                for kind, name, limit in (
-                    ("key", subjects.key_id, limits.per_key),
-                    ("device", subjects.device_id, limits.per_device),
-                    ("ip", subjects.ip, limits.per_ip),
-                )
-                if name and limit > 0
-            ]
-            for subjects in requests
-        ]
-        keys = [
-            f"rl:{{{kind}:{name}}}:{route_class}:{window}"
-            for own in checks
-            for kind, name, _ in own
-        ]
-        counts = iter(self.state.incr_many(keys, self.window_s + 1) if keys else [])
-        verdicts: list[RateLimited | None] = []
-        for own in checks:
-            over = [(kind, limit) for kind, _, limit in own if next(counts) > limit]
-            if not over:
-                verdicts.append(None)
-                continue
-            kind, limit = over[0]
-            retry = max(1, math.ceil((window + 1) * self.window_s - now))
-            verdicts.append(
-                RateLimited(
-                    f"too many {route_class} requests for this {kind}: {limit} per "
-                    f"{self.window_s} s; retry in {retry} s",
-                    retry_after_s=retry,
-                )
+        checked = [
+            (kind, name, limit)
+            for kind, name, limit in (
+                ("key", subjects.key_id, limits.per_key),
+                ("device", subjects.device_id, limits.per_device),
+                ("ip", subjects.ip, limits.per_ip),
             )
-        return verdicts
+            if name and limit > 0
+        ]
+        return Count(
+            route_class,
+            tuple(f"rl:{{{kind}:{name}}}:{route_class}:{window}" for kind, name, _ in checked),
+            tuple((kind, limit) for kind, _, limit in checked),
+            max(1, math.ceil((window + 1) * self.window_s - now)),
+            self.window_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A request's rate-limit counters: their keys (one per limited subject) in the hot state,
+    which expire ``ttl_s`` after their window began, and the limit of each."""
+
+    route_class: str
+    keys: tuple[str, ...]
+    limits: tuple[tuple[str, int], ...]  # (subject kind, limit), one per key
+    retry_after_s: int
+    window_s: int
+
+    @property
+    def ttl_s(self) -> int:
+        return self.window_s + 1
+
+    def verdict(self, values: Sequence[int]) -> RateLimited | None:
+        """The refusal for these counter values (after this request's increment), or None."""
+        for (kind, limit), value in zip(self.limits, values, strict=True):
+            if value > limit:
+                return RateLimited(
+                    f"too many {self.route_class} requests for this {kind}: {limit} per "
+                    f"{self.window_s} s; retry in {self.retry_after_s} s",
+                    retry_after_s=self.retry_after_s,
+                )
+        return None

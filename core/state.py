@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
@@ -65,6 +65,7 @@ class GroupOpening:
     held: list[bool]
     versioned: list[tuple[str | None, int]]
     presence: dict[str, JSONDict]
+    counts: list[int] = field(default_factory=list)  # the counters, after their increment
 
 
 class HotState(Protocol):
@@ -130,11 +131,13 @@ class HotState(Protocol):
         ttl_s: float,
         versioned: Sequence[tuple[str, str]],
         presence_ids: Sequence[str],
+        counters: Sequence[str] = (),
+        counter_ttl_s: int = 0,
     ) -> GroupOpening:
-        """``acquire_locks``, then ``get_versioned`` and ``load_presence``, in one round trip
-        where the store allows it (one per step on a cluster). The reads follow the lock
-        attempts: a record read for a device whose lock was taken is the one its last holder
-        left."""
+        """``acquire_locks`` and ``incr_many(counters, counter_ttl_s)`` (the group's rate-limit
+        counts), then ``get_versioned`` and ``load_presence``, in one round trip where the
+        store allows it (one per step on a cluster). The reads follow the lock attempts: a
+        record read for a device whose lock was taken is the one its last holder left."""
         ...
 
     def close_group(
@@ -280,9 +283,14 @@ class InProcessHotState:
         ttl_s: float,
         versioned: Sequence[tuple[str, str]],
         presence_ids: Sequence[str],
+        counters: Sequence[str] = (),
+        counter_ttl_s: int = 0,
     ) -> GroupOpening:
         held = self.acquire_locks(lock_names, owner, ttl_s)
-        return GroupOpening(held, self.get_versioned(versioned), self.load_presence(presence_ids))
+        counts = self.incr_many(counters, counter_ttl_s)
+        return GroupOpening(
+            held, self.get_versioned(versioned), self.load_presence(presence_ids), counts
+        )
 
     def close_group(
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
@@ -372,16 +380,23 @@ for i = n + 1, #KEYS do
 end
 return written
 """
-# A ping group's opening in one command: take each device's lock (KEYS[1..ARGV[3]], NX, PX
-# ARGV[2] ms, owner ARGV[1]; 1 if taken, 0 if another holds it), then read every other key
-# (false, a nil reply, for a missing one).
+# A ping group's opening in one command. KEYS: ARGV[3] device locks, ARGV[4] rate-limit
+# counters, then the keys to read. Each lock is taken if free (NX, PX ARGV[2] ms, owner ARGV[1]):
+# 1 if taken, 0 if another holds it; each counter goes up by one (a new one expires after
+# ARGV[5] s), its new value returned; then each other key is read (false, a nil reply, when
+# missing).
 _OPEN_GROUP = """
-local locks = tonumber(ARGV[3])
+local locks, counters = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for i = 1, locks do
   if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then out[i] = 1 else out[i] = 0 end
 end
-for i = locks + 1, #KEYS do
+for i = locks + 1, locks + counters do
+  local value = redis.call('INCRBY', KEYS[i], 1)
+  if value == 1 then redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+  out[i] = value
+end
+for i = locks + counters + 1, #KEYS do
   out[i] = redis.call('GET', KEYS[i])
 end
 return out
@@ -571,22 +586,27 @@ class RedisHotState:
         ttl_s: float,
         versioned: Sequence[tuple[str, str]],
         presence_ids: Sequence[str],
+        counters: Sequence[str] = (),
+        counter_ttl_s: int = 0,
     ) -> GroupOpening:
         if self._cluster:  # keys in many slots: each step on its own, split by slot
             held = self.acquire_locks(lock_names, owner, ttl_s)
+            counts = self.incr_many(counters, counter_ttl_s)
             return GroupOpening(
-                held, self.get_versioned(versioned), self.load_presence(presence_ids)
+                held, self.get_versioned(versioned), self.load_presence(presence_ids), counts
             )
         ms = max(1, int(ttl_s * 1000))
         value_keys = [self._k(k) for key, counter in versioned for k in (f"kv:{key}", counter)]
         presence_keys = [self._k(f"presence:{d}") for d in presence_ids]
-        keys = [self._k(f"lock:{name}") for name in lock_names] + value_keys + presence_keys
-        args = [owner, ms, len(lock_names)]
+        keys = [self._k(f"lock:{name}") for name in lock_names]
+        keys += [self._k(key) for key in counters] + value_keys + presence_keys
+        args = [owner, ms, len(lock_names), len(counters), counter_ttl_s]
         replies = self._call(lambda: self._open_group(keys=keys, args=args))
-        held = [taken == 1 for taken in replies[: len(lock_names)]]
-        read = replies[len(lock_names) :]
-        raw, found = read[: len(value_keys)], read[len(value_keys) :]
-        return GroupOpening(held, _versioned(raw), _presence(presence_ids, found))
+        taken = len(lock_names) + len(counters)
+        held = [flag == 1 for flag in replies[: len(lock_names)]]
+        counts = [int(n) for n in replies[len(lock_names) : taken]]
+        raw, found = replies[taken : taken + len(value_keys)], replies[taken + len(value_keys) :]
+        return GroupOpening(held, _versioned(raw), _presence(presence_ids, found), counts)
 
     def close_group(
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int

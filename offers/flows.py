@@ -22,6 +22,7 @@ from consent.service import SubjectRegistry
 from core.clock import Clock
 from core.db import insert_at_once, transaction
 from core.errors import NotFound, Unauthenticated, Unavailable
+from core.ratelimit import Count
 from core.state import DEVICE_LOCK_TTL_S, HotState, HotStateUnavailable, JSONDict, device_lock
 from geo.domain import Fix, FixBatch
 from geo.hours import is_open
@@ -59,6 +60,7 @@ class PingBatch:
     fixes: Sequence[Fix]
     privacy_signal: str | None = None
     subject_id: str = ""
+    count: Count | None = None  # rate-limit counters to count in the group's opening
 
 
 class DeviceBusy(Unavailable):
@@ -117,7 +119,9 @@ class PingIngestor:
         fixes, one commit, one write of presence with the locks' release. Each batch gets its
         own outcome, in order: its result, or the error that refused it alone
         (``Unauthenticated``, ``NotFound``, ``ConsentRequired``; the refusal's receipt is kept;
-        ``DeviceBusy`` when another request of the device holds its lock, nothing of it done).
+        ``DeviceBusy`` when another request of the device holds its lock, nothing of it done;
+        ``RateLimited`` when the request's own rate-limit counters, counted in the group's
+        opening, went over a limit: nothing of it done, busy or not).
         An error of the whole transaction (the database or the hot state) is raised and nothing
         is kept. Once the transaction has committed, a hot state that does not answer fails
         nothing: the close (presence, locks) is tried again in the background (``_close``).
@@ -131,12 +135,26 @@ class PingIngestor:
         owner = secrets.token_hex(8)
         subjects = list(dict.fromkeys(b.subject_id for b in batches if b.subject_id))
         expires = time.monotonic() + DEVICE_LOCK_TTL_S  # the locks' expiry, at the latest
+        counted = [b.count for b in batches if b.count is not None and b.count.keys]
         opening = self.state.open_group(
-            names, owner, DEVICE_LOCK_TTL_S, cache_pairs(subjects), [b.device_id for b in batches]
+            names,
+            owner,
+            DEVICE_LOCK_TTL_S,
+            cache_pairs(subjects),
+            [b.device_id for b in batches],
+            [key for count in counted for key in count.keys],
+            max((count.ttl_s for count in counted), default=0),
         )
+        values = iter(opening.counts)
+        refused = [
+            None
+            if b.count is None or not b.count.keys
+            else b.count.verdict([next(values) for _ in b.count.keys])
+            for b in batches
+        ]
         held = opening.held
         held_names = [n for n, h in zip(names, held, strict=True) if h]
-        locked = [b for b, h in zip(batches, held, strict=True) if h]
+        locked = [b for b, h, r in zip(batches, held, refused, strict=True) if h and r is None]
         outcomes: list[IngestResult | Exception] = []
         presence: dict[str, JSONDict] = {}
         try:
@@ -146,15 +164,20 @@ class PingIngestor:
         finally:  # after a failure: the locks freed, its error (not the close's) raised
             self._close(held_names, owner, presence, expires)
         results = iter(outcomes)
-        return [
-            next(results)
-            if h
-            else DeviceBusy(
-                f"another ping request of device {b.device_id} is still being processed; "
-                "send this one again"
-            )
-            for b, h in zip(batches, held, strict=True)
-        ]
+        answers: list[IngestResult | Exception] = []
+        for batch, taken, refusal in zip(batches, held, refused, strict=True):
+            if refusal is not None:
+                answers.append(refusal)
+            elif taken:
+                answers.append(next(results))
+            else:
+                answers.append(
+                    DeviceBusy(
+                        f"another ping request of device {batch.device_id} is still being "
+                        "processed; send this one again"
+                    )
+                )
+        return answers
 
     def _close(
         self, names: list[str], owner: str, presence: dict[str, JSONDict], expires: float

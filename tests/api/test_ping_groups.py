@@ -214,6 +214,60 @@ def test_rate_limits_count_every_request_of_a_group(make_engine_api: EngineFacto
     assert engine.count(Ping) == 3, "a refused request stores nothing"
 
 
+def test_a_refused_request_is_counted_in_the_opening_and_leaves_its_device_free(
+    make_engine_api: EngineFactory,
+) -> None:
+    """The counters are counted in the group's opening, with the locks: a request over its
+    limit is refused whether or not its device was free, stores nothing and holds no lock
+    after its group."""
+    engine = make_engine_api()
+    [walker, other] = _shoppers(engine, 2)
+    state = engine.runtime.state
+    groups = _groups(engine, RateLimits(pings=RouteLimits(per_device=1)))
+    first = _batch(engine, walker, INSIDE)
+    assert isinstance(asyncio.run(_submit_all(groups, [first]))[0], IngestResult)
+    lock = device_lock(first.device_id)
+    assert state.acquire_lock(lock, "other-process", 60)  # busy elsewhere, and over its limit
+
+    results = asyncio.run(
+        _submit_all(groups, [_batch(engine, walker, INSIDE, 1), _batch(engine, other, INSIDE)])
+    )
+
+    assert isinstance(results[0], RateLimited), results  # not DeviceBusy: no waiting for it
+    assert "for this device: 1 per 60 s" in str(results[0])
+    assert isinstance(results[1], IngestResult)
+    assert engine.count(Ping) == 2
+    assert state.release_lock(lock, "other-process")
+    refused = asyncio.run(_submit_all(groups, [_batch(engine, walker, INSIDE, 2)]))
+    assert isinstance(refused[0], RateLimited)
+    assert state.acquire_lock(lock, "probe", 60), "the refused request left the lock free"
+
+
+def test_a_group_retried_request_by_request_counts_each_request_once(
+    make_engine_api: EngineFactory,
+) -> None:
+    """A group that fails after its opening (its counters counted) is retried request by
+    request without counting again."""
+    engine = make_engine_api()
+    shoppers = _shoppers(engine, 4)
+    ingest_many = engine.runtime.ingestor.ingest_many
+
+    def failing_after_opening(batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
+        outcomes = ingest_many(batches)
+        if len(batches) > 1:
+            raise RuntimeError("the group failed after its opening")
+        return outcomes
+
+    groups = _groups(engine, RateLimits(pings=RouteLimits(per_ip=5)))
+    groups.ingest_many = failing_after_opening
+    batches = [_batch(engine, s, INSIDE) for s in shoppers]
+    results = asyncio.run(_submit_all(groups, batches))
+
+    assert all(isinstance(r, IngestResult) for r in results), results
+    [key] = groups.limiter.counts("pings", _subjects(batches[0])).keys
+    assert engine.runtime.state.counter(key) == 4
+
+
 def test_a_failed_group_is_retried_request_by_request(make_engine_api: EngineFactory) -> None:
     engine = make_engine_api()
     shoppers = _shoppers(engine, 4)

@@ -406,6 +406,30 @@ def test_opening_a_group_takes_free_locks_and_reads_values_and_presence(hot: Sub
     assert (empty.held, empty.versioned, empty.presence) == ([], [], {})
 
 
+def test_opening_a_group_counts_its_counters_with_the_locks_and_reads(hot: Subject) -> None:
+    """The group's rate-limit counters go up in the same opening (a lock another holds does
+    not stop its request from being counted); a new counter expires with the given TTL."""
+    hot.state.acquire_lock("device:2", "b", LONG_TTL_S)
+    hot.state.incr("rl:{ip:1.2.3.4}:pings:1", ttl_s=LONG_TTL_S, amount=4)
+    hot.state.store_presence({"d1": {"inside": ["f1"]}}, LONG_TTL_S)
+    counters = ["rl:{ip:1.2.3.4}:pings:1", "rl:{device:d-1}:pings:1", "rl:{device:d-2}:pings:1"]
+
+    opening = hot.state.open_group(
+        ["device:1", "device:2"], "a", LONG_TTL_S, [], ["d1"], counters, 1
+    )
+
+    assert opening.held == [True, False]
+    assert opening.counts == [5, 1, 1]
+    assert opening.presence == {"d1": {"inside": ["f1"]}}
+    again = hot.state.open_group([], "c", LONG_TTL_S, [], [], counters[1:], LONG_TTL_S)
+    assert again.counts == [2, 2]
+    hot.eventually(
+        lambda: hot.state.counter("rl:{device:d-1}:pings:1") == 0, 3, "new counter expired"
+    )
+    assert hot.state.counter("rl:{ip:1.2.3.4}:pings:1") == 5, "an old counter keeps its expiry"
+    assert hot.state.open_group(["device:3"], "a", LONG_TTL_S, [], []).counts == []
+
+
 def test_closing_a_group_stores_presence_and_releases_only_the_owners_locks(
     hot: Subject,
 ) -> None:
