@@ -72,7 +72,8 @@ class RateLimiter:
         over a limit still counts, so a later one sees it); for each, its refusal or None."""
         counts = [self.counts(route_class, subjects) for subjects in requests]
         keys = [key for count in counts for key in count.keys]
-        values = iter(self.state.incr_many(keys, self.window_s + 1) if keys else [])
+        ttl_s = max((count.ttl_s for count in counts), default=0)
+        values = iter(self.state.incr_many(keys, ttl_s) if keys else [])
         return [count.verdict([next(values) for _ in count.keys]) for count in counts]
 
     def counts(self, route_class: str, subjects: Subjects) -> Count:
@@ -101,8 +102,9 @@ class RateLimiter:
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """A request's rate-limit counters: their keys (one per limited subject) in the hot state,
-    which expire ``ttl_s`` after their window began, and the limit of each."""
+    """A request's rate-limit counters: their keys in the hot state (one per limited subject;
+    a new counter expires ``ttl_s`` after it is made, a little over one window) and the limit
+    of each."""
 
     route_class: str
     keys: tuple[str, ...]

@@ -135,7 +135,7 @@ class PingIngestor:
         owner = secrets.token_hex(8)
         subjects = list(dict.fromkeys(b.subject_id for b in batches if b.subject_id))
         expires = time.monotonic() + DEVICE_LOCK_TTL_S  # the locks' expiry, at the latest
-        counted = [b.count for b in batches if b.count is not None and b.count.keys]
+        counted = [b.count for b in batches if b.count is not None]
         opening = self.state.open_group(
             names,
             owner,
@@ -147,9 +147,7 @@ class PingIngestor:
         )
         values = iter(opening.counts)
         refused = [
-            None
-            if b.count is None or not b.count.keys
-            else b.count.verdict([next(values) for _ in b.count.keys])
+            None if b.count is None else b.count.verdict([next(values) for _ in b.count.keys])
             for b in batches
         ]
         held = opening.held
