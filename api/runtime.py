@@ -38,6 +38,8 @@ from offers.flows import PingIngestor
 from offers.followups import FollowUps
 from offers.idempotency import IdempotentTill
 from offers.lease import LeaderLease
+from offers.live_campaigns import LiveCampaigns
+from offers.live_campaigns import watch as watch_campaigns
 from offers.scheduler import DeliveryScheduler, default_holder
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,8 @@ class Runtime:
         )
         channels = channels if channels is not None else build_channels(settings, clock)
         fences = LiveFenceIndex(sessions, state, settings.fence_index_check_s)
+        campaigns = LiveCampaigns(sessions, state)
+        watch_campaigns(sessions, campaigns)
         secret = settings.secret_key.get_secret_value()
         links = ConsentLinks(secret, settings.public_base_url)
         worker = DeliveryWorker(
@@ -156,6 +160,7 @@ class Runtime:
             IssueLimits(settings.shopper_daily_offer_cap),
             picker=VariantPicker(settings.variant_seed),
             holdout_secret=holdout_secret(secret),
+            campaigns=campaigns,
         )
         answers = IdempotentTill(sessions)
         scheduler.add_periodic(

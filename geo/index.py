@@ -30,6 +30,7 @@ class StoreInfo:
     name: str
     timezone: str
     opening_hours: OpeningHours | None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ class LiveFenceIndex:
             with self._sessions() as session:
                 fences = StoreRepository(session).all_fences()
                 stores = {
-                    s.id: StoreInfo(s.name, s.timezone, s.opening_hours)
+                    s.id: StoreInfo(s.name, s.timezone, s.opening_hours, tuple(s.tags or ()))
                     for s in session.scalars(select(Store))
                 }
             self._snapshot = Snapshot(FenceIndex(fences, version=version), stores)

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -40,6 +41,7 @@ from geo.repository import (
 from geo.tracking import Transition
 from offers.decisions import DecisionLog, VariantPicker
 from offers.eligibility import IssueLimits
+from offers.live_campaigns import LiveCampaigns
 from offers.service import IssuedCoupon, OfferIssuer
 
 log = logging.getLogger(__name__)
@@ -101,8 +103,10 @@ class PingIngestor:
         *,
         picker: VariantPicker | None = None,
         holdout_secret: bytes = b"",
+        campaigns: LiveCampaigns | None = None,
     ) -> None:
         self.issue_limits = issue_limits or IssueLimits()
+        self.campaigns = campaigns  # offer decisions take campaigns and stores from memory
         self.picker = picker or VariantPicker()
         self.holdout_secret = holdout_secret
         self.sessions = sessions
@@ -314,7 +318,7 @@ class PingIngestor:
         coupons: dict[str, list[IssuedCoupon]] = {device_id: [] for device_id in subject_of}
         triggers = [e for e in events if e.kind in OFFER_TRIGGERS]
         if triggers:
-            self._offer(session, triggers, rows, coupons, now)
+            self._offer(session, triggers, rows, coupons, snapshot.stores, now)
         visits = DecisionLog(session)
         for device_id, device_events in own_events.items():
             dwells = [e for e in device_events if e.kind == "dwell"]
@@ -356,10 +360,11 @@ class PingIngestor:
         triggers: Sequence[FenceEvent],
         rows: dict[str, Device],
         coupons: dict[str, list[IssuedCoupon]],
+        stores: Mapping[str, StoreInfo],
         now: datetime,
     ) -> None:
-        """Offer decisions for the events that may trigger one (their devices read if the
-        group has not read them yet: a coupon goes to the device's push token or email)."""
+        """Offer decisions for the events that may trigger one (their devices read, if the
+        group has not read them yet, once a coupon is to go to a push token or an email)."""
         issuer = OfferIssuer(
             session,
             self.state,
@@ -368,14 +373,23 @@ class PingIngestor:
             self.issue_limits,
             picker=self.picker,
             holdout_secret=self.holdout_secret,
+            live=self.campaigns,
+            stores=stores if self.campaigns is not None else None,
         )
         issuer.prefetch({e.store_id for e in triggers})
-        wanted = {e.device_id for e in triggers if e.eligible} - set(rows)
-        devices = {**rows, **SubjectRegistry(session).devices(wanted)}
+        devices = dict(rows)
+
+        def device_of(device_id: str) -> Device:
+            # read when a coupon is issued (most triggers end in a refusal), for the whole group
+            if device_id not in devices:
+                wanted = {e.device_id for e in triggers if e.eligible} - set(devices)
+                devices.update(SubjectRegistry(session).devices(wanted))
+            return devices[device_id]
+
         for event in triggers:
             if event.eligible:
                 coupons[event.device_id].extend(
-                    issuer.on_trigger(event, devices[event.device_id], now)
+                    issuer.on_trigger(event, partial(device_of, event.device_id), now)
                 )
             else:
                 issuer.on_ineligible(event, now)

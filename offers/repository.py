@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import String, and_, cast, exists, func, or_, select, update
@@ -13,6 +13,11 @@ from consent.models import Device
 from geo.models import Store
 from offers.domain import CouponStatus, DeliveryStatus, Refusal
 from offers.models import Campaign, CampaignStore, Coupon, Delivery, Offer, SchedulerLease
+
+# An UPDATE of campaigns that moves only their budget counters, never what offer decisions read
+# from a campaign (``offers.live_campaigns`` keeps that in memory and reloads it after any other
+# change).
+COUNTERS_ONLY = {"campaign_counters_only": True}
 
 
 class CampaignRepository:
@@ -64,6 +69,21 @@ class CampaignRepository:
             )
         )
         total = self.session.scalar(select(func.count()).select_from(Campaign).where(*where)) or 0
+        return self._with_details(campaigns), total
+
+    def live(self) -> list[tuple[Campaign, list[str], list[Offer]]]:
+        """Every active campaign with its stores and variants, oldest first (what offer
+        decisions choose from; ``offers.live_campaigns`` keeps it in memory)."""
+        campaigns = self.session.scalars(
+            select(Campaign)
+            .where(Campaign.status == "active")
+            .order_by(Campaign.created_at, Campaign.id)
+        )
+        return self._with_details(list(campaigns))
+
+    def _with_details(
+        self, campaigns: list[Campaign]
+    ) -> list[tuple[Campaign, list[str], list[Offer]]]:
         ids = [c.id for c in campaigns]
         stores: dict[str, list[str]] = {i: [] for i in ids}
         offers: dict[str, list[Offer]] = {i: [] for i in ids}
@@ -78,7 +98,7 @@ class CampaignRepository:
                 .order_by(Offer.created_at, Offer.name)
             ):
                 offers[offer.campaign_id].append(offer)
-        return [(c, stores[c.id], offers[c.id]) for c in campaigns], total
+        return [(c, stores[c.id], offers[c.id]) for c in campaigns]
 
     def with_details(self, campaign_id: str) -> tuple[Campaign, list[str], list[Offer]] | None:
         campaign = self.session.get(Campaign, campaign_id)
@@ -103,9 +123,8 @@ class CampaignRepository:
         self, stores: Mapping[str, Sequence[str]]
     ) -> dict[str, list[tuple[Campaign, list[Offer]]]]:
         """``campaigns_for_store`` for several stores (id -> tags) in three statements."""
-        found: dict[str, list[tuple[Campaign, list[Offer]]]] = {s: [] for s in stores}
         if not stores:
-            return found
+            return {}
         linked: dict[str, set[str]] = {}
         for store_id, campaign_id in self.session.execute(
             select(CampaignStore.store_id, CampaignStore.campaign_id).where(
@@ -116,30 +135,36 @@ class CampaignRepository:
         query = select(Campaign).where(Campaign.status == "active")
         if not any(stores.values()):  # untagged stores: only campaigns that name them
             query = query.where(Campaign.id.in_(list(linked)))
-        reach: list[tuple[Campaign, list[str]]] = []
-        for campaign in self.session.scalars(query.order_by(Campaign.created_at, Campaign.id)):
-            wanted = set(campaign.store_tags or [])
-            targets = [
-                s
-                for s, tags in stores.items()
-                if s in linked.get(campaign.id, ()) or wanted & set(tags)
-            ]
-            if targets:
-                reach.append((campaign, targets))
-        if not reach:
-            return found
-        offers: dict[str, list[Offer]] = {c.id: [] for c, _ in reach}
-        for offer in self.session.scalars(
-            select(Offer)
-            .where(Offer.campaign_id.in_(list(offers)))
-            .order_by(Offer.created_at, Offer.name)
-        ):
-            offers[offer.campaign_id].append(offer)
-        for campaign, targets in reach:
-            if offers[campaign.id]:
-                for store_id in targets:
-                    found[store_id].append((campaign, offers[campaign.id]))
-        return found
+        campaigns = list(self.session.scalars(query.order_by(Campaign.created_at, Campaign.id)))
+        offers: dict[str, list[Offer]] = {c.id: [] for c in campaigns}
+        if campaigns:
+            for offer in self.session.scalars(
+                select(Offer)
+                .where(Offer.campaign_id.in_(list(offers)))
+                .order_by(Offer.created_at, Offer.name)
+            ):
+                offers[offer.campaign_id].append(offer)
+        return campaigns_reaching(
+            stores, [(c, linked.get(c.id, set()), offers[c.id]) for c in campaigns]
+        )
+
+
+def campaigns_reaching(
+    stores: Mapping[str, Sequence[str]],
+    campaigns: Iterable[tuple[Campaign, Collection[str], Sequence[Offer]]],
+) -> dict[str, list[tuple[Campaign, list[Offer]]]]:
+    """For each store (id -> its tags): the campaigns, in the order given, that name it or
+    one of its tags and have at least one variant, each with its variants. ``campaigns``:
+    (campaign, ids of the stores it names, its variants)."""
+    found: dict[str, list[tuple[Campaign, list[Offer]]]] = {s: [] for s in stores}
+    for campaign, named, offers in campaigns:
+        if not offers:
+            continue
+        wanted = set(campaign.store_tags or [])
+        for store_id, tags in stores.items():
+            if store_id in named or wanted.intersection(tags):
+                found[store_id].append((campaign, list(offers)))
+    return found
 
 
 class CampaignBudget:
@@ -165,7 +190,7 @@ class CampaignBudget:
                 issued_count=Campaign.issued_count + 1,
                 reserved_liability=Campaign.reserved_liability + amount,
             )
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **COUNTERS_ONLY)
         )
         if result.rowcount:  # type: ignore[attr-defined]
             return None
@@ -187,7 +212,7 @@ class CampaignBudget:
                     or_(Campaign.max_coupons.is_not(None), Campaign.max_liability.is_not(None)),
                 )
                 .values(reserved_liability=Campaign.reserved_liability - amount)
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False, **COUNTERS_ONLY)
             )
 
     def recount(self, campaign_id: str, now: datetime) -> None:
@@ -206,7 +231,7 @@ class CampaignBudget:
             update(Campaign)
             .where(Campaign.id == campaign_id)
             .values(issued_count=issued or 0, reserved_liability=reserved or 0)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False, **COUNTERS_ONLY)
         )
 
 

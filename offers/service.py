@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +19,7 @@ from core.db import on_commit
 from core.ids import new_id
 from core.state import HotState
 from geo.hours import is_open
+from geo.index import StoreInfo
 from geo.models import FenceEvent, Store
 from offers.channel_choice import choose_channels
 from offers.decisions import DecisionLog, Outcome, VariantPicker
@@ -38,6 +39,7 @@ from offers.domain import (
 )
 from offers.eligibility import CAP_TTL_S, IssueCounter, IssueLimits
 from offers.experiments import is_held_out
+from offers.live_campaigns import LiveCampaigns
 from offers.models import Campaign, Coupon, Delivery, Offer
 from offers.repository import CampaignRepository
 from offers.templates import TemplateContext, render
@@ -65,7 +67,9 @@ def _rules(campaign: Campaign) -> CampaignRules:
     )
 
 
-def _schedule_refusal(campaign: Campaign, store: Store, now: datetime) -> Refusal | None:
+def _schedule_refusal(
+    campaign: Campaign, store: Store | StoreInfo, now: datetime
+) -> Refusal | None:
     window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
     refusal = window_refusal(window, now)
     hours = campaign.active_hours
@@ -108,6 +112,8 @@ class OfferIssuer:
         *,
         picker: VariantPicker | None = None,
         holdout_secret: bytes = b"",
+        live: LiveCampaigns | None = None,
+        stores: Mapping[str, StoreInfo] | None = None,
     ) -> None:
         self.session = session
         self.picker = picker or VariantPicker()
@@ -122,21 +128,31 @@ class OfferIssuer:
         # (their stores' campaigns, the shopper's preferences) is read once.
         self._campaigns: dict[str, list[tuple[Campaign, list[Offer]]]] = {}
         self._preferences: dict[str, OfferPreferences] = {}
-        self._stores: dict[str, Store] = {}
+        self._stores: dict[str, Store | StoreInfo] = {}
+        # With both, campaigns and stores come from memory (``offers.live_campaigns``, the fence
+        # index's stores), not from SQL.
+        self.live = live
+        self.known_stores = stores
 
     def prefetch(self, store_ids: Collection[str]) -> None:
         """Read the stores and their live campaigns for the coming triggers at once."""
         wanted = [s for s in store_ids if s not in self._campaigns]
         if not wanted:
             return
-        for store in self.session.scalars(select(Store).where(Store.id.in_(wanted))):
-            self._stores[store.id] = store
-        tags = {s: list(self._stores[s].tags or []) for s in wanted if s in self._stores}
-        self._campaigns.update(CampaignRepository(self.session).campaigns_for_stores(tags))
+        if self.live is not None and self.known_stores is not None:
+            known = self.known_stores
+            self._stores.update({s: known[s] for s in wanted if s in known})
+            tags = {s: list(known[s].tags) for s in wanted if s in known}
+            self._campaigns.update(self.live.current().for_stores(tags))
+        else:
+            for store in self.session.scalars(select(Store).where(Store.id.in_(wanted))):
+                self._stores[store.id] = store
+            tags = {s: list(self._stores[s].tags or []) for s in wanted if s in self._stores}
+            self._campaigns.update(CampaignRepository(self.session).campaigns_for_stores(tags))
         for store_id in wanted:  # a store gone meanwhile serves no campaign
             self._campaigns.setdefault(store_id, [])
 
-    def _store(self, store_id: str) -> Store | None:
+    def _store(self, store_id: str) -> Store | StoreInfo | None:
         self.prefetch([store_id])
         return self._stores.get(store_id)
 
@@ -146,9 +162,11 @@ class OfferIssuer:
         return self._preferences[subject_id]
 
     def on_enter(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
-        return self.on_trigger(event, device, now)
+        return self.on_trigger(event, lambda: device, now)
 
-    def on_trigger(self, event: FenceEvent, device: Device, now: datetime) -> list[IssuedCoupon]:
+    def on_trigger(
+        self, event: FenceEvent, device_of: Callable[[], Device], now: datetime
+    ) -> list[IssuedCoupon]:
         """Coupons for a trigger (``enter``, ``dwell``, or a pass-by ``approaching`` with its
         ``eta_s``) at a store, for every live campaign that targets the store (directly or by
         tag) and listens for the event's kind.
@@ -251,7 +269,7 @@ class OfferIssuer:
                     now=now,
                 )
                 continue
-            coupon = self._issue(event, device, campaign, offer, marketing, eta_s, now)
+            coupon = self._issue(event, device_of(), campaign, offer, marketing, eta_s, now)
             log_.record(
                 campaign=campaign,
                 event=event,
