@@ -93,12 +93,16 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def get_device_claims(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> DeviceClaims:  # async: a signature check only, no I/O
+def device_claims(request: Request, authorization: str | None) -> DeviceClaims:
     # the runtime from the app, not RuntimeDep: one dependency fewer to solve per request
     runtime: Runtime = request.app.state.runtime
     return read_device_token(runtime.settings, _bearer(authorization), runtime.clock.now())
+
+
+async def get_device_claims(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> DeviceClaims:  # async: a signature check only, no I/O
+    return device_claims(request, authorization)
 
 
 DeviceClaimsDep = Annotated[DeviceClaims, Depends(get_device_claims)]

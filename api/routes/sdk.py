@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.auth import DeviceClaims, issue_device_token
-from api.deps import DeviceClaimsDep, DeviceDep, RuntimeDep, SessionDep, require_sdk_key
+from api.deps import (
+    DeviceClaimsDep,
+    DeviceDep,
+    RuntimeDep,
+    SessionDep,
+    device_claims,
+    require_sdk_key,
+)
 from api.errors import ErrorResponse
 from api.limits import request_subjects
 from api.ping_groups import PingGroups
@@ -183,22 +190,46 @@ def current_consents(device: DeviceDep, session: SessionDep) -> list[ConsentOut]
     return [_consent_out(row) for row in ConsentLedger.current_of(session, device.subject_id)]
 
 
+def _header(name: str, description: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "anyOf": [{"type": "string"}, {"type": "null"}],
+        "title": name.title(),
+    }
+    parameter: dict[str, Any] = {"name": name, "in": "header", "required": False}
+    if description:
+        schema["description"] = parameter["description"] = description
+    return {**parameter, "schema": schema}
+
+
+# The busiest route reads its three headers itself. A declared header parameter makes FastAPI
+# inspect the parameter's annotation again on every request: the three of them took a sixth
+# of the CPU of a one-fix ping request's HTTP side. They are documented exactly as declared ones
+# would be.
+PING_HEADERS = [
+    _header("sec-gpc", "Global Privacy Control: '1' opts out"),
+    _header("x-limit-precise-location", "'1': the shopper limited use of their precise location"),
+    _header("authorization"),
+]
+
+
+async def _ping_claims(request: Request) -> DeviceClaims:
+    """The device token's claims, solved before the body is validated (401 before 422), as
+    ``get_device_claims`` does for the other routes."""
+    return device_claims(request, request.headers.get("authorization"))
+
+
 @ping_router.post(
     "/pings",
     response_model=PingResult,
     summary="Send 1 to 1,000 location fixes (403 without location_tracking consent)",
+    openapi_extra={"parameters": PING_HEADERS},
 )
 async def post_pings(
     body: PingBatchIn,
     request: Request,
-    claims: DeviceClaimsDep,
-    sec_gpc: Annotated[
-        str | None, Header(description="Global Privacy Control: '1' opts out")
-    ] = None,
-    x_limit_precise_location: Annotated[
-        str | None, Header(description="'1': the shopper limited use of their precise location")
-    ] = None,
+    claims: Annotated[DeviceClaims, Depends(_ping_claims)],
 ) -> Response:
+    headers = request.headers
     fixes = [
         Fix(
             claims.device_id,
@@ -214,9 +245,9 @@ async def post_pings(
         for p in body.pings
     ]
     signal = None
-    if sec_gpc == "1":
+    if headers.get("sec-gpc") == "1":
         signal = "Global Privacy Control signal"
-    elif x_limit_precise_location == "1":
+    elif headers.get("x-limit-precise-location") == "1":
         signal = "the shopper limited use of their precise location"
     groups: PingGroups = request.app.state.ping_groups
     batch = PingBatch(claims.device_id, claims.token_version, fixes, signal, claims.subject_id)

@@ -260,3 +260,28 @@ def test_two_rotations_with_one_token_only_one_wins(setup: Any) -> None:
     with pytest.raises(ApiError) as refused:
         device.inbox()  # the token of generation 1 is void now
     assert refused.value.status == 401
+
+
+@pytest.mark.parametrize(
+    ("authorization", "body", "status"),
+    [
+        (None, {"pings": "not a list"}, 401),  # who is asking is settled before the body
+        ("Bearer not-a-token", {"pings": []}, 401),
+        ("Basic abc", {"pings": [{"lon": 1.0, "lat": 2.0}]}, 401),
+        ("valid", {"pings": "not a list"}, 422),
+    ],
+)
+def test_the_ping_route_checks_the_token_then_the_body(
+    engine_api: Engine, authorization: str | None, body: Any, status: int
+) -> None:
+    device = engine_api.register()
+    headers = {}
+    if authorization == "valid":
+        headers = dict(device["auth"])
+    elif authorization is not None:
+        headers = {"Authorization": authorization}
+
+    response = engine_api.client.post("/v1/sdk/pings", headers=headers, json=body)
+
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["message"]
