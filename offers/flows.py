@@ -103,7 +103,7 @@ class PingIngestor:
         *,
         picker: VariantPicker | None = None,
         holdout_secret: bytes = b"",
-        campaigns: LiveCampaigns | None = None,
+        campaigns: LiveCampaigns,
     ) -> None:
         self.issue_limits = issue_limits or IssueLimits()
         self.campaigns = campaigns  # offer decisions take campaigns and stores from memory
@@ -371,10 +371,10 @@ class PingIngestor:
             self.channels,
             self.enqueue_delivery,
             self.issue_limits,
+            campaigns=self.campaigns,
+            stores=stores,
             picker=self.picker,
             holdout_secret=self.holdout_secret,
-            live=self.campaigns,
-            stores=stores if self.campaigns is not None else None,
         )
         issuer.prefetch({e.store_id for e in triggers})
         devices = dict(rows)

@@ -53,7 +53,8 @@ class CampaignSet:
     def for_stores(
         self, stores: Mapping[str, Sequence[str]]
     ) -> dict[str, list[tuple[Campaign, list[Offer]]]]:
-        """``CampaignRepository.campaigns_for_stores`` answered from memory."""
+        """For each store (id -> its tags), the active campaigns that reach it, oldest first,
+        each with its variants."""
         return campaigns_reaching(stores, self.campaigns)
 
 

@@ -112,42 +112,6 @@ class CampaignRepository:
         offers = list(self.session.scalars(select(Offer).where(Offer.campaign_id == campaign_id)))
         return campaign, stores, offers
 
-    def campaigns_for_store(
-        self, store_id: str, store_tags: Sequence[str]
-    ) -> list[tuple[Campaign, list[Offer]]]:
-        """Active campaigns that target the store by id or by one of its tags, with their
-        variants (oldest campaign first)."""
-        return self.campaigns_for_stores({store_id: store_tags})[store_id]
-
-    def campaigns_for_stores(
-        self, stores: Mapping[str, Sequence[str]]
-    ) -> dict[str, list[tuple[Campaign, list[Offer]]]]:
-        """``campaigns_for_store`` for several stores (id -> tags) in three statements."""
-        if not stores:
-            return {}
-        linked: dict[str, set[str]] = {}
-        for store_id, campaign_id in self.session.execute(
-            select(CampaignStore.store_id, CampaignStore.campaign_id).where(
-                CampaignStore.store_id.in_(list(stores))
-            )
-        ):
-            linked.setdefault(campaign_id, set()).add(store_id)
-        query = select(Campaign).where(Campaign.status == "active")
-        if not any(stores.values()):  # untagged stores: only campaigns that name them
-            query = query.where(Campaign.id.in_(list(linked)))
-        campaigns = list(self.session.scalars(query.order_by(Campaign.created_at, Campaign.id)))
-        offers: dict[str, list[Offer]] = {c.id: [] for c in campaigns}
-        if campaigns:
-            for offer in self.session.scalars(
-                select(Offer)
-                .where(Offer.campaign_id.in_(list(offers)))
-                .order_by(Offer.created_at, Offer.name)
-            ):
-                offers[offer.campaign_id].append(offer)
-        return campaigns_reaching(
-            stores, [(c, linked.get(c.id, set()), offers[c.id]) for c in campaigns]
-        )
-
 
 def campaigns_reaching(
     stores: Mapping[str, Sequence[str]],

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent.domain import Channel, ConsentDecision, Purpose
@@ -20,7 +19,7 @@ from core.ids import new_id
 from core.state import HotState
 from geo.hours import is_open
 from geo.index import StoreInfo
-from geo.models import FenceEvent, Store
+from geo.models import FenceEvent
 from offers.channel_choice import choose_channels
 from offers.decisions import DecisionLog, Outcome, VariantPicker
 from offers.domain import (
@@ -41,7 +40,6 @@ from offers.eligibility import CAP_TTL_S, IssueCounter, IssueLimits
 from offers.experiments import is_held_out
 from offers.live_campaigns import LiveCampaigns
 from offers.models import Campaign, Coupon, Delivery, Offer
-from offers.repository import CampaignRepository
 from offers.templates import TemplateContext, render
 
 log = logging.getLogger(__name__)
@@ -67,9 +65,7 @@ def _rules(campaign: Campaign) -> CampaignRules:
     )
 
 
-def _schedule_refusal(
-    campaign: Campaign, store: Store | StoreInfo, now: datetime
-) -> Refusal | None:
+def _schedule_refusal(campaign: Campaign, store: StoreInfo, now: datetime) -> Refusal | None:
     window = CampaignWindow(campaign.status, campaign.starts_at, campaign.ends_at)
     refusal = window_refusal(window, now)
     hours = campaign.active_hours
@@ -110,10 +106,10 @@ class OfferIssuer:
         enqueue_delivery: Callable[[str], None],
         limits: IssueLimits | None = None,
         *,
+        campaigns: LiveCampaigns,
+        stores: Mapping[str, StoreInfo],
         picker: VariantPicker | None = None,
         holdout_secret: bytes = b"",
-        live: LiveCampaigns | None = None,
-        stores: Mapping[str, StoreInfo] | None = None,
     ) -> None:
         self.session = session
         self.picker = picker or VariantPicker()
@@ -128,33 +124,19 @@ class OfferIssuer:
         # (their stores' campaigns, the shopper's preferences) is read once.
         self._campaigns: dict[str, list[tuple[Campaign, list[Offer]]]] = {}
         self._preferences: dict[str, OfferPreferences] = {}
-        self._stores: dict[str, Store | StoreInfo] = {}
-        # With both, campaigns and stores come from memory (``offers.live_campaigns``, the fence
-        # index's stores), not from SQL.
-        self.live = live
-        self.known_stores = stores
+        # campaigns and stores come from memory: ``offers.live_campaigns``, the fence index
+        self.live = campaigns
+        self.stores = stores
 
     def prefetch(self, store_ids: Collection[str]) -> None:
-        """Read the stores and their live campaigns for the coming triggers at once."""
+        """The live campaigns of the stores of the coming triggers, looked up at once."""
         wanted = [s for s in store_ids if s not in self._campaigns]
         if not wanted:
             return
-        if self.live is not None and self.known_stores is not None:
-            known = self.known_stores
-            self._stores.update({s: known[s] for s in wanted if s in known})
-            tags = {s: list(known[s].tags) for s in wanted if s in known}
-            self._campaigns.update(self.live.current().for_stores(tags))
-        else:
-            for store in self.session.scalars(select(Store).where(Store.id.in_(wanted))):
-                self._stores[store.id] = store
-            tags = {s: list(self._stores[s].tags or []) for s in wanted if s in self._stores}
-            self._campaigns.update(CampaignRepository(self.session).campaigns_for_stores(tags))
-        for store_id in wanted:  # a store gone meanwhile serves no campaign
+        tags = {s: list(self.stores[s].tags) for s in wanted if s in self.stores}
+        self._campaigns.update(self.live.current().for_stores(tags))
+        for store_id in wanted:  # a store the fence index does not know serves no campaign
             self._campaigns.setdefault(store_id, [])
-
-    def _store(self, store_id: str) -> Store | StoreInfo | None:
-        self.prefetch([store_id])
-        return self._stores.get(store_id)
 
     def _prefs(self, subject_id: str) -> OfferPreferences:
         if subject_id not in self._preferences:
@@ -211,9 +193,7 @@ class OfferIssuer:
                     now=now,
                 )
             return []
-        store = self._store(event.store_id)
-        if store is None:
-            return []
+        store = self.stores[event.store_id]
         eta_s = _remaining_eta(event, now)
         if not is_open(store.opening_hours, store.timezone, now + timedelta(seconds=eta_s)):
             self._drop(event, marketing, now, Refusal.STORE_CLOSED.value, {"eta_s": eta_s})
@@ -318,9 +298,8 @@ class OfferIssuer:
         self.session.flush()
         self.gate.receipt(event.subject_id, "offer", marketing, now, ref=coupon.id)
         deliveries = self._queue_deliveries(coupon, device, now)
-        store = self._store(event.store_id)
         context = TemplateContext(
-            store=store.name if store else "",
+            store=self.stores[event.store_id].name,
             discount=offer.discount_text,
             minutes=offer.valid_minutes,
             expires_at=coupon.expires_at,

@@ -129,6 +129,14 @@ def decide(
         session.add(event)
         session.flush()
         limits = engine.runtime.ingestor.issue_limits
-        issuer = OfferIssuer(session, engine.runtime.state, set(), lambda _: None, limits)
+        issuer = OfferIssuer(
+            session,
+            engine.runtime.state,
+            set(),
+            lambda _: None,
+            limits,
+            campaigns=engine.runtime.ingestor.campaigns,
+            stores=engine.runtime.fences.current().stores,
+        )
         issued = issuer.on_enter(event, device, now)
     return issued, event

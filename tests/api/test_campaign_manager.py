@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from offers.repository import CampaignRepository
 from tests.api.conftest import INSIDE, MANAGER, OUTSIDE, STORE_LAT, STORE_LON, Engine
 from tests.conftest import text_of
 
@@ -212,7 +211,7 @@ def test_lists_filter_and_paginate(engine_api: Engine) -> None:
 
 
 def test_campaigns_of_several_stores_at_once_match_each_store_alone(engine_api: Engine) -> None:
-    """The ping path reads the campaigns of every store a batch triggers in one go: the same
+    """The ping path looks up the campaigns of every store a batch triggers at once: the same
     campaigns, in the same order, as store by store (by id, by tag, paused ones left out)."""
     city = _tagged_store(engine_api, "City", ["city"])
     plain = _tagged_store(engine_api, "Plain", [], lon=STORE_LON + 0.02)
@@ -234,21 +233,20 @@ def test_campaigns_of_several_stores_at_once_match_each_store_alone(engine_api: 
         == 200
     )
     stores = {city["id"]: ["city"], plain["id"]: [], mall["id"]: ["mall", "city"]}
-    with engine_api.runtime.sessions() as session:
-        repository = CampaignRepository(session)
-        together = repository.campaigns_for_stores(stores)
-        alone = {s: repository.campaigns_for_store(s, tags) for s, tags in stores.items()}
+    live = engine_api.runtime.ingestor.campaigns.current()
+    together = live.for_stores(stores)
+    alone = {s: live.for_stores({s: tags})[s] for s, tags in stores.items()}
 
-        def names(found: dict[str, list[tuple[Any, Any]]]) -> dict[str, list[str]]:
-            return {s: [c.name for c, _ in pairs] for s, pairs in found.items()}
+    def names(found: dict[str, list[tuple[Any, Any]]]) -> dict[str, list[str]]:
+        return {s: [c.name for c, _ in pairs] for s, pairs in found.items()}
 
-        assert (
-            names(together)
-            == names(alone)
-            == {
-                city["id"]: ["By id", "City tag"],
-                plain["id"]: ["Plain only", "By id"],
-                mall["id"]: ["City tag"],
-            }
-        )
-        assert repository.campaigns_for_stores({}) == {}
+    assert (
+        names(together)
+        == names(alone)
+        == {
+            city["id"]: ["By id", "City tag"],
+            plain["id"]: ["Plain only", "By id"],
+            mall["id"]: ["City tag"],
+        }
+    )
+    assert live.for_stores({}) == {}
