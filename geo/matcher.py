@@ -8,6 +8,7 @@ fence go through the per-fix state machine in ``geo.tracking``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from geo.domain import FenceIndex, FixBatch, step_lengths_m
+from geo.domain import FenceIndex, FixBatch, pair_lengths_m, step_lengths_m
 from geo.geometry import FloatArray
 from geo.prediction import (
     Motion,
@@ -45,6 +46,10 @@ _DUPLICATE = STATUS_CODES.index(FixStatus.DUPLICATE)
 _MOCK = STATUS_CODES.index(FixStatus.MOCK)
 _STALE = STATUS_CODES.index(FixStatus.STALE)
 _INACCURATE = STATUS_CODES.index(FixStatus.INACCURATE)
+
+# A device's fixes after ordering and validity: positions in event-time order, their status
+# codes, the ping ids to remember, the steps between used fixes. None: a jump to judge.
+Checked = tuple[NDArray[np.intp], NDArray[np.int8], list[str], Travel | None] | None
 
 
 @dataclass(slots=True)
@@ -75,9 +80,14 @@ class BatchMatcher:
         new_records: dict[str, Record] = {}
         motions: list[Motion] = []
         skips: list[set[str]] = []
-        for device_id, positions in _segments(batch.device_ids):
+        segments = _segments(batch.device_ids)
+        singles = self._single_fixes(batch, segments, records)
+        for device_id, positions in segments:
             record = records.get(device_id) or {}
-            checked = None if "j" in record else self._validity(batch, positions, record)
+            if device_id in singles:
+                checked = singles[device_id]
+            else:
+                checked = None if "j" in record else self._validity(batch, positions, record)
             travel: Travel | None = None
             if checked is None:  # a jump to judge: the per-fix state machine decides
                 new_record, seg_codes, seg_transitions = self._scalar(
@@ -102,9 +112,74 @@ class BatchMatcher:
         transitions.sort(key=_TRANSITION_ORDER)
         return BatchOutcome(new_records, transitions, codes, predicted)
 
+    def _single_fixes(
+        self,
+        batch: FixBatch,
+        segments: list[tuple[str, NDArray[np.intp]]],
+        records: Mapping[str, Record],
+    ) -> dict[str, Checked]:
+        """``_validity`` of every device with one fix in the batch, as array operations over
+        all of them at once, where ``_validity`` takes one device and a one-element array per
+        step. Phones send a fix per request, so a group of such requests is made of these
+        (tests/unit/geo/test_single_fixes.py: the same outcomes to the last bit). A device
+        with a pending jump (``j``) is left to the state machine, as there."""
+        singles = [
+            (device_id, int(positions[0]))
+            for device_id, positions in segments
+            if positions.size == 1 and "j" not in (records.get(device_id) or ())
+        ]
+        if not singles:
+            return {}
+        rules = self.tracking
+        n = len(singles)
+        at = np.fromiter((i for _, i in singles), dtype=np.intp, count=n)
+        recs = [records.get(device_id) or {} for device_id, _ in singles]
+        t = batch.t[at]
+        codes = np.empty(n, dtype=np.int8)
+        codes.fill(USED)
+        mock = batch.mock[at]
+        if mock.any():
+            codes[mock] = _MOCK
+        remembered: list[list[str]] = []
+        for k, record in enumerate(recs):
+            ids = list(record.get("ids", []))
+            ping_id = None if batch.ping_ids is None else batch.ping_ids[singles[k][1]]
+            if ping_id is not None:
+                if ping_id in ids:
+                    codes[k] = _DUPLICATE  # a repeat, mock or not
+                else:
+                    ids.append(ping_id)
+            remembered.append(ids)
+        watermarks = np.fromiter(
+            (math.nan if (w := r.get("w")) is None else w for r in recs), np.float64, count=n
+        )
+        codes[(codes == USED) & (t <= watermarks)] = _STALE  # nan: no watermark yet
+        codes[(codes == USED) & (batch.accuracy[at] > rules.max_accuracy_m)] = _INACCURATE
+        previous = [r.get("p") for r in recs]
+        moved = [k for k in (codes == USED).nonzero()[0].tolist() if previous[k] is not None]
+        travels: dict[int, Travel] = {}
+        jumped: set[int] = set()
+        if moved:
+            before = np.array([previous[k] for k in moved], dtype=np.float64).reshape(-1, 3)
+            rows = at[moved]
+            metres = pair_lengths_m(before[:, 0], before[:, 1], batch.lon[rows], batch.lat[rows])
+            seconds = t[moved] - before[:, 2]
+            jumps = metres > rules.max_speed_mps * np.maximum(seconds, 1.0)
+            for j, k in enumerate(moved):
+                if jumps[j]:
+                    jumped.add(k)  # the state machine judges it
+                else:
+                    travels[k] = Travel(metres[j : j + 1], seconds[j : j + 1])
+        return {
+            device_id: None
+            if k in jumped
+            else (at[k : k + 1], codes[k : k + 1], remembered[k], travels.get(k))
+            for k, (device_id, _) in enumerate(singles)
+        }
+
     def _validity(
         self, batch: FixBatch, positions: NDArray[np.intp], record: Mapping[str, Any]
-    ) -> tuple[NDArray[np.intp], NDArray[np.int8], list[str], Travel | None] | None:
+    ) -> Checked:
         """Ordering, duplicates, mock, accuracy and jumps as array operations, in event-time
         order, with the metres and seconds between used fixes (from the last one before the
         batch).
