@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from api.errors import ErrorResponse
@@ -43,6 +44,23 @@ DESCRIPTIONS = {
 }
 
 
+# Bodies that a route reads and validates itself (see ``request_body``), by schema name.
+_BODIES_READ_BY_HAND: dict[str, type[BaseModel]] = {}
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``requestBody`` of a route that reads and validates its JSON body itself (for its
+    ``openapi_extra``), the same as FastAPI writes for a declared body; ``build_openapi`` adds
+    the model's schema to the components."""
+    _BODIES_READ_BY_HAND[model.__name__] = model
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        },
+    }
+
+
 def _error_content(status: str) -> dict[str, Any]:
     code, message = EXAMPLES.get(status, ("error", "the request was refused"))
     return {
@@ -62,8 +80,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         tags=app.openapi_tags,
     )
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    models: list[type[BaseModel]] = [ErrorResponse, *_BODIES_READ_BY_HAND.values()]
     _, top = models_json_schema(
-        [(ErrorResponse, "validation")], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
     )
     for name, schema in top.get("$defs", {}).items():
         schemas.setdefault(name, schema)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import select
@@ -285,3 +286,72 @@ def test_the_ping_route_checks_the_token_then_the_body(
 
     assert response.status_code == status, response.text
     assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "says"),
+    [
+        (
+            "application/json",
+            b'{"pings": [{"lon": 1.0, "lat": 91.0, "recorded_at": "%s"}]}',
+            422,
+            "pings.0.lat: Input should be less than or equal to 90",
+        ),
+        (
+            "application/json",
+            b'{"pings": [{"lon": 1.0, "lat": 2.0}]}',
+            422,
+            "pings.0.recorded_at: Field required",
+        ),
+        ("application/json", b'{"pings": [', 422, "Invalid JSON"),
+        ("application/json", b"", 422, "Invalid JSON"),
+        ("application/json", b'{"pings": [], "extra": 1}', 422, "extra: Extra inputs"),
+        ("application/json", b"\xff\xfe", 422, "Invalid JSON"),
+        (
+            "text/plain",
+            b'{"pings": [{"lon": 1.0, "lat": 2.0, "recorded_at": "%s"}]}',
+            422,
+            "Content-Type: application/json",
+        ),
+        (None, b'{"pings": [{"lon": 1.0, "lat": 2.0, "recorded_at": "%s"}]}', 200, ""),
+        (
+            "application/json; charset=utf-8",
+            b'{"pings": [{"lon": 1.0, "lat": 2.0, "recorded_at": "%s"}]}',
+            200,
+            "",
+        ),
+        (
+            "application/vnd.sdk+json",
+            b'{"pings": [{"lon": 1.0, "lat": 2.0, "recorded_at": "%s"}]}',
+            200,
+            "",
+        ),
+    ],
+)
+def test_the_ping_route_reads_its_json_body_strictly_and_keeps_nothing_it_refuses(
+    engine_api: Engine, content_type: str | None, body: bytes, status: int, says: str
+) -> None:
+    """The route validates its body itself (docs/scaling.md): the same 422 answers as FastAPI
+    gives a declared body, JSON under any JSON media type or none, nothing else."""
+    device = engine_api.register()
+    engine_api.consent(device, "location_tracking")
+    headers = dict(device["auth"])
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    if b"%s" in body:
+        body = body % engine_api.clock.now().isoformat().encode()
+
+    response = engine_api.client.post("/v1/sdk/pings", headers=headers, content=body)
+
+    assert response.status_code == status, response.text
+    with engine_api.runtime.sessions() as session:
+        stored = session.scalars(
+            select(PingRow).where(PingRow.device_id == device["device_id"])
+        ).all()
+    if status == 200:
+        assert response.json()["accepted"] == 1
+        assert len(stored) == 1
+    else:
+        assert response.json()["error"] == {"code": "invalid_request", "message": ANY}
+        assert says in response.json()["error"]["message"]
+        assert stored == []
