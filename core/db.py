@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -135,9 +135,26 @@ def insert_at_once(engine: Engine, tables: Sequence[TableRows]) -> None:
 
     Raises ``ValueError`` (before anything is sent) for a value JSON cannot carry exactly: a
     NaN or infinite float, a naive datetime, any other type."""
+    statement = _one_statement(tables)
+    if statement is None:
+        return
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql(*statement)
+
+
+def insert_together(connection: Connection, tables: Sequence[TableRows]) -> None:
+    """``insert_at_once`` inside the caller's transaction, on its connection: one statement
+    (one round trip) where an insert per table takes one each."""
+    statement = _one_statement(tables)
+    if statement is not None:
+        connection.exec_driver_sql(*statement)
+
+
+def _one_statement(tables: Sequence[TableRows]) -> tuple[str, tuple[str, ...]] | None:
     parts = [(table, columns, rows) for table, columns, rows in tables if rows]
     if not parts:
-        return
+        return None
     statements: list[str] = []
     params: list[str] = []
     for table, columns, rows in parts:
@@ -150,10 +167,7 @@ def insert_at_once(engine: Engine, tables: Sequence[TableRows]) -> None:
         params.append(json.dumps(records, allow_nan=False, default=_json_instant))
     *first, last = statements
     ctes = ", ".join(f"w{i} AS ({statement})" for i, statement in enumerate(first))
-    sql = f"WITH {ctes} {last}" if ctes else last
-    with engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        connection.exec_driver_sql(sql, tuple(params))
+    return (f"WITH {ctes} {last}" if ctes else last), tuple(params)
 
 
 def _json_instant(value: Any) -> str:

@@ -21,7 +21,7 @@ from consent.gate import RECEIPT_COLUMNS, ConsentGate, cache_pairs, receipt_rows
 from consent.models import ConsentReceipt, Device
 from consent.service import SubjectRegistry
 from core.clock import Clock
-from core.db import insert_at_once, transaction
+from core.db import insert_at_once, insert_together, transaction
 from core.errors import NotFound, Unauthenticated, Unavailable
 from core.ratelimit import Count
 from core.state import DEVICE_LOCK_TTL_S, HotState, HotStateUnavailable, JSONDict, device_lock
@@ -304,10 +304,10 @@ class PingIngestor:
             (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
         ]
         events = make_events(subject_of, judged, now)
-        written = self._at_once(session, events, fixes) and _store_at_once(
+        written = len(fixes) < COPY_FROM_ROWS and _store_in_one(
             session, receipts, ping_rows(subjects, fixes, status_values, now), events, now
         )
-        if not written:
+        if not written:  # one table at a time (SQLite, COPY for many fixes, or a value JSON lacks)
             gate.add_receipts("ping", receipts, now)
             PingRepository(session).add_fixes(subjects, fixes, status_values, now)
             session.add_all(events)
@@ -339,20 +339,6 @@ class PingIngestor:
                 )
             )
         return results, {d: r for d, r in outcome.records.items() if d in subject_of}
-
-    @staticmethod
-    def _at_once(session: Session, events: Sequence[FenceEvent], fixes: Sequence[Fix]) -> bool:
-        """Whether the group's writes can go as one statement outside a transaction: on
-        PostgreSQL, when the group read nothing from the database (consent and devices came from
-        the hot state), has no event that may lead to an offer (exits only, or none) and a few
-        fixes (more go by ``COPY``). Most single-fix groups under load: one round trip where a
-        transaction takes four or five."""
-        return (
-            not any(e.kind in OFFER_TRIGGERS for e in events)
-            and len(fixes) < COPY_FROM_ROWS
-            and not session.in_transaction()
-            and session.get_bind().dialect.name == "postgresql"
-        )
 
     def _offer(
         self,
@@ -405,30 +391,41 @@ class _GroupRead:
     presence: dict[str, JSONDict]
 
 
-def _store_at_once(
+def _store_in_one(
     session: Session,
     receipts: Sequence[tuple[str, ConsentDecision, dict[str, Any]]],
     pings: Sequence[tuple[Any, ...]],
     events: Sequence[FenceEvent],
     now: datetime,
 ) -> bool:
-    """The group's consent receipts, fixes and events in one statement, committed on its own
-    (``core.db.insert_at_once``); PostgreSQL only. False, with nothing sent, when a value
-    cannot travel as JSON (a float that is not finite): the caller then takes the transaction."""
-    rows = [tuple(r[c] for c in RECEIPT_COLUMNS) for r in receipt_rows("ping", receipts, now)]
-    event_rows = [tuple(getattr(e, c) for c in EVENT_COLUMNS) for e in events]
+    """The group's consent receipts, fixes and events in one statement; PostgreSQL only.
+
+    A group that read nothing from the database (consent and devices came from the hot state)
+    and has no event that may lead to an offer needs no transaction: the statement is committed
+    on its own (``core.db.insert_at_once``), one round trip where a transaction takes four or
+    five. Most single-fix groups under load are such. Any other group writes it in its
+    transaction (``core.db.insert_together``), before its offer decisions: one round trip and no
+    ORM flush where an insert per table took three. False, with nothing sent, when a value
+    cannot travel as JSON (a float that is not finite): the caller then writes them one table at
+    a time."""
     engine = session.get_bind()
     assert isinstance(engine, Engine)  # sessions are bound to the engine, not a connection
+    if engine.dialect.name != "postgresql":
+        return False
+    rows = [tuple(r[c] for c in RECEIPT_COLUMNS) for r in receipt_rows("ping", receipts, now)]
+    event_rows = [tuple(getattr(e, c) for c in EVENT_COLUMNS) for e in events]
+    tables = [
+        (ConsentReceipt.__tablename__, RECEIPT_COLUMNS, rows),
+        (Ping.__tablename__, PING_COLUMNS, pings),
+        (FenceEvent.__tablename__, EVENT_COLUMNS, event_rows),
+    ]
+    alone = not session.in_transaction() and not any(e.kind in OFFER_TRIGGERS for e in events)
     try:
-        insert_at_once(
-            engine,
-            [
-                (ConsentReceipt.__tablename__, RECEIPT_COLUMNS, rows),
-                (Ping.__tablename__, PING_COLUMNS, pings),
-                (FenceEvent.__tablename__, EVENT_COLUMNS, event_rows),
-            ],
-        )
+        if alone:
+            insert_at_once(engine, tables)
+        else:
+            insert_together(session.connection(), tables)
     except ValueError as exc:  # raised while encoding, before anything was sent
-        log.info("a ping group is written in a transaction instead: %s", exc)
+        log.info("a ping group is written one table at a time: %s", exc)
         return False
     return True

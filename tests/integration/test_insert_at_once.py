@@ -1,4 +1,5 @@
-"""``core.db.insert_at_once`` against the real PostgreSQL server: the values come back exactly as
+"""``core.db.insert_at_once`` (and ``insert_together``, the same statement in the caller's
+transaction) against the real PostgreSQL server: the values come back exactly as
 they were given, the statement's text does not depend on the number of rows (so the driver
 converts it once and the server can prepare it), and a value JSON cannot carry is refused
 before anything is written."""
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-from core.db import insert_at_once, make_engine
+from core.db import insert_at_once, insert_together, make_engine
 
 FIXES = ("device_id", "lon", "lat", "accuracy_m", "is_mock", "client_id", "recorded_at")
 NOTES = ("subject_id", "seq", "details", "decided_at")
@@ -130,3 +131,28 @@ def test_a_value_json_cannot_carry_is_refused_before_anything_is_written(
         insert_at_once(sa_engine, [(notes, NOTES, [_note(1)]), (fixes, FIXES, [tuple(row)])])
     with sa_engine.connect() as connection:
         assert connection.execute(text(f"SELECT count(*) FROM {notes}")).scalar() == 0
+
+
+def test_together_the_rows_belong_to_the_callers_transaction(
+    engine: tuple[Engine, str, str],
+) -> None:
+    sa_engine, fixes, notes = engine
+    tables = [(fixes, FIXES, [_fix(i) for i in range(3)]), (notes, NOTES, [_note(0)])]
+
+    with sa_engine.connect() as connection, connection.begin() as transaction:
+        insert_together(connection, tables)
+        inside = connection.execute(text(f"SELECT count(*) FROM {fixes}")).scalar()
+        transaction.rollback()
+    with sa_engine.connect() as connection:
+        after_rollback = connection.execute(text(f"SELECT count(*) FROM {fixes}")).scalar()
+    with sa_engine.begin() as connection:
+        insert_together(connection, tables)
+    with sa_engine.connect() as connection:
+        stored = connection.execute(
+            text(f"SELECT {', '.join(FIXES)} FROM {fixes} ORDER BY id")
+        ).all()
+        stored_notes = connection.execute(text(f"SELECT count(*) FROM {notes}")).scalar()
+
+    assert (inside, after_rollback) == (3, 0)
+    assert [tuple(r) for r in stored] == tables[0][2]
+    assert stored_notes == 1
