@@ -121,8 +121,9 @@ def _half_angle_sine(x: FloatArray) -> FloatArray:
     fraction of ``np.sin``. Each element's value depends on that element alone, so a step's
     length is the same whichever steps it is computed with."""
     result: FloatArray = x - x * x * x * (1.0 / 6.0)
-    large = np.abs(x) >= 1e-3
-    if large.any():
+    size = np.abs(x)
+    if size.max(initial=0.0) >= 1e-3:
+        large = size >= 1e-3
         result[large] = np.sin(x[large])
     return result
 
