@@ -305,7 +305,7 @@ class PingIngestor:
         ]
         events = make_events(subject_of, judged, now)
         written = len(fixes) < COPY_FROM_ROWS and _store_in_one(
-            session, receipts, ping_rows(subjects, fixes, status_values, now), events, now
+            session, receipts, (subjects, fixes, status_values), events, now
         )
         if not written:  # one table at a time (SQLite, COPY for many fixes, or a value JSON lacks)
             gate.add_receipts("ping", receipts, now)
@@ -394,7 +394,7 @@ class _GroupRead:
 def _store_in_one(
     session: Session,
     receipts: Sequence[tuple[str, ConsentDecision, dict[str, Any]]],
-    pings: Sequence[tuple[Any, ...]],
+    fixes: tuple[Sequence[str], Sequence[Fix], Sequence[str]],  # subjects, fixes, statuses
     events: Sequence[FenceEvent],
     now: datetime,
 ) -> bool:
@@ -416,7 +416,7 @@ def _store_in_one(
     event_rows = [tuple(getattr(e, c) for c in EVENT_COLUMNS) for e in events]
     tables = [
         (ConsentReceipt.__tablename__, RECEIPT_COLUMNS, rows),
-        (Ping.__tablename__, PING_COLUMNS, pings),
+        (Ping.__tablename__, PING_COLUMNS, ping_rows(*fixes, now)),
         (FenceEvent.__tablename__, EVENT_COLUMNS, event_rows),
     ]
     alone = not session.in_transaction() and not any(e.kind in OFFER_TRIGGERS for e in events)
