@@ -297,8 +297,9 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
     make_engine_api: EngineFactory,
 ) -> None:
     """Consent from the hot state, no fence crossed, a few fixes: on PostgreSQL the receipts and
-    fixes go in one statement outside a transaction (one round trip); a group that crosses a
-    fence keeps its transaction. SQLite always takes the transaction. The rows are the same."""
+    fixes go in one statement outside a transaction (one round trip); a group that enters a
+    fence keeps its transaction (for the offer decision) and writes the same one statement in it.
+    SQLite always takes the transaction, an insert per table. The rows are the same."""
     engine = make_engine_api()
     [shopper] = _shoppers(engine, 1)
     sa_engine = engine.runtime.engine
@@ -326,7 +327,7 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
     event.listen(sa_engine, "commit", commit)
     try:
         quiet, quiet_statements, quiet_commits = ping(OUTSIDE)
-        entering, _, entering_commits = ping(INSIDE)
+        entering, entering_statements, entering_commits = ping(INSIDE)
         leaving = [ping(OUTSIDE, 40) for _ in range(2)]  # the exit is confirmed after 60 s
     finally:
         event.remove(sa_engine, "before_cursor_execute", statement)
@@ -345,6 +346,10 @@ def test_a_group_that_crosses_no_fence_writes_in_one_statement_on_postgresql(
         [sql] = exit_statements  # an exit leads to no offer: stored the same way
         assert "INSERT INTO pings" in sql and "INSERT INTO fence_events" in sql
         assert exit_commits == 0
+        [sql] = [s for s in entering_statements if "INSERT INTO pings" in s]
+        assert sql.startswith("WITH w0 AS (INSERT INTO consent_receipts")
+        assert "INSERT INTO fence_events" in sql  # the enter, in the transaction committed once
+        assert not any(s.startswith("INSERT INTO fence_events") for s in entering_statements)
     else:
         assert len(quiet_statements) == 2 and quiet_commits == 1
         assert len(exit_statements) == 3 and exit_commits == 1
