@@ -87,6 +87,7 @@ def create_app(
         app.state.limiter,
         runtime.settings.ping_group_max_fixes,
         runtime.settings.ping_groups_in_flight,
+        close=runtime.ingestor.close,
     )
     # first: the busiest route is matched before any other (limits: counted by ping group)
     app.include_router(sdk.ping_router, responses=COMMON_RESPONSES)

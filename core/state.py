@@ -68,6 +68,19 @@ class GroupOpening:
     counts: list[int] = field(default_factory=list)  # the counters, after their increment
 
 
+@dataclass(frozen=True, slots=True)
+class GroupClose:
+    """A ping group's end, as ``HotState.close_group`` takes it: the presence records to write
+    for the devices whose locks ``owner`` still holds, then every lock of ``lock_names`` to
+    free. ``expires``: ``time.monotonic()`` after which the locks have expired on their own."""
+
+    lock_names: Sequence[str]
+    owner: str
+    presence: Mapping[str, JSONDict]
+    ttl_s: int
+    expires: float
+
+
 class HotState(Protocol):
     shared: bool
 
@@ -133,11 +146,14 @@ class HotState(Protocol):
         presence_ids: Sequence[str],
         counters: Sequence[str] = (),
         counter_ttl_s: int = 0,
+        closing: GroupClose | None = None,
     ) -> GroupOpening:
-        """``acquire_locks`` and ``incr_many(counters, counter_ttl_s)`` (the group's rate-limit
+        """``close_group(closing)`` (an earlier group's end, when given), then
+        ``acquire_locks`` and ``incr_many(counters, counter_ttl_s)`` (the group's rate-limit
         counts), then ``get_versioned`` and ``load_presence``, in one round trip where the
         store allows it (one per step on a cluster). The reads follow the lock attempts: a
-        record read for a device whose lock was taken is the one its last holder left."""
+        record read for a device whose lock was taken is the one its last holder left (the
+        closing group's, for a device in both)."""
         ...
 
     def close_group(
@@ -285,7 +301,10 @@ class InProcessHotState:
         presence_ids: Sequence[str],
         counters: Sequence[str] = (),
         counter_ttl_s: int = 0,
+        closing: GroupClose | None = None,
     ) -> GroupOpening:
+        if closing is not None:
+            self.close_group(closing.lock_names, closing.owner, closing.presence, closing.ttl_s)
         held = self.acquire_locks(lock_names, owner, ttl_s)
         counts = self.incr_many(counters, counter_ttl_s)
         return GroupOpening(
@@ -363,44 +382,62 @@ for _, key in ipairs(KEYS) do
 end
 return released
 """
-# A group's end. KEYS: n presence records, their n devices' locks, then the group's other
-# locks; ARGV: the owner, the records' expiry (s), the n records. Each record is written only
-# while the owner holds its device's lock; then every lock the owner holds is released.
-_STORE_AND_RELEASE = """
-local n = #ARGV - 2
-local written = 0
-for i = 1, n do
-  if redis.call('GET', KEYS[n + i]) == ARGV[1] then
-    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[2])
-    written = written + 1
+# A group's end, shared by the two scripts below. From KEYS[base + 1]: n presence records,
+# their n devices' locks, then the group's other locks, c keys in all; the records are ARGV[at +
+# 1 .. at + n]. Each record is written (expiring after ttl s) only while ``owner`` holds its
+# device's lock; then every lock ``owner`` holds is released. Returns the records written.
+_END_GROUP = """
+local function end_group(base, c, n, owner, ttl, at)
+  local written = 0
+  for i = 1, n do
+    if redis.call('GET', KEYS[base + n + i]) == owner then
+      redis.call('SET', KEYS[base + i], ARGV[at + i], 'EX', ttl)
+      written = written + 1
+    end
   end
+  for i = base + n + 1, base + c do
+    if redis.call('GET', KEYS[i]) == owner then redis.call('DEL', KEYS[i]) end
+  end
+  return written
 end
-for i = n + 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-end
-return written
 """
-# A ping group's opening in one command. KEYS: ARGV[3] device locks, ARGV[4] rate-limit
-# counters, then the keys to read. Each lock is taken if free (NX, PX ARGV[2] ms, owner ARGV[1]):
-# 1 if taken, 0 if another holds it; each counter goes up by one (a new one expires after
-# ARGV[5] s), its new value returned; then each other key is read (false, a nil reply, when
-# missing).
-_OPEN_GROUP = """
+# close_group. KEYS: as above; ARGV: the owner, the records' expiry (s), the n records.
+_STORE_AND_RELEASE = (
+    _END_GROUP
+    + """
+return end_group(0, #KEYS, #ARGV - 2, ARGV[1], ARGV[2], 2)
+"""
+)
+# A ping group's opening in one command, after an earlier group's end when there is one.
+# ARGV[6] keys and ARGV[7] records of that end come first (0 and 0 for none; its owner ARGV[8],
+# the records' expiry ARGV[9], the records from ARGV[10]). Then KEYS: ARGV[3] device locks,
+# ARGV[4] rate-limit counters, then the keys to read. Each lock is taken if free (NX, PX ARGV[2]
+# ms, owner ARGV[1]): 1 if taken, 0 if another holds it; each counter goes up by one (a new one
+# expires after ARGV[5] s), its new value returned; then each other key is read (false, a nil
+# reply, when missing). The reply starts with the number of the end's records written.
+_OPEN_GROUP = (
+    _END_GROUP
+    + """
+local ended = tonumber(ARGV[6])
+local out = {0}
+if ended > 0 then out[1] = end_group(0, ended, tonumber(ARGV[7]), ARGV[8], ARGV[9], 9) end
 local locks, counters = tonumber(ARGV[3]), tonumber(ARGV[4])
-local out = {}
 for i = 1, locks do
-  if redis.call('SET', KEYS[i], ARGV[1], 'NX', 'PX', ARGV[2]) then out[i] = 1 else out[i] = 0 end
+  out[i + 1] = 0
+  if redis.call('SET', KEYS[ended + i], ARGV[1], 'NX', 'PX', ARGV[2]) then out[i + 1] = 1 end
 end
 for i = locks + 1, locks + counters do
-  local value = redis.call('INCRBY', KEYS[i], 1)
-  if value == 1 then redis.call('EXPIRE', KEYS[i], ARGV[5]) end
-  out[i] = value
+  local key = KEYS[ended + i]
+  local value = redis.call('INCRBY', key, 1)
+  if value == 1 then redis.call('EXPIRE', key, ARGV[5]) end
+  out[i + 1] = value
 end
-for i = locks + counters + 1, #KEYS do
-  out[i] = redis.call('GET', KEYS[i])
+for i = ended + locks + counters + 1, #KEYS do
+  out[i - ended + 1] = redis.call('GET', KEYS[i])
 end
 return out
 """
+)
 _CLAIM_SPACING = """
 local last = redis.call('GET', KEYS[1])
 local gap = tonumber(ARGV[2])
@@ -588,8 +625,11 @@ class RedisHotState:
         presence_ids: Sequence[str],
         counters: Sequence[str] = (),
         counter_ttl_s: int = 0,
+        closing: GroupClose | None = None,
     ) -> GroupOpening:
         if self._cluster:  # keys in many slots: each step on its own, split by slot
+            if closing is not None:
+                self.close_group(closing.lock_names, closing.owner, closing.presence, closing.ttl_s)
             held = self.acquire_locks(lock_names, owner, ttl_s)
             counts = self.incr_many(counters, counter_ttl_s)
             return GroupOpening(
@@ -598,10 +638,14 @@ class RedisHotState:
         ms = max(1, int(ttl_s * 1000))
         value_keys = [self._k(k) for key, counter in versioned for k in (f"kv:{key}", counter)]
         presence_keys = [self._k(f"presence:{d}") for d in presence_ids]
-        keys = [self._k(f"lock:{name}") for name in lock_names]
+        keys, args = self._end_keys(closing) if closing is not None else ([], [])
+        ended, records = len(keys), len(closing.presence) if closing is not None else 0
+        keys += [self._k(f"lock:{name}") for name in lock_names]
         keys += [self._k(key) for key in counters] + value_keys + presence_keys
-        args = [owner, ms, len(lock_names), len(counters), counter_ttl_s]
-        replies = self._call(lambda: self._open_group(keys=keys, args=args))
+        args = [owner, ms, len(lock_names), len(counters), counter_ttl_s, ended, records, *args]
+        written, *replies = self._call(lambda: self._open_group(keys=keys, args=args))
+        if closing is not None:
+            _report_unwritten(records - int(written))
         taken = len(lock_names) + len(counters)
         held = [flag == 1 for flag in replies[: len(lock_names)]]
         counts = [int(n) for n in replies[len(lock_names) : taken]]
@@ -618,13 +662,19 @@ class RedisHotState:
             _report_unwritten(len(presence) - len(owned))
             self.release_locks(lock_names, owner)
             return
-        own = [device_lock(d) for d in presence]
-        others = sorted(set(lock_names) - set(own))
-        keys = [self._k(f"presence:{d}") for d in presence]
-        keys += [self._k(f"lock:{name}") for name in [*own, *others]]
-        args = [owner, ttl_s, *(json.dumps(r) for r in presence.values())]
+        keys, args = self._end_keys(GroupClose(lock_names, owner, presence, ttl_s, 0.0))
         written = int(self._call(lambda: self._store_and_release(keys=keys, args=args)))
         _report_unwritten(len(presence) - written)
+
+    def _end_keys(self, end: GroupClose) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of a group's end in a script (``_END_GROUP``): the presence
+        records, their devices' locks, the other locks; the owner, the expiry, the records."""
+        _check_close(end.lock_names, end.presence)
+        own = [device_lock(d) for d in end.presence]
+        others = sorted(set(end.lock_names) - set(own))
+        keys = [self._k(f"presence:{d}") for d in end.presence]
+        keys += [self._k(f"lock:{name}") for name in [*own, *others]]
+        return keys, [end.owner, end.ttl_s, *(json.dumps(r) for r in end.presence.values())]
 
     def _owned(self, owner: str, presence: Mapping[str, JSONDict]) -> dict[str, JSONDict]:
         """The records whose device's lock ``owner`` holds (checked just before they are

@@ -24,7 +24,14 @@ from core.clock import Clock
 from core.db import insert_at_once, insert_together, transaction
 from core.errors import NotFound, Unauthenticated, Unavailable
 from core.ratelimit import Count
-from core.state import DEVICE_LOCK_TTL_S, HotState, HotStateUnavailable, JSONDict, device_lock
+from core.state import (
+    DEVICE_LOCK_TTL_S,
+    GroupClose,
+    HotState,
+    HotStateUnavailable,
+    JSONDict,
+    device_lock,
+)
 from geo.domain import Fix, FixBatch
 from geo.hours import is_open
 from geo.index import LiveFenceIndex, StoreInfo
@@ -117,7 +124,12 @@ class PingIngestor:
         self.channels = channels
         self.enqueue_delivery = enqueue_delivery
 
-    def ingest_many(self, batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
+    def ingest_many(
+        self,
+        batches: Sequence[PingBatch],
+        closing: GroupClose | None = None,
+        defer_close: Callable[[GroupClose], bool] | None = None,
+    ) -> list[IngestResult | Exception]:
         """Process several devices' batches in one transaction (at most one batch per device):
         one read of their locks, consent, token generations and presence, one insert of all the
         fixes, one commit, one write of presence with the locks' release. Each batch gets its
@@ -128,11 +140,19 @@ class PingIngestor:
         opening, went over a limit: nothing of it done, busy or not).
         An error of the whole transaction (the database or the hot state) is raised and nothing
         is kept. Once the transaction has committed, a hot state that does not answer fails
-        nothing: the close (presence, locks) is tried again in the background (``_close``).
+        nothing: the close (presence, locks) is tried again in the background (``close``).
 
         Each device's lock is held from before its presence is read until after the commit, so
         two requests of one device never overlap, whichever processes they reach. Nothing here
-        waits for a lock: the caller sends a busy device's batch again later."""
+        waits for a lock: the caller sends a busy device's batch again later.
+
+        ``closing``: an earlier group's end still to be written (``defer_close``), written in
+        this group's opening, before its locks are taken (one round trip for both). If the
+        opening fails, that end is tried again in the background like any late close.
+        ``defer_close``: offered the group's end once its transaction has committed; when it
+        returns True the caller owns the end (the devices stay locked until it is written, by
+        ``close`` or as the next group's ``closing``) and the group's answers do not wait for
+        it. After a failure the group is closed here, whatever ``defer_close`` says."""
         if len({b.device_id for b in batches}) != len(batches):
             raise ValueError("at most one batch per device in one transaction")
         names = [device_lock(b.device_id) for b in batches]
@@ -140,15 +160,21 @@ class PingIngestor:
         subjects = list(dict.fromkeys(b.subject_id for b in batches if b.subject_id))
         expires = time.monotonic() + DEVICE_LOCK_TTL_S  # the locks' expiry, at the latest
         counted = [b.count for b in batches if b.count is not None]
-        opening = self.state.open_group(
-            names,
-            owner,
-            DEVICE_LOCK_TTL_S,
-            cache_pairs(subjects),
-            [b.device_id for b in batches],
-            [key for count in counted for key in count.keys],
-            max((count.ttl_s for count in counted), default=0),
-        )
+        try:
+            opening = self.state.open_group(
+                names,
+                owner,
+                DEVICE_LOCK_TTL_S,
+                cache_pairs(subjects),
+                [b.device_id for b in batches],
+                [key for count in counted for key in count.keys],
+                max((count.ttl_s for count in counted), default=0),
+                closing,
+            )
+        except BaseException:
+            if closing is not None:  # the script runs whole or not at all: that end is still due
+                self._close_in_background(closing)
+            raise
         values = iter(opening.counts)
         refused = [
             None if b.count is None else b.count.verdict([next(values) for _ in b.count.keys])
@@ -159,12 +185,16 @@ class PingIngestor:
         locked = [b for b, h, r in zip(batches, held, refused, strict=True) if h and r is None]
         outcomes: list[IngestResult | Exception] = []
         presence: dict[str, JSONDict] = {}
+        done = False
         try:
             if locked:
                 read = _GroupRead(subjects, opening.versioned, opening.presence)
                 outcomes, presence = self._ingest_locked(locked, read)
+            done = True
         finally:  # after a failure: the locks freed, its error (not the close's) raised
-            self._close(held_names, owner, presence, expires)
+            end = GroupClose(held_names, owner, presence, PRESENCE_TTL_S, expires)
+            if not (done and held_names and defer_close is not None and defer_close(end)):
+                self.close(end)
         results = iter(outcomes)
         answers: list[IngestResult | Exception] = []
         for batch, taken, refusal in zip(batches, held, refused, strict=True):
@@ -181,43 +211,39 @@ class PingIngestor:
                 )
         return answers
 
-    def _close(
-        self, names: list[str], owner: str, presence: dict[str, JSONDict], expires: float
-    ) -> None:
-        """Write the group's presence and free its locks. The transaction is over (committed or
+    def close(self, end: GroupClose) -> None:
+        """Write a group's presence and free its locks. The transaction is over (committed or
         not) when this runs, so a hot state that does not answer fails nothing: the close is
         tried again in the background until the locks expire. Until it lands the devices stay
         locked, so no other request reads their presence from before this group."""
-        if not names:
+        if not end.lock_names:
             return
         try:
-            self.state.close_group(names, owner, presence, PRESENCE_TTL_S)
+            self.state.close_group(end.lock_names, end.owner, end.presence, end.ttl_s)
         except HotStateUnavailable as exc:
             log.warning("closing a ping group failed (%s); trying again in the background", exc)
-            threading.Thread(
-                target=self._close_later,
-                args=(names, owner, presence, expires),
-                name="ping-group-close",
-                daemon=True,
-            ).start()
+            self._close_in_background(end)
 
-    def _close_later(
-        self, names: list[str], owner: str, presence: dict[str, JSONDict], expires: float
-    ) -> None:
+    def _close_in_background(self, end: GroupClose) -> None:
+        threading.Thread(
+            target=self._close_later, args=(end,), name="ping-group-close", daemon=True
+        ).start()
+
+    def _close_later(self, end: GroupClose) -> None:
         pause = LATE_CLOSE_FIRST_PAUSE_S
-        while time.monotonic() + pause < expires:
+        while time.monotonic() + pause < end.expires:
             time.sleep(pause)
             try:
-                self.state.close_group(names, owner, presence, PRESENCE_TTL_S)
+                self.state.close_group(end.lock_names, end.owner, end.presence, end.ttl_s)
             except HotStateUnavailable:
                 pause = min(2 * pause, LATE_CLOSE_MAX_PAUSE_S)
                 continue
-            log.info("a ping group's delayed close landed (%d devices)", len(names))
+            log.info("a ping group's delayed close landed (%d devices)", len(end.lock_names))
             return
         log.warning(
             "a ping group's close did not land before its locks expired; the presence of %d "
             "devices was not written",
-            len(presence),
+            len(end.presence),
         )
 
     def _ingest_locked(

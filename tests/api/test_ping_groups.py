@@ -20,7 +20,7 @@ from consent.domain import ConsentRequired
 from consent.models import ConsentReceipt
 from core.errors import RateLimited, Unauthenticated
 from core.ratelimit import RateLimiter, RateLimits, RouteLimits, Subjects
-from core.state import device_lock
+from core.state import GroupClose, HotStateUnavailable, device_lock
 from geo.domain import Fix
 from geo.models import FenceEvent, Ping
 from offers.flows import DeviceBusy, IngestResult, PingBatch
@@ -45,15 +45,17 @@ def _groups(engine: Engine, limits: RateLimits | None = None, **kwargs: Any) -> 
     limiter = RateLimiter(
         runtime.state, runtime.clock, limits or RateLimits(pings=RouteLimits()), 60
     )
+    kwargs.setdefault("close", runtime.ingestor.close)  # as the app builds them
     return PingGroups(runtime.ingestor.ingest_many, limiter, **kwargs)
 
 
 async def _submit_all(
     groups: PingGroups, batches: Sequence[PingBatch]
 ) -> list[IngestResult | BaseException]:
-    return await asyncio.gather(
+    answers = asyncio.gather(
         *(groups.submit(b, _subjects(b)) for b in batches), return_exceptions=True
     )
+    return await asyncio.wait_for(answers, 60)  # a request left waiting fails, not hangs
 
 
 def _shoppers(engine: Engine, count: int) -> list[dict[str, Any]]:
@@ -124,6 +126,98 @@ def test_a_devices_requests_run_one_after_the_other(make_engine_api: EngineFacto
     kinds = [[e.kind for e in r.events] for r in results if isinstance(r, IngestResult)]
     assert kinds[0] == ["enter"] and kinds[2] == ["enter"] and kinds[3] == ["enter"]
     assert "exit" in kinds[1], "the second request saw the state the first one left"
+
+
+def _spy_on_group_ends(
+    state: Any, monkeypatch: pytest.MonkeyPatch, fail_carrying: bool = False
+) -> tuple[list[GroupClose | None], list[str]]:
+    """Record what each group's opening carried and the owners of the ends closed on their own;
+    with ``fail_carrying``, the first opening that carries an end fails (the hot state away)."""
+    carried: list[GroupClose | None] = []
+    closed: list[str] = []
+    opening_now = threading.local()  # an opening may close through ``close_group`` itself
+    open_group, close_group = state.open_group, state.close_group
+
+    def opening(*args: Any, closing: GroupClose | None = None, **kwargs: Any) -> Any:
+        if len(args) > 7:
+            *args, closing = args
+        carried.append(closing)
+        if fail_carrying and closing is not None and carried.count(closing) == 1:
+            raise HotStateUnavailable("the hot state went away")
+        opening_now.on = True
+        try:
+            return open_group(*args, closing=closing, **kwargs)
+        finally:
+            opening_now.on = False
+
+    def closing_alone(lock_names: Any, owner: str, *args: Any) -> None:
+        if not getattr(opening_now, "on", False):
+            closed.append(owner)
+        close_group(lock_names, owner, *args)
+
+    monkeypatch.setattr(state, "open_group", opening)
+    monkeypatch.setattr(state, "close_group", closing_alone)
+    return carried, closed
+
+
+def test_a_groups_end_is_written_in_the_opening_of_the_group_waiting_for_it(
+    make_engine_api: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests waiting as a group commits: its answers do not wait for its end (presence,
+    locks); the next group writes that end in its own opening, before it reads. A device's next
+    request goes in that group and sees the state its last one left (no second enter)."""
+    engine = make_engine_api()
+    [walker, *others] = _shoppers(engine, 4)
+    state = engine.runtime.state
+    carried, closed = _spy_on_group_ends(state, monkeypatch)
+    groups = _groups(engine)
+    first, again = _batch(engine, walker, INSIDE, 0), _batch(engine, walker, INSIDE, 5)
+    batches = [first, *(_batch(engine, s, INSIDE) for s in others), again]
+
+    results = asyncio.run(_submit_all(groups, batches))
+
+    assert all(isinstance(r, IngestResult) for r in results), results
+    assert (groups.groups, groups.grouped) == (2, 5)
+    kinds = [[e.kind for e in r.events] for r in results if isinstance(r, IngestResult)]
+    assert kinds == [["enter"], ["enter"], ["enter"], ["enter"], []]
+    first_end, second_end = carried
+    assert first_end is None
+    assert second_end is not None and list(second_end.presence) == [first.device_id]
+    assert len(closed) == 1 and closed != [second_end.owner], "only the last group closed alone"
+    devices = [b.device_id for b in batches[:-1]]
+    names = [device_lock(d) for d in devices]
+    assert state.acquire_locks(names, "probe", 60) == [True] * 4, "the last group closed itself"
+    presence = state.load_presence(devices)
+    assert set(presence) == set(devices)
+    assert presence[first.device_id]["w"] == again.fixes[0].recorded_at.timestamp()
+
+
+def test_an_end_whose_carrying_opening_fails_is_written_in_the_background(
+    make_engine_api: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opening that was to write an earlier group's end fails (the hot state away for a
+    moment): its own request gets the error, and the end is still written, in the background,
+    so the earlier group's device is neither left locked nor without its presence."""
+    engine = make_engine_api()
+    [walker, other] = _shoppers(engine, 2)
+    state = engine.runtime.state
+    carried, _ = _spy_on_group_ends(state, monkeypatch, fail_carrying=True)
+    groups = _groups(engine)
+    batches = [_batch(engine, walker, INSIDE), _batch(engine, other, INSIDE)]
+
+    [written, refused] = asyncio.run(_submit_all(groups, batches))
+
+    assert isinstance(written, IngestResult) and [e.kind for e in written.events] == ["enter"]
+    assert isinstance(refused, HotStateUnavailable), refused
+    assert carried[1] is not None and list(carried[1].presence) == [batches[0].device_id]
+    lock = device_lock(batches[0].device_id)
+    deadline = time.monotonic() + 5
+    while not state.acquire_lock(lock, "probe", 60):
+        assert time.monotonic() < deadline, "the end was never written"
+        time.sleep(0.02)
+    assert batches[0].device_id in state.load_presence([batches[0].device_id])
+    assert state.acquire_lock(device_lock(batches[1].device_id), "probe", 60)
+    assert engine.count(Ping) == 1, "the failed group stored nothing"
 
 
 async def _timed(groups: PingGroups, batch: PingBatch) -> tuple[object, float]:
@@ -252,8 +346,10 @@ def test_a_group_retried_request_by_request_counts_each_request_once(
     shoppers = _shoppers(engine, 4)
     ingest_many = engine.runtime.ingestor.ingest_many
 
-    def failing_after_opening(batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
-        outcomes = ingest_many(batches)
+    def failing_after_opening(
+        batches: Sequence[PingBatch], *handing: Any
+    ) -> list[IngestResult | Exception]:
+        outcomes = ingest_many(batches, *handing)
         if len(batches) > 1:
             raise RuntimeError("the group failed after its opening")
         return outcomes
@@ -274,11 +370,13 @@ def test_a_failed_group_is_retried_request_by_request(make_engine_api: EngineFac
     ingest_many = engine.runtime.ingestor.ingest_many
     sizes: list[int] = []
 
-    def failing_when_grouped(batches: Sequence[PingBatch]) -> list[IngestResult | Exception]:
+    def failing_when_grouped(
+        batches: Sequence[PingBatch], *handing: Any
+    ) -> list[IngestResult | Exception]:
         sizes.append(len(batches))
         if len(batches) > 1:
             raise RuntimeError("the group's transaction failed")
-        return ingest_many(batches)
+        return ingest_many(batches, *handing)
 
     groups = _groups(engine)
     groups.ingest_many = failing_when_grouped

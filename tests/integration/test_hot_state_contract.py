@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from core.state import HotState, HotStateUnavailable, InProcessHotState, RedisHotState
+from core.state import (
+    GroupClose,
+    HotState,
+    HotStateUnavailable,
+    InProcessHotState,
+    RedisHotState,
+)
 from tests.private_servers import PrivateRedisCluster
 
 LONG_TTL_S = 60  # far longer than any test runs: "still there" checks use this
@@ -450,6 +456,40 @@ def test_closing_a_group_stores_presence_and_releases_only_the_owners_locks(
     assert hot.state.acquire_lock("device:d1", "d", LONG_TTL_S) is True
     with pytest.raises(ValueError, match="without its device's lock"):
         hot.state.close_group([], "c", {"d1": {"n": 3}}, LONG_TTL_S)
+
+
+def test_opening_a_group_first_writes_the_end_of_the_one_before(hot: Subject) -> None:
+    """An earlier group's end carried into an opening (``closing``) is written first: its
+    presence records where its owner still holds the lock, its owner's locks freed. A device in
+    both groups is then locked again by the new owner, and its record read back is the one
+    just written; a lock another owner took meanwhile keeps that owner's record."""
+    hot.state.open_group(["device:d1", "device:d2", "device:d3"], "a", LONG_TTL_S, [], [])
+    hot.state.release_lock("device:d3", "a")
+    assert hot.state.acquire_lock("device:d3", "b", LONG_TTL_S)
+    hot.state.store_presence({"d3": {"n": "b's"}}, LONG_TTL_S)
+    end = GroupClose(
+        ["device:d1", "device:d2", "device:d3"],
+        "a",
+        {"d1": {"n": 1}, "d2": {"n": 2}, "d3": {"n": "a's"}},
+        LONG_TTL_S,
+        time.monotonic() + LONG_TTL_S,
+    )
+
+    opening = hot.state.open_group(
+        ["device:d1", "device:d4"], "c", LONG_TTL_S, [], ["d1", "d3"], closing=end
+    )
+
+    assert opening.held == [True, True], "a's lock on d1 was freed before c asked for it"
+    assert opening.presence == {"d1": {"n": 1}, "d3": {"n": "b's"}}
+    assert hot.state.load_presence(["d2"]) == {"d2": {"n": 2}}
+    assert hot.state.acquire_locks(["device:d1", "device:d2", "device:d3"], "e", 1) == [
+        False,  # c's now
+        True,  # a's, freed
+        False,  # still b's
+    ]
+    bare = GroupClose(["device:d4"], "c", {}, LONG_TTL_S, time.monotonic() + LONG_TTL_S)
+    assert hot.state.open_group([], "f", LONG_TTL_S, [], [], closing=bare).held == []
+    assert hot.state.acquire_lock("device:d4", "g", LONG_TTL_S), "an end with no records"
 
 
 def test_a_late_close_writes_no_presence_over_the_next_owner(
