@@ -638,7 +638,12 @@ class RedisHotState:
         ms = max(1, int(ttl_s * 1000))
         value_keys = [self._k(k) for key, counter in versioned for k in (f"kv:{key}", counter)]
         presence_keys = [self._k(f"presence:{d}") for d in presence_ids]
-        keys, args = self._end_keys(closing) if closing is not None else ([], [])
+        keys: list[str] = []
+        args: list[Any] = []
+        if closing is not None:
+            keys, args = self._end_keys(
+                closing.lock_names, closing.owner, closing.presence, closing.ttl_s
+            )
         ended, records = len(keys), len(closing.presence) if closing is not None else 0
         keys += [self._k(f"lock:{name}") for name in lock_names]
         keys += [self._k(key) for key in counters] + value_keys + presence_keys
@@ -655,26 +660,32 @@ class RedisHotState:
     def close_group(
         self, lock_names: Sequence[str], owner: str, presence: Mapping[str, JSONDict], ttl_s: int
     ) -> None:
-        _check_close(lock_names, presence)
         if self._cluster or not presence:  # on a cluster a record and its lock: two slots
+            _check_close(lock_names, presence)
             owned = self._owned(owner, presence)
             self.store_presence(owned, ttl_s)
             _report_unwritten(len(presence) - len(owned))
             self.release_locks(lock_names, owner)
             return
-        keys, args = self._end_keys(GroupClose(lock_names, owner, presence, ttl_s, 0.0))
+        keys, args = self._end_keys(lock_names, owner, presence, ttl_s)
         written = int(self._call(lambda: self._store_and_release(keys=keys, args=args)))
         _report_unwritten(len(presence) - written)
 
-    def _end_keys(self, end: GroupClose) -> tuple[list[str], list[Any]]:
+    def _end_keys(
+        self,
+        lock_names: Sequence[str],
+        owner: str,
+        presence: Mapping[str, JSONDict],
+        ttl_s: int,
+    ) -> tuple[list[str], list[Any]]:
         """Keys and arguments of a group's end in a script (``_END_GROUP``): the presence
         records, their devices' locks, the other locks; the owner, the expiry, the records."""
-        _check_close(end.lock_names, end.presence)
-        own = [device_lock(d) for d in end.presence]
-        others = sorted(set(end.lock_names) - set(own))
-        keys = [self._k(f"presence:{d}") for d in end.presence]
+        _check_close(lock_names, presence)
+        own = [device_lock(d) for d in presence]
+        others = sorted(set(lock_names) - set(own))
+        keys = [self._k(f"presence:{d}") for d in presence]
         keys += [self._k(f"lock:{name}") for name in [*own, *others]]
-        return keys, [end.owner, end.ttl_s, *(json.dumps(r) for r in end.presence.values())]
+        return keys, [owner, ttl_s, *(json.dumps(r) for r in presence.values())]
 
     def _owned(self, owner: str, presence: Mapping[str, JSONDict]) -> dict[str, JSONDict]:
         """The records whose device's lock ``owner`` holds (checked just before they are
