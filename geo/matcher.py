@@ -104,6 +104,7 @@ class BatchMatcher:
                     index, batch, used, record, ids, margins, point_idx, fence_idx, deep
                 )
             new_records[device_id] = new_record
+            _forget_run_out(new_record)
             transitions.extend(seg_transitions)
             if self.prediction is not None:
                 odometer(batch, used, travel, record, new_record, self.prediction)
@@ -413,6 +414,19 @@ class BatchMatcher:
                 )
             )
         return len(found)
+
+
+def _forget_run_out(record: Record) -> None:
+    """Drop the announcements whose time ran out (``until`` at or before the device's last used
+    fix). They can no longer hold back an approach (``_motion`` skips a fence only while
+    ``until`` is after the motion's time, which never goes back), and a device passing stores it
+    never enters would otherwise carry every one of them in its record for good. ``ap`` is the
+    matcher's own copy here, never the caller's."""
+    announced = record.get("ap")
+    watermark = record.get("w")
+    if announced and watermark is not None:
+        for fence_id in [f for f, until in announced.items() if until <= watermark]:
+            del announced[fence_id]
 
 
 def _fill_ahead(

@@ -279,6 +279,26 @@ def test_entering_a_fence_clears_its_announcement() -> None:
     assert "A" not in inside.records["d1"].get("ap", {})
 
 
+@pytest.mark.parametrize("path", ["arrays", "state machine"])
+def test_an_announcement_that_has_run_out_leaves_the_record(path: str) -> None:
+    """A device passes stores it never enters: each announcement is kept only until its ETA
+    plus the repeat time, so the record does not grow with every store ever passed."""
+    fence = circle("A", ahead(2_000.0))  # edge 1850 m from the 10 s fix: ETA 185 s
+    first = process(moving_east(10.0, [0, 10]), [fence])
+    until = first.records["d1"]["ap"]["A"]
+    records = copy.deepcopy(first.records)
+    if path == "state machine":  # a pending jump sends the device through geo.tracking
+        records["d1"]["j"] = [*ahead(100.0), T0.timestamp() + 10]
+    before = until - T0.timestamp() - 5  # the device turned back: A is no longer ahead
+    after = until - T0.timestamp() + 5
+
+    still = process([fix(before, ahead(-100.0))], [fence], copy.deepcopy(records))
+    gone = process([fix(after, ahead(-100.0))], [fence], records)
+
+    assert still.records["d1"]["ap"] == {"A": until}
+    assert gone.records["d1"]["ap"] == {}
+
+
 def test_processing_a_batch_leaves_the_callers_records_unchanged() -> None:
     fence, further = circle("A", ahead(400.0)), circle("B", ahead(3_000.0))
     first = process(moving_east(10.0, [0, 10]), [fence])
