@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +22,10 @@ from offers.templates import InvalidTemplate, check_template
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a time zone offset, e.g. 2026-11-23T12:00:00Z")
+    try:  # it is stored in UTC: years 1 and 9999 near their ends cannot be
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp is out of range in UTC (years 1 to 9999)") from None
     return value
 
 
@@ -686,7 +690,7 @@ class PingResult(BaseModel):
     ignored: dict[str, int] = Field(
         default_factory=dict,
         description="fixes stored but not used, by reason: stale, duplicate, inaccurate, jump, "
-        "mock",
+        "mock, future",
     )
     consent_event_id: int | None
     events: list[EventOut]

@@ -46,6 +46,7 @@ _DUPLICATE = STATUS_CODES.index(FixStatus.DUPLICATE)
 _MOCK = STATUS_CODES.index(FixStatus.MOCK)
 _STALE = STATUS_CODES.index(FixStatus.STALE)
 _INACCURATE = STATUS_CODES.index(FixStatus.INACCURATE)
+_FUTURE = STATUS_CODES.index(FixStatus.FUTURE)
 
 # A device's fixes after ordering and validity: positions in event-time order, their status
 # codes, the ping ids to remember, the steps between used fixes. None: a jump to judge.
@@ -70,8 +71,15 @@ class BatchMatcher:
         self.prediction = prediction
 
     def process(
-        self, index: FenceIndex, batch: FixBatch, records: Mapping[str, Record]
+        self,
+        index: FenceIndex,
+        batch: FixBatch,
+        records: Mapping[str, Record],
+        now: float | None = None,
     ) -> BatchOutcome:
+        """``now``: the server's clock (UNIX seconds); a fix stamped more than
+        ``max_clock_ahead_s`` after it is not used (status ``future``). None: no such check."""
+        not_after = None if now is None else now + self.tracking.max_clock_ahead_s
         margins = self.tracking.entry_accuracy_weight * np.fmax(batch.accuracy, 0.0)  # nan: 0
         point_idx, fence_idx, deep = index.candidates(batch.lon, batch.lat, margins)
         codes = np.empty(len(batch), dtype=np.int8)
@@ -81,17 +89,19 @@ class BatchMatcher:
         motions: list[Motion] = []
         skips: list[set[str]] = []
         segments = _segments(batch.device_ids)
-        singles = self._single_fixes(batch, segments, records)
+        singles = self._single_fixes(batch, segments, records, not_after)
         for device_id, positions in segments:
             record = records.get(device_id) or {}
             if device_id in singles:
                 checked = singles[device_id]
             else:
-                checked = None if "j" in record else self._validity(batch, positions, record)
+                checked = (
+                    None if "j" in record else self._validity(batch, positions, record, not_after)
+                )
             travel: Travel | None = None
             if checked is None:  # a jump to judge: the per-fix state machine decides
                 new_record, seg_codes, seg_transitions = self._scalar(
-                    index, batch, positions, record, point_idx, fence_idx
+                    index, batch, positions, record, point_idx, fence_idx, not_after
                 )
                 codes[positions] = seg_codes
                 used = positions[seg_codes == USED]
@@ -118,6 +128,7 @@ class BatchMatcher:
         batch: FixBatch,
         segments: list[tuple[str, NDArray[np.intp]]],
         records: Mapping[str, Record],
+        not_after: float | None = None,
     ) -> dict[str, Checked]:
         """``_validity`` of every device with one fix in the batch, as array operations over
         all of them at once, where ``_validity`` takes one device and a one-element array per
@@ -141,6 +152,8 @@ class BatchMatcher:
         mock = batch.mock[at]
         if mock.any():
             codes[mock] = _MOCK
+        if not_after is not None:
+            codes[(codes == USED) & (t > not_after)] = _FUTURE
         remembered: list[list[str]] = []
         for k, record in enumerate(recs):
             ids = list(record.get("ids", []))
@@ -179,7 +192,11 @@ class BatchMatcher:
         }
 
     def _validity(
-        self, batch: FixBatch, positions: NDArray[np.intp], record: Mapping[str, Any]
+        self,
+        batch: FixBatch,
+        positions: NDArray[np.intp],
+        record: Mapping[str, Any],
+        not_after: float | None = None,
     ) -> Checked:
         """Ordering, duplicates, mock, accuracy and jumps as array operations, in event-time
         order, with the metres and seconds between used fixes (from the last one before the
@@ -206,6 +223,8 @@ class BatchMatcher:
         mock = batch.mock[seg]
         if mock.any():
             codes[mock] = _MOCK
+        if not_after is not None:
+            codes[(codes == USED) & (t > not_after)] = _FUTURE
         ids = list(record.get("ids", []))
         if batch.ping_ids is not None:
             seen = set(ids)
@@ -226,11 +245,13 @@ class BatchMatcher:
         if not ordered and used.size > 1:  # of fixes with the same time only the first counts
             codes[used[1:][np.diff(t[used]) == 0]] = _STALE
             used = (codes == USED).nonzero()[0]
-        # A fix at the time of a used one is stale whatever else is wrong with it (as in the
-        # state machine, which sees the used fix first: better accuracy sorts first).
+        # A fix at the time of a used one that sorts before it (a used fix with an accuracy:
+        # the better accuracy sorts first, a missing one last) is stale whatever else is wrong
+        # with it, as in the state machine, which sees the used fix first.
         late = (codes == _INACCURATE).nonzero()[0]
         if not ordered and late.size and used.size:
-            codes[late[np.isin(t[late], t[used])]] = _STALE
+            ranked = t[used][~np.isnan(batch.accuracy[seg[used]])]
+            codes[late[np.isin(t[late], ranked)]] = _STALE
         if used.size:
             lons, lats, times = batch.lon[seg[used]], batch.lat[seg[used]], t[used]
             previous = record.get("p")
@@ -342,6 +363,7 @@ class BatchMatcher:
         record: Mapping[str, Any],
         point_idx: NDArray[np.intp],
         fence_idx: NDArray[np.intp],
+        not_after: float | None,
     ) -> tuple[Record, NDArray[np.int8], list[Transition]]:
         hit = np.isin(point_idx, positions)
         p, f = point_idx[hit], fence_idx[hit]
@@ -351,7 +373,13 @@ class BatchMatcher:
         fixes = [batch.fix(int(i)) for i in positions.tolist()]
         per_fix = [distances.get(int(i), {}) for i in positions.tolist()]
         result = track_device(
-            batch.device_ids[int(positions[0])], record, fixes, per_fix, index.by_id, self.tracking
+            batch.device_ids[int(positions[0])],
+            record,
+            fixes,
+            per_fix,
+            index.by_id,
+            self.tracking,
+            not_after,
         )
         codes = np.array([STATUS_CODES.index(s) for s in result.statuses], dtype=np.int8)
         return result.record, codes, result.transitions

@@ -33,6 +33,7 @@ class FixStatus(StrEnum):
     INACCURATE = "inaccurate"  # accuracy radius above the limit
     JUMP = "jump"  # implied speed impossible
     MOCK = "mock"  # the SDK says the OS reported a mock location
+    FUTURE = "future"  # stamped later than the server's clock allows (a phone clock ahead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,9 @@ class TrackingRules:
     max_speed_mps: float = 300 / 3.6
     default_dwell_s: int | None = 120
     remembered_ping_ids: int = 64
+    # A fix stamped more than this after the server's clock is not used: as the device's
+    # watermark it would make every correctly stamped fix after it stale.
+    max_clock_ahead_s: float = 120.0
 
 
 @dataclass(slots=True)  # not frozen: built by the dozen per batch, and frozen costs 4x to build
@@ -102,8 +106,10 @@ def track_device(
     per_fix: Sequence[Mapping[str, float]],
     fences: Mapping[str, Fence],
     rules: TrackingRules,
+    not_after: float | None = None,
 ) -> TrackResult:
-    """Fold one device's fixes into its record.
+    """Fold one device's fixes into its record. A fix stamped after ``not_after`` (UNIX
+    seconds; the server's clock plus ``rules.max_clock_ahead_s``) is not used.
 
     ``per_fix[i][fence_id]`` is the signed distance (metres, negative inside) of ``fixes[i]`` to
     the fence, given for every fence the fix is inside and for every fence the device is (or
@@ -125,6 +131,9 @@ def track_device(
             ids.append(fix.ping_id)
         if fix.mock:
             statuses[i] = FixStatus.MOCK
+            continue
+        if not_after is not None and t > not_after:
+            statuses[i] = FixStatus.FUTURE
             continue
         watermark = rec.get("w")
         if watermark is not None and t <= watermark:

@@ -322,7 +322,7 @@ class PingIngestor:
         subject_of = {batch.device_id: subject_id for batch, subject_id, _ in admitted}
         records = {d: presence[d] for d in subject_of if d in presence}
         fixes = [fix for batch, _, _ in admitted for fix in batch.fixes]
-        outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records)
+        outcome = self.matcher.process(snapshot.index, FixBatch.of(fixes), records, now.timestamp())
         statuses = outcome.statuses
         subjects = [subject_of[f.device_id] for f in fixes]
         status_values = [s.value for s in statuses]

@@ -163,3 +163,37 @@ def test_repeated_mock_and_stale_fixes_are_stored_but_not_used(engine_api: Engin
         },
     ).json()
     assert later["ignored"] == {"stale": 1}
+
+
+def test_a_fix_stamped_ahead_of_the_servers_clock_is_stored_but_not_used(
+    engine_api: Engine,
+) -> None:
+    """A phone whose clock is a day ahead sends one fix. Used, it would become the device's
+    watermark and every correctly stamped fix after it would be stale until that day came."""
+    _store(engine_api, fence={"lon": STORE_LON, "lat": STORE_LAT, "radius_m": 50})
+    shopper = engine_api.shopper()
+    now = engine_api.clock.now()
+
+    ahead = engine_api.ping(shopper, OUTSIDE, at=now + timedelta(days=1)).json()
+    slightly = engine_api.ping(shopper, OUTSIDE, at=now + timedelta(seconds=60)).json()
+    engine_api.clock.advance(timedelta(minutes=2))
+    inside = engine_api.ping(shopper, INSIDE).json()
+
+    assert (ahead["accepted"], ahead["ignored"]) == (0, {"future": 1})
+    assert (slightly["accepted"], slightly["ignored"]) == (1, {})  # within 2 minutes: used
+    assert (inside["accepted"], [e["kind"] for e in inside["events"]]) == (1, ["enter"])
+    assert engine_api.count(Ping, Ping.status == "future") == 1
+
+
+def test_a_timestamp_out_of_range_in_utc_is_refused_with_the_reason(engine_api: Engine) -> None:
+    shopper = engine_api.shopper()
+    for stamp in ("0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59-01:00"):
+        response = engine_api.client.post(
+            "/v1/sdk/pings",
+            headers=shopper["auth"],
+            json={"pings": [{"lon": INSIDE[0], "lat": INSIDE[1], "recorded_at": stamp}]},
+        )
+
+        assert response.status_code == 422, (stamp, response.text)
+        assert "out of range in UTC" in response.text
+    assert engine_api.count(Ping) == 0

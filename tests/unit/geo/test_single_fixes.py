@@ -23,6 +23,8 @@ from geo.tracking import Record, TrackingRules
 
 PROPERTY = settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+DAY = 86_400.0
+NOW = T0.timestamp() + 10_000.0  # the server's clock: after every walk's fixes but those "ahead"
 RULES = TrackingRules()
 PREDICTION = PredictionRules()
 # Fences on a line east of the start, 120 m apart, and one across the antimeridian.
@@ -39,6 +41,7 @@ class ArrayPathMatcher(BatchMatcher):
         batch: FixBatch,
         segments: list[tuple[str, np.ndarray]],
         records: Mapping[str, Record],
+        not_after: float | None = None,
     ) -> dict[str, Checked]:
         return {}
 
@@ -62,7 +65,9 @@ def walks(draw: st.DrawFn) -> list[list[Fix]]:
         batch: list[Fix] = []
         for device in draw(st.lists(st.sampled_from(sorted(starts)), unique=True, max_size=5)):
             kind = draw(
-                st.sampled_from(["walk", "walk", "drive", "stop", "resend", "jump", "late"])
+                st.sampled_from(
+                    ["walk", "walk", "drive", "stop", "resend", "jump", "late", "ahead"]
+                )
             )
             if kind == "resend" and device in sent:
                 batch.append(sent[device])
@@ -79,11 +84,12 @@ def walks(draw: st.DrawFn) -> list[list[Fix]]:
             if kind != "jump":
                 where[device] = (lon, lat)
             accuracy = draw(st.sampled_from([None, 5.0, 5.0, 20.0, 150.0]))
+            stamp = clock[device] + (DAY if kind == "ahead" else 0.0)  # a phone clock ahead
             fix = Fix(
                 device,
                 lon,
                 lat,
-                T0 + timedelta(seconds=clock[device]),
+                T0 + timedelta(seconds=stamp),
                 accuracy,
                 mock=draw(st.integers(0, 9)) == 0,
                 ping_id=f"{device}-{r}",
@@ -100,7 +106,7 @@ def replay(matcher: BatchMatcher, rounds: Sequence[Sequence[Fix]]) -> list[Batch
     for batch in rounds:
         if not batch:
             continue
-        outcome = matcher.process(INDEX, FixBatch.of(list(batch)), records)
+        outcome = matcher.process(INDEX, FixBatch.of(list(batch)), records, NOW)
         records = {**records, **outcome.records}
         outcomes.append(outcome)
     return outcomes
@@ -135,7 +141,7 @@ def test_the_walks_reach_every_status_and_event_kind() -> None:
 
     collect()
 
-    assert {"used", "duplicate", "stale", "inaccurate", "mock", "jump"} <= statuses
+    assert {"used", "duplicate", "stale", "inaccurate", "mock", "jump", "future"} <= statuses
     assert {"enter", "exit", "approaching"} <= kinds
 
 

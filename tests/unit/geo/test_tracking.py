@@ -21,7 +21,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
@@ -565,10 +565,18 @@ def test_matcher_record_does_not_depend_on_arrival_order_of_identical_fixes() ->
     assert forward == backward  # ids: ['p1', 'p2'] vs ['p2', 'p1']
 
 
-def test_matcher_and_state_machine_label_an_ignored_same_time_fix_alike() -> None:
-    fixes = [fix(0, accuracy=150.0), fix(0, accuracy=5.0)]
+@pytest.mark.parametrize("used_accuracy", [5.0, None])
+def test_matcher_and_state_machine_label_an_ignored_same_time_fix_alike(
+    used_accuracy: float | None,
+) -> None:
+    """An inaccurate fix at the time of the used one: stale when the used one sorts first (it
+    has an accuracy), inaccurate when it sorts last (it has none)."""
+    fixes = [fix(0, accuracy=150.0), fix(0, accuracy=used_accuracy)]
 
-    assert process(fixes, fences=[F]).statuses == reference(fixes, fences=[F])[2]
+    statuses = process(fixes, fences=[F]).statuses
+
+    assert statuses == reference(fixes, fences=[F])[2]
+    assert statuses == [STALE if used_accuracy else INACCURATE, USED]
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -687,14 +695,6 @@ def starting_records() -> st.SearchStrategy[dict[str, Record]]:
     return st.sampled_from([{}, inside, pending])
 
 
-def _no_tie_without_accuracy(fixes: Sequence[Fix]) -> bool:
-    """Same-time fixes where one lacks an accuracy: the known disagreement (xfail above)."""
-    by_time: dict[tuple[str, datetime], set[bool]] = {}
-    for f in fixes:
-        by_time.setdefault((f.device_id, f.recorded_at), set()).add(f.accuracy_m is None)
-    return all(len(kinds) == 1 for kinds in by_time.values())
-
-
 # (b) order independence
 
 
@@ -732,9 +732,6 @@ def test_any_order_of_a_batch_gives_the_same_transitions_and_records(
 def test_splitting_a_time_ordered_stream_into_batches_changes_nothing(
     fixes: list[Fix], records: dict[str, Record], cuts: list[int]
 ) -> None:
-    # A batch with a pending jump goes through track_device, the next one through the vectorised
-    # path: same-time fixes with and without accuracy would meet the known disagreement (xfail).
-    assume(_no_tie_without_accuracy(fixes))
     ordered = sorted(fixes, key=lambda f: (f.recorded_at, f.accuracy_m or 0.0))
     # cut only between different times: a same-time fix arriving in a later batch is stale by rule
     allowed = [
@@ -748,9 +745,7 @@ def test_splitting_a_time_ordered_stream_into_batches_changes_nothing(
 
     assert split == whole
     assert split_records == whole_records
-    # which fixes count must agree; the label of an ignored one may differ between the two paths
-    # (xfail test_matcher_and_state_machine_label_an_ignored_same_time_fix_alike)
-    assert [s is USED for s in split_statuses] == [s is USED for s in whole_statuses]
+    assert split_statuses == whole_statuses
     record = records.get("d1")
     for part in batches:
         record, _, _ = reference(part, record)
@@ -777,7 +772,6 @@ def state_machine_forbidden() -> Iterator[None]:
 def test_the_vectorised_path_gives_what_the_state_machine_gives(
     fixes: list[Fix], start: int
 ) -> None:
-    assume(_no_tie_without_accuracy(fixes))
     records = [{}, run_batches([[fix(-300), fix(-30, near_f(0, 30), ping_id="p0")]])[0]][start]
 
     with state_machine_forbidden():
@@ -785,8 +779,7 @@ def test_the_vectorised_path_gives_what_the_state_machine_gives(
     record, transitions, statuses = reference(fixes, records.get("d1"))
 
     assert canonical(outcome.transitions) == canonical(transitions)
-    # which fixes count must agree; the label of an ignored one may not (xfail above)
-    assert [s is USED for s in outcome.statuses] == [s is USED for s in statuses]
+    assert outcome.statuses == statuses
     if fixes:
         assert outcome.records["d1"] == record
 
