@@ -117,7 +117,15 @@ class BatchMatcher:
             _forget_run_out(new_record)
             transitions.extend(seg_transitions)
             if self.prediction is not None:
-                odometer(batch, used, travel, record, new_record, self.prediction)
+                odometer(
+                    batch,
+                    used,
+                    travel,
+                    record,
+                    new_record,
+                    self.prediction,
+                    self.tracking.max_speed_mps,
+                )
             self._motion(batch, used, device_id, new_record, motions, skips)
         predicted = self._predict(index, motions, skips, new_records, transitions)
         transitions.sort(key=_TRANSITION_ORDER)

@@ -448,8 +448,11 @@ def odometer(
     old: Mapping[str, Any],
     new: dict[str, Any],
     rules: PredictionRules,
+    max_step_mps: float = math.inf,
 ) -> None:
     """Distance travelled and clocks for the speeds that ETAs use, with a short history of them.
+    A step faster than ``max_step_mps`` (a relocation the jump rule accepted: a flight, a
+    train, a phone off for a while) is not counted, distance or time.
 
     A bus or a shopper stops; the speed of the moment overstates how soon they arrive and the
     plain average over a terminus wait understates it. Three clocks run: ``mv`` counts moving
@@ -472,6 +475,9 @@ def odometer(
             lats = np.concatenate(([previous[1]], lats))
             times = np.concatenate(([previous[2]], times))
         travel = Travel(step_lengths_m(lons, lats), np.diff(times))
+        plausible = travel.metres <= max_step_mps * np.maximum(travel.seconds, 1.0)
+        if not plausible.all():
+            travel = Travel(travel.metres[plausible], travel.seconds[plausible])
     if travel is not None and travel.seconds.size == 1:  # one fix since the last, as phones send
         clocks = _advance_one(clocks, float(travel.metres[0]), float(travel.seconds[0]), rules)
     elif travel is not None and travel.seconds.size:

@@ -279,6 +279,25 @@ def test_entering_a_fence_clears_its_announcement() -> None:
     assert "A" not in inside.records["d1"].get("ap", {})
 
 
+def test_a_relocation_is_not_counted_as_distance_travelled() -> None:
+    """A phone that really moved 80 km (the second fix there confirms the first) has not
+    travelled them at hundreds of metres a second: its ETAs keep its own speed."""
+    records: dict[str, Record] = {}
+    for s in range(0, 120, 60):  # 10 m/s east for two minutes
+        records = process(moving_east(10.0, range(s, s + 60, 10)), [], records).records
+    there = ahead(80_000.0, 90.0, ahead(1_200.0))
+    for k in range(4):  # then on at 10 m/s, 80 km further east: a jump, confirmed by the next fix
+        t = 130 + 10 * k
+        here = ahead(100.0 * k, 90.0, there)
+        fence = circle(f"A{k}", ahead(2_050.0, 90.0, here))  # its edge 2 km ahead: ETA 200 s
+        outcome = process([fix(t, here)], [fence], records)
+        records = outcome.records
+
+    # 11 steps of 100 m before, 2 after the confirming fix; not the 80 km between
+    assert outcome.records["d1"]["odo"] == pytest.approx(100.0 * 11 + 100.0 * 2, abs=5.0)
+    assert approaches(outcome)[f"A{k}"]["eta_s"] == pytest.approx(200.0, abs=5.0)
+
+
 @pytest.mark.parametrize("path", ["arrays", "state machine"])
 def test_an_announcement_that_has_run_out_leaves_the_record(path: str) -> None:
     """A device passes stores it never enters: each announcement is kept only until its ETA
