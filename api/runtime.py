@@ -122,6 +122,7 @@ class Runtime:
         watch_campaigns(sessions, campaigns)
         secret = settings.secret_key.get_secret_value()
         links = ConsentLinks(secret, settings.public_base_url)
+        sealer = EvidenceSealer(secret)
         worker = DeliveryWorker(
             sessions,
             channels,
@@ -133,6 +134,7 @@ class Runtime:
                 reminder_before=timedelta(minutes=settings.reminder_minutes_before) or None
             ),
             countdown_url=lambda code: f"{settings.public_base_url.rstrip('/')}/c/{code}",
+            sealer=sealer,
         )
         expiry = CouponExpiry(sessions, clock, timedelta(seconds=settings.redemption_grace_s))
         lease = LeaderLease(
@@ -169,7 +171,7 @@ class Runtime:
             300.0,  # housekeeping: every five minutes is plenty
         )
         ledger_config = LedgerConfig(
-            EvidenceSealer(secret),
+            sealer,
             CheckpointSigner(secret),
             timedelta(days=settings.consent_max_age_days),
             settings.ledger_checkpoint_every,

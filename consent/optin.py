@@ -17,13 +17,15 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import jwt
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent.crypto import EvidenceSealer
 from consent.domain import Channel, CollectionMethod, ConsentStatus, Purpose
 from consent.gate import ConsentGate
 from consent.ledger import ConsentLedger, LedgerConfig
-from consent.models import ConsentEvent, ConsentState, Subject
+from consent.models import ConsentEvent, ConsentState, Subject, SubjectKey
 from core.db import on_commit
 from core.errors import EngineError
 from core.state import HotState
@@ -292,6 +294,30 @@ class OneClickUnsubscribe:
         )
         self.gate.invalidate_after_commit(subject_id)
         return LinkOutcome(subject_id, event, event.state)
+
+
+def confirmed_address(
+    session: Session, sealer: EvidenceSealer, subject_id: str, event_id: int | None
+) -> str | None:
+    """The address that the ledger entry ``event_id`` (a subject's current grant of offers by
+    email) confirmed: the one its confirmation link was sent to. None when the entry is not
+    such a confirmation or its evidence can no longer be read (an erased subject): no address
+    then has the shopper's opt-in."""
+    key = session.get(SubjectKey, subject_id)
+    confirmed = session.get(ConsentEvent, event_id) if event_id is not None else None
+    if key is None or confirmed is None or confirmed.subject_id != subject_id:
+        return None
+    if confirmed.state != ConsentStatus.CONFIRMED.value:
+        return None
+    try:
+        evidence = sealer.open(key.wrapped_key, confirmed.evidence_sealed) or {}
+        request = session.get(ConsentEvent, evidence.get("confirms_event_id"))
+        if request is None or request.subject_id != subject_id:
+            return None
+        address = (sealer.open(key.wrapped_key, request.evidence_sealed) or {}).get("address")
+    except (InvalidTag, ValueError):  # damaged or forged ciphertext: no readable address
+        return None
+    return address if isinstance(address, str) else None
 
 
 def _live_subject(session: Session, subject_id: str) -> Subject:

@@ -14,11 +14,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from consent.crypto import EvidenceSealer
 from consent.domain import Channel as ConsentChannel
 from consent.domain import Purpose
 from consent.gate import ConsentGate
 from consent.models import Device
-from consent.optin import ConsentLinks
+from consent.optin import ConsentLinks, confirmed_address
 from core.clock import Clock
 from core.db import on_commit, transaction
 from core.state import HotState
@@ -77,8 +78,11 @@ class DeliveryWorker:
         links: ConsentLinks | None = None,
         followups: FollowUps | None = None,
         countdown_url: Callable[[str], str] | None = None,
+        *,
+        sealer: EvidenceSealer,
     ) -> None:
         self.sessions = sessions
+        self.sealer = sealer  # opens the ledger's evidence: the confirmed email address
         self.links = links
         self.state = state
         self.channels = channels
@@ -225,6 +229,15 @@ class DeliveryWorker:
         delivery.consent_event_id = decision.event_id
         if not decision.allowed:
             return DeliveryStatus.NO_CONSENT, decision.reason
+        if delivery.channel == ConsentChannel.EMAIL.value:
+            # the opt-in is for the address its confirmation link went to, not whatever
+            # address the device that triggered the offer was registered with
+            address = confirmed_address(session, self.sealer, coupon.subject_id, decision.event_id)
+            if address is None:
+                return DeliveryStatus.NO_CONSENT, "no confirmed address for offers by email"
+            if address.casefold() != (delivery.address or "").casefold():
+                log.info("delivery %s goes to the confirmed address instead", delivery.id)
+                delivery.address = address
         return None
 
     def _message(

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from consent.domain import Channel
 from consent.models import ConsentEvent, SubjectKey
-from consent.optin import ConsentLinks
+from consent.optin import ConsentLinks, confirmed_address
 from offers.models import Coupon, Delivery
 from tests.api.conftest import INSIDE, OUTSIDE, Engine, EngineFactory
 from tests.conftest import text_of
@@ -229,3 +229,47 @@ def test_unsubscribe_refuses_a_wrong_body_or_token(engine_api: Engine) -> None:
     )
     _error(no_token, 400, "invalid_link")
     assert engine_api.count(ConsentEvent) == before
+
+
+def test_offer_email_goes_only_to_the_address_the_shopper_confirmed(
+    make_engine_api: EngineFactory,
+) -> None:
+    """The opt-in is for the address the confirmation link went to. A second device of the same
+    shopper, registered with another address that nobody confirmed, triggers an offer: the email
+    goes to the confirmed address, never to the other."""
+    engine = make_engine_api(run_scheduler=False)
+    store = engine.create_store()
+    engine.create_campaign([store["id"]])
+    engine.shopper(email="confirmed@example.com", customer="cust-7")
+    other = engine.register(email="never-confirmed@example.com", customer="cust-7")
+
+    [coupon] = engine.ping(other, INSIDE).json()["coupons"]
+    with engine.runtime.sessions() as session:
+        [delivery] = session.scalars(select(Delivery)).all()
+    report = engine.runtime.worker.deliver(delivery.id)
+
+    assert report is not None and report.status == "sent", report
+    [mail] = engine.inbox.wait_for(1)
+    assert mail["To"] == "confirmed@example.com"
+    assert coupon["code"] in text_of(mail)
+    with engine.runtime.sessions() as session:
+        assert session.get(Delivery, delivery.id).address == "confirmed@example.com"  # type: ignore[union-attr]
+
+
+def test_the_confirmed_address_is_read_only_from_a_confirmation_of_that_subject(
+    engine_api: Engine,
+) -> None:
+    """Fail closed: an entry that is not a confirmation (the location grant), another
+    subject's, or none at all gives no address, so the delivery is refused."""
+    shopper = engine_api.shopper(email="someone@example.com")
+    location = next(e for e in _events(engine_api, shopper["subject_id"]) if e.channel == "")
+    confirmation = _events(engine_api, shopper["subject_id"])[-1]
+    sealer = engine_api.runtime.ledger_config.sealer
+
+    with engine_api.runtime.sessions() as session:
+        right = confirmed_address(session, sealer, shopper["subject_id"], confirmation.id)
+        wrong = confirmed_address(session, sealer, shopper["subject_id"], location.id)
+        other = confirmed_address(session, sealer, "sub-nobody", confirmation.id)
+        none = confirmed_address(session, sealer, shopper["subject_id"], None)
+
+    assert (right, wrong, other, none) == ("someone@example.com", None, None, None)
