@@ -47,6 +47,7 @@ from geo.repository import (
 )
 from geo.tracking import Transition
 from offers.decisions import DecisionLog, VariantPicker
+from offers.domain import Refusal
 from offers.eligibility import IssueLimits
 from offers.live_campaigns import LiveCampaigns
 from offers.service import IssuedCoupon, OfferIssuer
@@ -94,6 +95,43 @@ def eligibility(transition: Transition, store: StoreInfo | None) -> tuple[bool, 
     if not is_open(store.opening_hours, store.timezone, at):
         return False, "store_closed"
     return True, None
+
+
+# An enter or dwell leads to an offer only while the shopper is still there as far as the
+# engine knows: its last used fix is at most this old (a batch uploaded late, from a phone that
+# was offline, must not send an exploding coupon for a visit hours ago).
+TRIGGER_MAX_AGE = timedelta(minutes=5)
+
+
+def timeliness(
+    transition: Transition, record: Mapping[str, Any] | None, now: datetime
+) -> tuple[bool, str | None]:
+    """Whether an event that may trigger an offer is still current: an ``enter`` or ``dwell``
+    while the device is still in that fence after its batch, with a last used fix no older
+    than ``TRIGGER_MAX_AGE``; an ``approaching`` while its predicted arrival is ahead."""
+    if transition.kind == "approaching":
+        arrival = transition.occurred_at + timedelta(seconds=transition.details.get("eta_s", 0.0))
+        return (True, None) if arrival > now else (False, Refusal.ARRIVAL_PASSED.value)
+    if transition.kind not in OFFER_TRIGGERS:
+        return True, None
+    record = record or {}
+    if transition.fence.fence_id not in record.get("in", {}):
+        return False, Refusal.VISIT_ENDED.value  # left again in the same batch
+    position = record.get("p")
+    last = position[2] if position else transition.occurred_at.timestamp()
+    if now.timestamp() - last > TRIGGER_MAX_AGE.total_seconds():
+        return False, Refusal.STALE_TRIGGER.value
+    return True, None
+
+
+def _judge(
+    transition: Transition,
+    store: StoreInfo | None,
+    record: Mapping[str, Any] | None,
+    now: datetime,
+) -> tuple[bool, str | None]:
+    eligible, reason = eligibility(transition, store)
+    return timeliness(transition, record, now) if eligible else (eligible, reason)
 
 
 class PingIngestor:
@@ -327,7 +365,13 @@ class PingIngestor:
         subjects = [subject_of[f.device_id] for f in fixes]
         status_values = [s.value for s in statuses]
         judged = [
-            (t, *eligibility(t, snapshot.stores.get(t.fence.store_id))) for t in outcome.transitions
+            (
+                t,
+                *_judge(
+                    t, snapshot.stores.get(t.fence.store_id), outcome.records.get(t.device_id), now
+                ),
+            )
+            for t in outcome.transitions
         ]
         events = make_events(subject_of, judged, now)
         written = len(fixes) < COPY_FROM_ROWS and _store_in_one(

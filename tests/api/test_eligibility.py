@@ -4,11 +4,12 @@ recorded with its reason."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from geo.models import FenceEvent
 from offers.models import Coupon
-from tests.api.conftest import INSIDE, MANAGER, Engine, EngineFactory
+from tests.api.conftest import INSIDE, MANAGER, OUTSIDE, Engine, EngineFactory
 from tests.api.coupon_helpers import campaign, decide, quick_shopper, reenter, refusals_of
 from tests.conftest import START
 
@@ -140,3 +141,66 @@ def test_a_pass_by_is_refused_when_the_store_closes_before_the_arrival(
         assert stored is not None and (stored.eligible, stored.reason) == (False, "store_closed")
     in_time, _ = decide(engine_api, shopper, store, eta_s=120)  # arrives at 11:02
     assert len(in_time) == 1
+
+
+def _upload(
+    engine: Engine, device: dict[str, Any], fixes: list[tuple[tuple[float, float], datetime]]
+) -> dict[str, Any]:
+    """One request with fixes taken earlier (a phone that was offline)."""
+    pings = [
+        {"lon": lon, "lat": lat, "accuracy_m": 10, "recorded_at": at.isoformat()}
+        for (lon, lat), at in fixes
+    ]
+    response = engine.client.post("/v1/sdk/pings", headers=device["auth"], json={"pings": pings})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_a_visit_uploaded_late_gets_no_exploding_coupon_now(engine_api: Engine) -> None:
+    """A phone that was offline uploads its fixes at once: a visit that ended in the batch, or
+    whose last fix there is long past, is recorded with the reason, and nothing is issued."""
+    store = engine_api.create_store()
+    engine_api.create_campaign([store["id"]])
+    now = engine_api.clock.now()
+    left = engine_api.shopper(customer="late-1")
+    still = engine_api.shopper(customer="late-2", email="late2@example.com")
+
+    ended = _upload(
+        engine_api,
+        left,
+        [
+            (INSIDE, now - timedelta(hours=3)),
+            (OUTSIDE, now - timedelta(hours=2)),
+            (OUTSIDE, now - timedelta(hours=2) + timedelta(minutes=2)),
+            (OUTSIDE, now - timedelta(minutes=1)),
+        ],
+    )
+    old = _upload(engine_api, still, [(INSIDE, now - timedelta(minutes=20))])
+
+    assert [(e["kind"], e["eligible"], e["reason"]) for e in ended["events"]] == [
+        ("enter", False, "visit_ended"),
+        ("exit", True, None),
+    ]
+    assert [(e["kind"], e["eligible"], e["reason"]) for e in old["events"]] == [
+        ("enter", False, "stale_trigger")
+    ]
+    assert ended["coupons"] == old["coupons"] == []
+    assert engine_api.count(Coupon) == 0
+
+
+def test_a_visit_uploaded_within_minutes_while_still_there_gets_its_coupon(
+    engine_api: Engine,
+) -> None:
+    store = engine_api.create_store()
+    engine_api.create_campaign([store["id"]])
+    now = engine_api.clock.now()
+    shopper = engine_api.shopper()
+
+    body = _upload(
+        engine_api,
+        shopper,
+        [(OUTSIDE, now - timedelta(minutes=6)), (INSIDE, now - timedelta(minutes=4))],
+    )
+
+    assert [(e["kind"], e["eligible"]) for e in body["events"]] == [("enter", True)]
+    assert len(body["coupons"]) == 1

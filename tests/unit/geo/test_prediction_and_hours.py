@@ -33,7 +33,7 @@ from geo.prediction import (
     predict,
 )
 from geo.tracking import Record, TrackingRules, Transition
-from offers.flows import eligibility
+from offers.flows import eligibility, timeliness
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 LON0, LAT0 = 24.94, 60.17
@@ -709,3 +709,23 @@ def test_an_approach_is_judged_at_the_predicted_arrival() -> None:
 
 def test_an_unknown_store_is_not_eligible() -> None:
     assert eligibility(transition("enter", T0), None) == (False, "unknown_store")
+
+
+def test_an_approach_whose_arrival_has_passed_is_not_current() -> None:
+    announced = transition("approaching", T0, eta_s=300.0)
+
+    assert timeliness(announced, {}, T0 + timedelta(seconds=299)) == (True, None)
+    assert timeliness(announced, {}, T0 + timedelta(seconds=300)) == (False, "arrival_passed")
+
+
+def test_an_enter_is_current_while_the_device_is_there_with_a_recent_fix() -> None:
+    entered = transition("enter", T0)
+    there = {"in": {"F": {"s": T0.timestamp()}}, "p": [LON0, LAT0, T0.timestamp() + 60]}
+
+    assert timeliness(entered, there, T0 + timedelta(minutes=6)) == (True, None)
+    assert timeliness(entered, there, T0 + timedelta(minutes=6, seconds=1)) == (
+        False,
+        "stale_trigger",
+    )
+    assert timeliness(entered, {**there, "in": {}}, T0) == (False, "visit_ended")
+    assert timeliness(transition("exit", T0), {}, T0 + timedelta(hours=1)) == (True, None)
