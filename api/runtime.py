@@ -163,6 +163,7 @@ class Runtime:
             picker=VariantPicker(settings.variant_seed),
             holdout_secret=holdout_secret(secret),
             campaigns=campaigns,
+            trigger_max_age=timedelta(seconds=settings.offer_trigger_max_age_s),
         )
         answers = IdempotentTill(sessions)
         scheduler.add_periodic(

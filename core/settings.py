@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     shopper_daily_offer_cap: int = Field(
         default=10, ge=1, le=1000, description="Coupons per shopper per day, all campaigns."
     )
+    offer_trigger_max_age_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=30 * 86400,
+        description="An enter or dwell leads to an offer only when the engine hears of it at "
+        "most this long after it happened.",
+    )
     redemption_grace_s: int = Field(
         default=30, ge=0, le=600, description="A till may redeem this long after expires_at."
     )

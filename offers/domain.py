@@ -41,8 +41,7 @@ class Refusal(StrEnum):
     CAMPAIGN_INACTIVE = "campaign_inactive"
     OUTSIDE_CAMPAIGN_HOURS = "outside_campaign_hours"
     STORE_CLOSED = "store_closed"
-    VISIT_ENDED = "visit_ended"  # the device left the fence again in the same batch
-    STALE_TRIGGER = "stale_trigger"  # the shopper's last known fix there is too old
+    STALE_TRIGGER = "stale_trigger"  # an enter or dwell the engine heard of too late
     ARRIVAL_PASSED = "arrival_passed"  # an approach whose predicted arrival is behind us
     CATEGORY_NOT_WANTED = "category_not_wanted"
     CAMPAIGN_DAILY_CAP = "campaign_daily_cap"

@@ -97,41 +97,30 @@ def eligibility(transition: Transition, store: StoreInfo | None) -> tuple[bool, 
     return True, None
 
 
-# An enter or dwell leads to an offer only while the shopper is still there as far as the
-# engine knows: its last used fix is at most this old (a batch uploaded late, from a phone that
-# was offline, must not send an exploding coupon for a visit hours ago).
+# An enter or dwell leads to an offer only while it is news: at most this old when the engine
+# hears of it (a batch uploaded late, from a phone that was offline, must not send an exploding
+# coupon for a visit hours ago).
 TRIGGER_MAX_AGE = timedelta(minutes=5)
 
 
 def timeliness(
-    transition: Transition, record: Mapping[str, Any] | None, now: datetime
+    transition: Transition, now: datetime, max_age: timedelta = TRIGGER_MAX_AGE
 ) -> tuple[bool, str | None]:
     """Whether an event that may trigger an offer is still current: an ``enter`` or ``dwell``
-    while the device is still in that fence after its batch, with a last used fix no older
-    than ``TRIGGER_MAX_AGE``; an ``approaching`` while its predicted arrival is ahead."""
+    at most ``max_age`` old, an ``approaching`` whose predicted arrival is still ahead."""
     if transition.kind == "approaching":
         arrival = transition.occurred_at + timedelta(seconds=transition.details.get("eta_s", 0.0))
         return (True, None) if arrival > now else (False, Refusal.ARRIVAL_PASSED.value)
-    if transition.kind not in OFFER_TRIGGERS:
-        return True, None
-    record = record or {}
-    if transition.fence.fence_id not in record.get("in", {}):
-        return False, Refusal.VISIT_ENDED.value  # left again in the same batch
-    position = record.get("p")
-    last = position[2] if position else transition.occurred_at.timestamp()
-    if now.timestamp() - last > TRIGGER_MAX_AGE.total_seconds():
+    if transition.kind in OFFER_TRIGGERS and now - transition.occurred_at > max_age:
         return False, Refusal.STALE_TRIGGER.value
     return True, None
 
 
 def _judge(
-    transition: Transition,
-    store: StoreInfo | None,
-    record: Mapping[str, Any] | None,
-    now: datetime,
+    transition: Transition, store: StoreInfo | None, now: datetime, max_age: timedelta
 ) -> tuple[bool, str | None]:
     eligible, reason = eligibility(transition, store)
-    return timeliness(transition, record, now) if eligible else (eligible, reason)
+    return timeliness(transition, now, max_age) if eligible else (eligible, reason)
 
 
 class PingIngestor:
@@ -149,8 +138,10 @@ class PingIngestor:
         picker: VariantPicker | None = None,
         holdout_secret: bytes = b"",
         campaigns: LiveCampaigns,
+        trigger_max_age: timedelta = TRIGGER_MAX_AGE,
     ) -> None:
         self.issue_limits = issue_limits or IssueLimits()
+        self.trigger_max_age = trigger_max_age
         self.campaigns = campaigns  # offer decisions take campaigns and stores from memory
         self.picker = picker or VariantPicker()
         self.holdout_secret = holdout_secret
@@ -367,9 +358,7 @@ class PingIngestor:
         judged = [
             (
                 t,
-                *_judge(
-                    t, snapshot.stores.get(t.fence.store_id), outcome.records.get(t.device_id), now
-                ),
+                *_judge(t, snapshot.stores.get(t.fence.store_id), now, self.trigger_max_age),
             )
             for t in outcome.transitions
         ]

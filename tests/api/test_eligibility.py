@@ -157,8 +157,8 @@ def _upload(
 
 
 def test_a_visit_uploaded_late_gets_no_exploding_coupon_now(engine_api: Engine) -> None:
-    """A phone that was offline uploads its fixes at once: a visit that ended in the batch, or
-    whose last fix there is long past, is recorded with the reason, and nothing is issued."""
+    """A phone that was offline uploads its fixes at once: a visit hours ago (over in the same
+    batch) or 20 minutes ago (still there) is recorded with the reason, and nothing is issued."""
     store = engine_api.create_store()
     engine_api.create_campaign([store["id"]])
     now = engine_api.clock.now()
@@ -178,7 +178,7 @@ def test_a_visit_uploaded_late_gets_no_exploding_coupon_now(engine_api: Engine) 
     old = _upload(engine_api, still, [(INSIDE, now - timedelta(minutes=20))])
 
     assert [(e["kind"], e["eligible"], e["reason"]) for e in ended["events"]] == [
-        ("enter", False, "visit_ended"),
+        ("enter", False, "stale_trigger"),
         ("exit", True, None),
     ]
     assert [(e["kind"], e["eligible"], e["reason"]) for e in old["events"]] == [

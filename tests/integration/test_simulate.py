@@ -167,7 +167,8 @@ def test_simulate_against_a_running_server(tmp_path: Path) -> None:
             "--database-url",
             f"sqlite:///{tmp_path / 's.db'}",
         ],
-        env=_env(OFFER_ENGINE_ENVIRONMENT="test"),
+        # the replay stamps the track in the past, ending now: its visits are hours old
+        env=_env(OFFER_ENGINE_ENVIRONMENT="test", OFFER_ENGINE_OFFER_TRIGGER_MAX_AGE_S="86400"),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

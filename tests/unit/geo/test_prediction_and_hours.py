@@ -714,18 +714,15 @@ def test_an_unknown_store_is_not_eligible() -> None:
 def test_an_approach_whose_arrival_has_passed_is_not_current() -> None:
     announced = transition("approaching", T0, eta_s=300.0)
 
-    assert timeliness(announced, {}, T0 + timedelta(seconds=299)) == (True, None)
-    assert timeliness(announced, {}, T0 + timedelta(seconds=300)) == (False, "arrival_passed")
+    assert timeliness(announced, T0 + timedelta(seconds=299)) == (True, None)
+    assert timeliness(announced, T0 + timedelta(seconds=300)) == (False, "arrival_passed")
 
 
-def test_an_enter_is_current_while_the_device_is_there_with_a_recent_fix() -> None:
-    entered = transition("enter", T0)
-    there = {"in": {"F": {"s": T0.timestamp()}}, "p": [LON0, LAT0, T0.timestamp() + 60]}
+def test_an_enter_or_dwell_heard_of_too_late_is_not_current() -> None:
+    for kind in ("enter", "dwell"):
+        event = transition(kind, T0)
 
-    assert timeliness(entered, there, T0 + timedelta(minutes=6)) == (True, None)
-    assert timeliness(entered, there, T0 + timedelta(minutes=6, seconds=1)) == (
-        False,
-        "stale_trigger",
-    )
-    assert timeliness(entered, {**there, "in": {}}, T0) == (False, "visit_ended")
-    assert timeliness(transition("exit", T0), {}, T0 + timedelta(hours=1)) == (True, None)
+        assert timeliness(event, T0 + timedelta(minutes=5)) == (True, None)
+        assert timeliness(event, T0 + timedelta(minutes=5, seconds=1)) == (False, "stale_trigger")
+        assert timeliness(event, T0 + timedelta(hours=2), timedelta(days=1)) == (True, None)
+    assert timeliness(transition("exit", T0), T0 + timedelta(hours=1)) == (True, None)
