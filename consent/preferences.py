@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
@@ -59,6 +59,13 @@ class OfferPreferences:
 
     def local_day(self, now: datetime) -> date:
         return now.astimezone(ZoneInfo(self.timezone)).date()
+
+    def day_bounds(self, day: date) -> tuple[datetime, datetime]:
+        """The instants a day of the shopper's calendar starts and ends (23 or 25 hours apart
+        on a daylight-saving change)."""
+        zone = ZoneInfo(self.timezone)
+        start = datetime.combine(day, time(0), zone)
+        return start, datetime.combine(day + timedelta(days=1), time(0), zone)
 
     def describe_quiet(self) -> str | None:
         if self.quiet_start is None or self.quiet_end is None:

@@ -107,8 +107,12 @@ class HotState(Protocol):
         increment is atomic on its own key, the keys may live in different slots."""
         ...
 
-    def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
-        """Atomically add one if the counter is below ``limit``; False (unchanged) otherwise."""
+    def incr_within(
+        self, key: str, limit: int, ttl_s: int, seed: Callable[[], int] | None = None
+    ) -> bool:
+        """Atomically add one if the counter is below ``limit``; False (unchanged) otherwise.
+        ``seed``: where the counter is absent (first use, or the hot state was lost), what it
+        counts from, read from the durable record; called only then."""
         ...
 
     def counter(self, key: str) -> int: ...
@@ -233,13 +237,18 @@ class InProcessHotState:
     def incr_many(self, keys: Sequence[str], ttl_s: int) -> list[int]:
         return [self.incr(key, ttl_s) for key in keys]
 
-    def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
+    def incr_within(
+        self, key: str, limit: int, ttl_s: int, seed: Callable[[], int] | None = None
+    ) -> bool:
         with self._lock:
             current = self._live(key)
             if current is None:
-                if limit <= 0:
+                start = seed() if seed is not None else 0
+                if start >= limit:
+                    if seed is not None:
+                        self._values[key] = (start, self._deadline(ttl_s))
                     return False
-                self._values[key] = (1, self._deadline(ttl_s))
+                self._values[key] = (start + 1, self._deadline(ttl_s))
                 return True
             if int(current) >= limit:
                 return False
@@ -352,11 +361,16 @@ class InProcessHotState:
             self._values.clear()
 
 
+# ARGV[3]: what an absent counter starts from; "?" when the caller must be asked (-1 back).
 _INCR_WITHIN = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current >= tonumber(ARGV[1]) then return 0 end
-local value = redis.call('INCR', KEYS[1])
-if value == 1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  if ARGV[3] == '?' then return -1 end
+  redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
+  raw = ARGV[3]
+end
+if tonumber(raw) >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
 return 1
 """
 _INCR = """
@@ -557,9 +571,19 @@ class RedisHotState:
 
         return [int(v) for v in self._call(run)]
 
-    def incr_within(self, key: str, limit: int, ttl_s: int) -> bool:
-        result = self._call(lambda: self._incr_within(keys=[self._k(key)], args=[limit, ttl_s]))
-        return bool(int(result))
+    def incr_within(
+        self, key: str, limit: int, ttl_s: int, seed: Callable[[], int] | None = None
+    ) -> bool:
+        keys = [self._k(key)]
+        start = "?" if seed is not None else "0"
+        result = int(self._call(lambda: self._incr_within(keys=keys, args=[limit, ttl_s, start])))
+        if result == -1:  # absent: counted from the durable record (a second call, rarely)
+            assert seed is not None
+            counted = seed()
+            result = int(
+                self._call(lambda: self._incr_within(keys=keys, args=[limit, ttl_s, counted]))
+            )
+        return result == 1
 
     def counter(self, key: str) -> int:
         value = self._call(lambda: self._redis.get(self._k(key)))

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import partial
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.state import HotState
+from offers.decisions import Outcome
 from offers.domain import (
     MAX_VALID_MINUTES,
     CampaignRules,
@@ -20,6 +23,7 @@ from offers.domain import (
     cap_key,
     cooldown_key,
 )
+from offers.models import OfferDecision
 from offers.repository import CampaignBudget, CouponRepository
 
 CAP_TTL_S = 2 * 86400
@@ -41,6 +45,24 @@ class Allowance:
     spacing: tuple[str, float] | None = None
 
 
+def campaign_count(
+    session: Session, subject_id: str, campaign_id: str, day: tuple[datetime, datetime]
+) -> int:
+    """What a campaign's daily cap counted for a shopper on a day, from SQL: its coupons and its
+    held-out decisions (the held-out are capped like the treated)."""
+    coupons = CouponRepository(session).issued_between(subject_id, *day, campaign_id)
+    held_out = session.scalar(
+        select(func.count()).where(
+            OfferDecision.subject_id == subject_id,
+            OfferDecision.campaign_id == campaign_id,
+            OfferDecision.outcome == Outcome.HELD_OUT.value,
+            OfferDecision.decided_at >= day[0],
+            OfferDecision.decided_at < day[1],
+        )
+    )
+    return coupons + int(held_out or 0)
+
+
 class IssueCounter:
     def __init__(self, session: Session, state: HotState) -> None:
         self.session = session
@@ -60,16 +82,21 @@ class IssueCounter:
         rules: CampaignRules,
         liability: int,
         local_day: date,
+        day: tuple[datetime, datetime],
         now: datetime,
     ) -> Refusal | None:
-        """Take every count for one coupon, or none of them (the refusal says which stopped)."""
+        """Take every count for one coupon, or none of them (the refusal says which stopped).
+        ``day``: when ``local_day`` starts and ends, for counting it again from SQL where the
+        hot state lost it."""
         taken = Allowance()
         key = cap_key(subject_id, campaign_id, local_day)
-        if not self.state.incr_within(key, campaign_cap, CAP_TTL_S):
+        seed = partial(campaign_count, self.session, subject_id, campaign_id, day)
+        if not self.state.incr_within(key, campaign_cap, CAP_TTL_S, seed):
             return Refusal.CAMPAIGN_DAILY_CAP
         taken.counters.append(key)
         # Counted even without a limit, so a limit set during the day counts what came before.
-        if not self.state.incr_within(shopper_key, shopper_cap, CAP_TTL_S):
+        issued = partial(self.coupons.issued_between, subject_id, *day)
+        if not self.state.incr_within(shopper_key, shopper_cap, CAP_TTL_S, issued):
             return self._give_back(taken, Refusal.SHOPPER_DAILY_LIMIT)
         taken.counters.append(shopper_key)
         gap = timedelta(minutes=rules.store_cooldown_minutes)

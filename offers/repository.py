@@ -285,6 +285,22 @@ class CouponRepository:
             released[campaign_id] += liability
         return len(rows), released
 
+    def issued_between(
+        self,
+        subject_id: str,
+        start: datetime,
+        end: datetime,
+        campaign_id: str | None = None,
+    ) -> int:
+        """Coupons issued to this shopper in [start, end), of one campaign or of all: what a
+        daily cap counted, rebuilt when the hot state lost it."""
+        query = select(func.count()).where(
+            Coupon.subject_id == subject_id, Coupon.issued_at >= start, Coupon.issued_at < end
+        )
+        if campaign_id is not None:
+            query = query.where(Coupon.campaign_id == campaign_id)
+        return int(self.session.scalar(query) or 0)
+
     def last_at_store(self, subject_id: str, store_id: str) -> datetime | None:
         """When this shopper last got a coupon at this store (the cooldown's durable check)."""
         return self.session.scalar(

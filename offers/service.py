@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -36,7 +37,7 @@ from offers.domain import (
     shopper_cap_key,
     window_refusal,
 )
-from offers.eligibility import CAP_TTL_S, IssueCounter, IssueLimits
+from offers.eligibility import CAP_TTL_S, IssueCounter, IssueLimits, campaign_count
 from offers.experiments import is_held_out
 from offers.live_campaigns import LiveCampaigns
 from offers.models import Campaign, Coupon, Delivery, Offer
@@ -207,6 +208,7 @@ class OfferIssuer:
                 )
             return []
         local_day = prefs.local_day(now)
+        day = prefs.day_bounds(local_day)
         shopper_key = shopper_cap_key(event.subject_id, local_day)
         shopper_limit = min(prefs.max_offers_per_day or UNLIMITED, self.limits.shopper_daily_cap)
         issued: list[IssuedCoupon] = []
@@ -221,7 +223,8 @@ class OfferIssuer:
                 # Held out under the campaign's own daily cap, like the treated, so both groups
                 # count the same triggers; nothing is sent and no other count is taken.
                 key = cap_key(event.subject_id, campaign.id, local_day)
-                if self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S):
+                seed = partial(campaign_count, self.session, event.subject_id, campaign.id, day)
+                if self.state.incr_within(key, campaign.daily_cap_per_shopper, CAP_TTL_S, seed):
                     log_.record(campaign=campaign, event=event, outcome=Outcome.HELD_OUT, now=now)
                     continue
                 refusal = Refusal.CAMPAIGN_DAILY_CAP
@@ -237,6 +240,7 @@ class OfferIssuer:
                     rules=_rules(campaign),
                     liability=offer.discount_amount,
                     local_day=local_day,
+                    day=day,
                     now=now,
                 )
             if refusal is not None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
+
+from core.state import RedisHotState
 from geo.models import FenceEvent
 from offers.models import Coupon
 from tests.api.conftest import INSIDE, MANAGER, OUTSIDE, Engine, EngineFactory
@@ -204,3 +207,50 @@ def test_a_visit_uploaded_within_minutes_while_still_there_gets_its_coupon(
 
     assert [(e["kind"], e["eligible"]) for e in body["events"]] == [("enter", True)]
     assert len(body["coupons"]) == 1
+
+
+def _lose_hot_state(engine: Engine) -> None:
+    """Redis restarted without persistence (or the one process restarted): every counter,
+    presence and cooldown in the hot state is gone."""
+    state = engine.runtime.state
+    if isinstance(state, RedisHotState):
+        client = redis.Redis.from_url(str(engine.runtime.settings.redis_url))
+        keys = list(client.scan_iter(f"{engine.runtime.settings.redis_key_prefix}*"))
+        assert keys, "the bench of this test wrote nothing to Redis"
+        client.delete(*keys)
+        client.close()
+    else:
+        state.close()  # the in-process state: emptied
+
+
+def test_a_lost_hot_state_does_not_reopen_the_campaigns_daily_cap(engine_api: Engine) -> None:
+    store = engine_api.create_store()
+    campaign(engine_api, [store["id"]], daily_cap_per_shopper=1)
+    shopper = quick_shopper(engine_api, "c1")
+    assert len(engine_api.ping(shopper, INSIDE).json()["coupons"]) == 1
+
+    _lose_hot_state(engine_api)
+    again = reenter(engine_api, shopper, timedelta(minutes=20))
+
+    assert again["coupons"] == []
+    assert again["events"][-1]["reason"] == "campaign_daily_cap"
+    assert engine_api.count(Coupon) == 1
+
+
+def test_a_lost_hot_state_does_not_reopen_the_shoppers_daily_limit(
+    make_engine_api: EngineFactory,
+) -> None:
+    engine = make_engine_api(shopper_daily_offer_cap=2)
+    store = engine.create_store()
+    for _ in range(3):
+        campaign(engine, [store["id"]], daily_cap_per_shopper=5)
+    shopper = quick_shopper(engine, "c1")
+    assert len(engine.ping(shopper, INSIDE).json()["coupons"]) == 2
+
+    _lose_hot_state(engine)
+    again = reenter(engine, shopper, timedelta(minutes=20))
+
+    assert again["coupons"] == []
+    assert engine.count(Coupon) == 2
+    [event] = [e for e in again["events"] if e["kind"] == "enter"]
+    assert {r["reason"] for r in refusals_of(engine, event["id"])} == {"shopper_daily_limit"}

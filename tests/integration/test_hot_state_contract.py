@@ -229,7 +229,7 @@ def test_incr_within_refuses_a_counter_already_above_the_limit(hot: Subject) -> 
 def test_incr_within_with_limit_zero_never_counts(hot: Subject) -> None:
     assert hot.state.incr_within("cap", limit=0, ttl_s=LONG_TTL_S) is False
     assert hot.state.counter("cap") == 0
-    # Nothing was created: a later call with a real limit starts from zero.
+    # A later call with a real limit starts from zero.
     assert hot.state.incr_within("cap", limit=1, ttl_s=LONG_TTL_S) is True
     assert hot.state.counter("cap") == 1
 
@@ -242,6 +242,22 @@ def test_incr_within_counter_expires_and_the_cap_opens_again(hot: Subject) -> No
     hot.eventually(lambda: hot.state.counter("cap") == 0, 1, "cap counter expired")
     assert hot.state.incr_within("cap", limit=2, ttl_s=LONG_TTL_S) is True
     assert hot.state.counter("cap") == 1
+
+
+def test_an_absent_counter_starts_from_its_seed_which_is_read_only_then(hot: Subject) -> None:
+    """A cap whose counter the hot state lost counts again from the durable record."""
+    asked: list[str] = []
+
+    def seed(count: int) -> Callable[[], int]:
+        return lambda: asked.append("seed") or count
+
+    assert hot.state.incr_within("lost", limit=3, ttl_s=LONG_TTL_S, seed=seed(2)) is True
+    assert hot.state.incr_within("lost", limit=3, ttl_s=LONG_TTL_S, seed=seed(0)) is False
+    assert hot.state.incr_within("full", limit=3, ttl_s=LONG_TTL_S, seed=seed(3)) is False
+    assert hot.state.incr_within("full", limit=3, ttl_s=LONG_TTL_S, seed=seed(0)) is False
+
+    assert asked == ["seed", "seed"]  # once per absent counter: a present one is not recounted
+    assert (hot.state.counter("lost"), hot.state.counter("full")) == (3, 3)
 
 
 def test_incr_within_under_contention_admits_exactly_the_limit(hot: Subject) -> None:
