@@ -254,3 +254,24 @@ def test_a_lost_hot_state_does_not_reopen_the_shoppers_daily_limit(
     assert engine.count(Coupon) == 2
     [event] = [e for e in again["events"] if e["kind"] == "enter"]
     assert {r["reason"] for r in refusals_of(engine, event["id"])} == {"shopper_daily_limit"}
+
+
+def test_changing_time_zone_does_not_reopen_the_campaigns_daily_cap(engine_api: Engine) -> None:
+    """At 10:20 UTC it is already tomorrow in Kiritimati (UTC+14) and still yesterday in Pago
+    Pago (UTC-11). The day that starts counting there already holds the coupon of 10:20 UTC."""
+    store = engine_api.create_store()
+    campaign(engine_api, [store["id"]], daily_cap_per_shopper=1)
+    shopper = quick_shopper(engine_api, "c1")
+    engine_api.clock.set(START.replace(hour=10, minute=20))
+    assert len(engine_api.ping(shopper, INSIDE).json()["coupons"]) == 1
+
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        put = engine_api.client.put(
+            "/v1/sdk/preferences", headers=shopper["auth"], json={"timezone": zone}
+        )
+        assert put.status_code == 200, put.text
+        again = reenter(engine_api, shopper, timedelta(minutes=5))
+
+        assert again["coupons"] == [], zone
+        assert again["events"][-1]["reason"] == "campaign_daily_cap", zone
+    assert engine_api.count(Coupon) == 1
