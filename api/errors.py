@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -132,6 +132,16 @@ def install_error_handlers(app: FastAPI) -> None:
             "unavailable",
             "the database is unreachable; nothing was processed",
             {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DataError)
+    async def _bad_value(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot take at all (PostgreSQL: a NUL character in text), in a
+        # path, a query or a body: the request is at fault, and nothing was written.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        log.warning("value refused by the database: %s", reason)
+        return error_response(
+            422, "invalid_request", f"a value in the request is invalid: {reason}"
         )
 
     @app.exception_handler(IntegrityError)

@@ -37,7 +37,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -107,6 +107,11 @@ class LedgerRange:
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
                 raise InvalidInput(f"'{name}' needs a time zone (e.g. 2026-11-23T09:00:00Z)")
+            try:  # compared in UTC: the ends of years 1 and 9999 cannot be
+                if value is not None:
+                    value.astimezone(UTC)
+            except OverflowError:
+                raise InvalidInput(f"'{name}' is out of range in UTC") from None
         if self.start and self.end and self.end <= self.start:
             raise InvalidInput("the range is empty: 'to' must be after 'from'")
 

@@ -6,10 +6,13 @@ from datetime import timedelta
 
 import pytest
 
+from core.settings import INSECURE_KEYS
 from core.state import RedisHotState
 from geo.models import Ping, Store
 from offers.models import Campaign
 from tests.api.conftest import INSIDE, MANAGER, POS, SDK_KEY, Engine, EngineFactory
+
+COMPLIANCE = {"X-API-Key": INSECURE_KEYS["compliance"]}
 
 
 def _error(response: object, status: int, code: str) -> str:
@@ -191,3 +194,41 @@ def test_hot_state_down_answers_503_and_processes_nothing(make_engine_api: Engin
     assert response.headers["Retry-After"] == "5"
     assert engine.count(Ping) == 0
     assert store["id"]
+
+
+def test_a_nul_character_in_any_input_is_refused_not_a_500(engine_api: Engine) -> None:
+    """PostgreSQL text cannot hold NUL; SQLite finds nothing. Either way a clear 4xx."""
+    store = engine_api.create_store()
+    answers = [
+        engine_api.client.post(
+            "/v1/pos/redemptions", headers=POS, json={"code": "AB\u0000CD", "store_id": store["id"]}
+        ),
+        engine_api.client.post(
+            "/v1/pos/voids", headers=POS, json={"code": "AB\u0000CD", "store_id": store["id"]}
+        ),
+        engine_api.client.get("/v1/compliance/subjects/ab%00cd/export", headers=COMPLIANCE),
+        engine_api.client.delete("/v1/compliance/subjects/ab%00cd", headers=COMPLIANCE),
+        engine_api.client.get(
+            "/v1/compliance/receipts",
+            headers=COMPLIANCE,
+            params={"subject_id": "a\u0000b", "at": "2026-11-23T09:00:00Z"},
+        ),
+    ]
+
+    for answer in answers:
+        assert answer.status_code in (404, 422), (answer.request.url, answer.text)
+        assert "error" in answer.json()
+
+
+@pytest.mark.parametrize("kind", ["ndjson", "csv"])
+@pytest.mark.parametrize(
+    "params", [{"from": "0001-01-01T00:00:00+14:00"}, {"to": "9999-12-31T23:59:59-14:00"}]
+)
+def test_a_ledger_range_out_of_range_in_utc_is_refused(
+    engine_api: Engine, kind: str, params: dict[str, str]
+) -> None:
+    answer = engine_api.client.get(
+        f"/v1/compliance/ledger.{kind}", headers=COMPLIANCE, params=params
+    )
+
+    assert "out of range in UTC" in _error(answer, 422, "invalid_input")
