@@ -74,6 +74,17 @@ def checkpoint_message(last_id: int, entry_hash: str, signed_at: str) -> bytes:
     return f"offer-engine consent ledger\n{last_id}\n{entry_hash}\n{signed_at}".encode()
 
 
+def export_span_message(
+    anchor_id: int, anchor_hash: str, last_id: int, last_hash: str, signed_at: str
+) -> bytes:
+    """What an export's trailer signs: the entry it starts after and the entry it ends at (a
+    statement no checkpoint can stand in for, so entries cut from either end are seen)."""
+    return (
+        f"offer-engine consent ledger export\n{anchor_id}\n{anchor_hash}\n"
+        f"{last_id}\n{last_hash}\n{signed_at}"
+    ).encode()
+
+
 def verify_signature(public_key_hex: str, message: bytes, signature_hex: str) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(

@@ -52,6 +52,7 @@ from consent.chain import (
     HASH_RULE,
     canonical_values,
 )
+from consent.crypto import export_span_message
 from consent.domain import GENESIS_HASH, canonical
 from consent.ledger import ConsentLedger, LedgerConfig
 from consent.ledger_pages import (
@@ -325,8 +326,21 @@ class LedgerExporter:
                 head = end  # the span ends at the head: one statement signs both
             elif plan.head_id:
                 head = _checkpoint_dict(ledger.checkpoint(plan.head_id, plan.head_hash, now))
+        signed_at, signer = now.isoformat(), self.config.signer
+        span = {
+            "anchor_id": plan.anchor_id,
+            "anchor_hash": plan.anchor_hash,
+            "last_id": end_id,
+            "last_hash": end_hash,
+            "signed_at": signed_at,
+            "public_key": signer.public_key,
+            "signature": signer.sign(
+                export_span_message(plan.anchor_id, plan.anchor_hash, end_id, end_hash, signed_at)
+            ),
+        }
         return {
             "type": "trailer",
+            "span": span,
             "entries": count,
             "stored_checkpoints": stored,
             "last": {"id": last[ID], "hash": last[HASH]} if last is not None else None,

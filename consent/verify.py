@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +33,7 @@ from consent.chain import (
     failed,
     span,
 )
+from consent.crypto import export_span_message, verify_signature
 from consent.ledger_pages import HASH, PREV, read_entries
 from consent.models import ConsentCheckpoint, ConsentEvent, LedgerHead
 
@@ -47,6 +49,7 @@ _P = len(_PREFIX)
 _E = _P + 64 + len(_MIDDLE)
 _F = _E + 64 + len(_FIELDS)
 _DECODER = json.JSONDecoder()
+_TAIL = re.compile(r',"evidence_status":"[a-z_]+","evidence":')
 
 
 # files
@@ -174,9 +177,20 @@ def _chain(first: list[str], rest: Iterable[str]) -> Iterator[str]:
     yield from rest
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys repeat is refused: readers disagree on which value counts (most
+    keep the last), so the value that was verified might not be the one read."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
 def _json(text: str) -> dict[str, Any]:
     try:
-        item = json.loads(text)
+        item = json.loads(text, object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise Failed(Problem("malformed", None, f"not JSON: {exc}")) from None
     if not isinstance(item, dict):
@@ -232,10 +246,26 @@ def _ndjson_entry(checker: ChainChecker, line: str, reader: _Lines) -> None:
         return _entry_object(checker, _json(line), reader)
     if not isinstance(fields, dict) or not isinstance(fields.get("id"), int):
         return _entry_object(checker, _json(line), reader)
+    if not _exporters_tail(line, end):  # anything after the fields but the evidence: read it all
+        return _entry_object(checker, _json(line), reader)
     _checked(
         checker, reader, fields["id"], fields, line[_P : _P + 64], line[_E : _E + 64], line[_F:end]
     )
     return None
+
+
+def _exporters_tail(line: str, start: int) -> bool:
+    """Whether the line goes on from ``start`` exactly as the exporter ends it: the evidence
+    status, the evidence (one JSON value) and the closing brace, nothing more (no second
+    ``fields`` that a reader would take for the one verified)."""
+    tail = _TAIL.match(line, start)
+    if tail is None:
+        return False
+    try:
+        _, end = _DECODER.raw_decode(line, tail.end())
+    except ValueError:
+        return False
+    return line[end:].rstrip("\r\n") == "}"
 
 
 def _entry_object(checker: ChainChecker, item: dict[str, Any], reader: _Lines) -> None:
@@ -367,7 +397,56 @@ def _finish(checker: ChainChecker, header: dict[str, Any], trailer: dict[str, An
                 f"{checker.entries}",
             )
         )
+    _span(checker, header, trailer.get("span"))
     _tail(checker, head, trailer.get("next"))
+
+
+def _span(checker: ChainChecker, header: dict[str, Any], span: Any) -> None:
+    """The trailer's signed statement of where the export starts and ends: the header's anchor
+    is not signed on its own, so without it entries cut from the start (and the anchor moved to
+    the last one cut) would go unseen."""
+    if not isinstance(span, dict):
+        raise Failed(Problem("deleted", None, "the trailer's signed span is missing"))
+    try:
+        anchor = (int(span["anchor_id"]), str(span["anchor_hash"]))
+        last = (int(span["last_id"]), str(span["last_hash"]))
+        signed_at, key, signature = (
+            str(span["signed_at"]),
+            str(span["public_key"]),
+            span["signature"],
+        )
+        message = export_span_message(*anchor, *last, signed_at)
+        header_anchor = (int(header["anchor"]["id"]), str(header["anchor"]["hash"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Failed(Problem("malformed", None, f"unreadable signed span: {exc}")) from None
+    if checker.key is not None and key != checker.key:
+        raise Failed(
+            Problem("bad_checkpoint", None, f"the span is signed by key {key}, not {checker.key}")
+        )
+    if not verify_signature(key, message, str(signature)):
+        raise Failed(
+            Problem(
+                "bad_checkpoint", None, "the span's signature does not verify (forged or altered)"
+            )
+        )
+    if header_anchor != anchor:
+        raise Failed(
+            Problem(
+                "deleted" if header_anchor[0] > anchor[0] else "edited",
+                anchor[0] + 1,
+                f"the export was signed as starting after entry {anchor[0]}; "
+                f"the file starts after entry {header_anchor[0]}",
+            )
+        )
+    if last != (checker.last_id, checker.last_hash):
+        raise Failed(
+            Problem(
+                "edited",
+                last[0],
+                f"the export was signed as ending at entry {last[0]}; "
+                f"the file ends at entry {checker.last_id}",
+            )
+        )
 
 
 def _tail(checker: ChainChecker, head: dict[str, Any], following: Any) -> None:

@@ -11,6 +11,7 @@ right entry. The same is done to an exported file's lines. Runs on SQLite and on
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -297,3 +298,28 @@ def test_an_exported_file_edited_in_any_way_fails_verification(ledger: Ledger) -
     check(lines[:-1], "deleted", None)  # the signed trailer cut off
     tail = lines[-1].replace('"entries":12', '"entries":11')
     check([*lines[:-1], tail], "inserted", None)  # the file holds more than it was signed with
+    # A second "fields" at the end of a line: readers keep the last one, so it must not verify.
+    entry = json.loads(lines[at[3]])
+    forged = {**entry["fields"], "state": "withdrawn"}
+    second = lines[at[3]].rstrip("\n")[:-1] + ',"fields":' + json.dumps(forged) + "}\n"
+    assert json.loads(second)["fields"]["state"] == "withdrawn"
+    check([*lines[: at[3]], second, *lines[at[3] + 1 :]], "malformed", None)
+
+
+def test_entries_cut_from_the_start_of_an_export_are_found(ledger: Ledger) -> None:
+    """The header's anchor is not signed by itself: the trailer's signed span says where the
+    export starts, so dropping the first entries and moving the anchor to the last one dropped
+    (with the count in the trailer lowered to match) is found."""
+    lines, at = _lines(ledger.export())
+    header, trailer = json.loads(lines[0]), json.loads(lines[-1])
+    second = json.loads(lines[at[1]])
+    header["anchor"] = {"id": second["fields"]["id"], "hash": second["entry_hash"]}
+    header["first_id"] = second["fields"]["id"] + 1
+    trailer["entries"] -= 2
+    kept = [line for i, line in enumerate(lines[1:-1], 1) if i not in at[:2]]
+    cut = [json.dumps(header) + "\n", *kept, json.dumps(trailer) + "\n"]
+
+    result = verify_ndjson(cut)
+
+    assert result.problem is not None, "not detected"
+    assert (result.problem.kind, result.problem.entry_id) == ("deleted", 1), result.summary()
