@@ -98,7 +98,7 @@ def update_store(
 ) -> StoreOut:
     changes = body.model_dump(exclude_unset=True)
     store = StoreEditor(session, actor).update(store_id, changes, runtime.clock.now())
-    if "opening_hours" in changes:
+    if changes:  # name, tags and hours all live in the fence index's store facts
         on_commit(session, runtime.fences.announce_change)
     fences = list(session.scalars(select(Fence).where(Fence.store_id == store_id)))
     return _store_out(store, fences)

@@ -250,3 +250,26 @@ def test_campaigns_of_several_stores_at_once_match_each_store_alone(engine_api: 
         }
     )
     assert live.for_stores({}) == {}
+
+
+def test_a_stores_new_name_and_tags_reach_offers_at_once(engine_api: Engine) -> None:
+    """A PATCH of a store's name or tags changes what offer decisions see, as hours do: a
+    campaign targeting the new tag issues there, and the coupon names the store anew."""
+    store = engine_api.create_store()
+    variant = {**VARIANT, "discount_text": "10%"}
+    created = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={"name": "Tagged", "store_tags": ["city"], "offer": variant},
+    )
+    assert created.status_code == 201, created.text
+
+    patched = engine_api.client.patch(
+        f"/v1/manager/stores/{store['id']}",
+        headers=MANAGER,
+        json={"tags": ["city"], "name": "Renamed Cafe"},
+    )
+    assert patched.status_code == 200, patched.text
+    [coupon] = engine_api.ping(engine_api.shopper(), INSIDE).json()["coupons"]
+
+    assert coupon["title"] == "10% at Renamed Cafe"
