@@ -114,7 +114,13 @@ def _pick_layer(path: Path, layer: str | None) -> tuple[str | None, int]:
         raise ImportFileError(
             f"no layer '{layer}' in the file; its layers: {names}", code="unknown_layer"
         )
-    return layer or (spatial[0] if spatial else None), len(layers)
+    chosen = layer or (spatial[0] if spatial else None)
+    if chosen is None or chosen not in spatial:
+        what = "the file has no layer" if chosen is None else f"the layer '{chosen}' has no column"
+        raise ImportFileError(
+            f"{what} with geometry; stores need points or polygons", code="no_geometry"
+        )
+    return chosen, len(layers)
 
 
 def _vector_file(path: Path, kind: str, layer: str | None, assumed: CRS) -> FeatureFile:

@@ -262,11 +262,15 @@ def _spec(
         return f"no external id (column '{columns.external_id}' is empty)"
     if len(external_id) > MAX_TEXT:
         return f"external id is {len(external_id)} characters long; at most {MAX_TEXT}"
+    name = columns.name_of(record, external_id)
+    for what, text in (("external id", external_id), ("name", name)):
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            return f"the {what} holds a control character (e.g. NUL), which no text may hold"
     fence = problem or _fence(geometry, record, columns, options)
     if isinstance(fence, str):
         return fence
     return StoreSpec(
-        name=columns.name_of(record, external_id),
+        name=name,
         fence=fence,
         external_id=external_id,
         timezone=options.timezone,

@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
+import pandas as pd
+import pyogrio
 import pytest
+from shapely.geometry import Point
 
 from api.routes.imports import MAX_UPLOAD_BYTES
 from geo.models import Fence, Store
@@ -115,3 +119,36 @@ def test_a_file_over_the_limit_is_413(engine_api: Engine) -> None:
     )
     assert refused.status_code == 413
     assert refused.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_geopackage_layer_without_geometry_is_422(engine_api: Engine, tmp_path: Path) -> None:
+    """A table with no geometry column, alone in the file or chosen by name."""
+    alone, mixed = tmp_path / "notes.gpkg", tmp_path / "stores.gpkg"
+    pyogrio.write_dataframe(pd.DataFrame({"id": ["x"], "name": ["n"]}), alone, layer="notes")
+    stores = {"id": ["1"], "name": ["A"]}
+    gpd.GeoDataFrame(stores, geometry=[Point(24.9, 60.1)], crs=4326).to_file(mixed, layer="stores")
+    pyogrio.write_dataframe(pd.DataFrame({"id": ["x"], "note": ["n"]}), mixed, layer="notes")
+
+    for refused in (upload(engine_api, alone), upload(engine_api, mixed, layer="notes")):
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "no_geometry" and "geometry" in error["message"]
+    assert engine_api.count(Store) == 0
+
+
+def test_a_row_with_a_control_character_is_rejected_and_the_others_imported(
+    engine_api: Engine,
+) -> None:
+    """PostgreSQL text cannot hold NUL: such a row is reported, it does not fail the file."""
+    data = (
+        b"id,name,lon,lat\n1,Kiosk,24.95,60.17\n2,Bad\x00Name,24.951,60.17\n3,Cafe,24.952,60.17\n"
+    )
+
+    answer = engine_api.client.post(URL, headers=MANAGER, files={"file": ("stores.csv", data)})
+
+    assert answer.status_code == 201, answer.text
+    report = answer.json()
+    assert (report["created"], report["rejected_count"]) == (2, 1)
+    assert report["rejected"][0]["row"] == 2
+    assert "control character" in report["rejected"][0]["reason"]
+    assert engine_api.count(Store) == 2
