@@ -30,6 +30,18 @@ def _aware(value: datetime) -> datetime:
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+
+
+def _refuse_nulls(patch: BaseModel, names: tuple[str, ...]) -> None:
+    """A PATCH field sent as null that has no "none" to go back to: a 422 that says so (the
+    column cannot be emptied), where it used to reach the database."""
+    nulls = [
+        name for name in names if name in patch.model_fields_set and getattr(patch, name) is None
+    ]
+    if nulls:
+        raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep its value")
+
+
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Tag = Annotated[
@@ -135,6 +147,11 @@ class StorePatch(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     tags: list[Tag] | None = Field(default=None, max_length=20)
     opening_hours: dict[str, list[list[str]]] | None = None
+
+    @model_validator(mode="after")
+    def _kept(self) -> StorePatch:
+        _refuse_nulls(self, ("name",))
+        return self
 
 
 class FenceOut(BaseModel):
@@ -270,6 +287,24 @@ class VariantPatch(Strict):
 
     _templates = field_validator("title", "body")(_template)
 
+    @model_validator(mode="after")
+    def _kept(self) -> VariantPatch:
+        _refuse_nulls(
+            self,
+            (
+                "name",
+                "title",
+                "body",
+                "discount_text",
+                "valid_minutes",
+                "validity_rule",
+                "discount_amount",
+                "weight",
+                "active",
+            ),
+        )
+        return self
+
 
 class CampaignPatch(Strict):
     model_config = ConfigDict(
@@ -289,6 +324,12 @@ class CampaignPatch(Strict):
     holdout_share: float | None = Field(default=None, ge=0, le=0.5)
     selection: Literal["fixed", "adaptive"] | None = None
     visit_window_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _kept(self) -> CampaignPatch:
+        names = ("name", "daily_cap_per_shopper", "holdout_share", "selection")
+        _refuse_nulls(self, (*names, "visit_window_minutes"))
+        return self
 
 
 class CampaignRulesIn(Strict):

@@ -117,6 +117,16 @@ def _check_rules(campaign: Campaign, discount_amount: int) -> None:
         )
 
 
+def _check_variant_budget(campaign: Campaign, offer: Offer) -> None:
+    """A variant added to or changed in a campaign with a liability budget must count against
+    it: an active one without a discount amount would issue without end."""
+    if campaign.max_liability is not None and offer.active and offer.discount_amount <= 0:
+        raise InvalidCampaign(
+            f"variant {offer.name!r}: a max_liability budget needs the offer's discount_amount "
+            "(minor currency units)"
+        )
+
+
 def _check_offer_validity(offer: Offer | VariantSpec) -> None:
     check_validity(
         Validity(
@@ -302,6 +312,7 @@ class CampaignCatalog:
             raise InvalidCampaign(f"this campaign already has a variant named {spec.name!r}")
         check_variant(vars_of(spec), f"variant {spec.name}")
         offer = self._new_offer(campaign_id, spec, now)
+        _check_variant_budget(self.get(campaign_id), offer)
         self.session.add(offer)
         self.session.flush()
         audit(
@@ -321,15 +332,17 @@ class CampaignCatalog:
         if offer is None or offer.campaign_id != campaign_id:
             raise NotFound(f"campaign {campaign_id} has no variant {offer_id}")
         check_variant(changes, f"variant {offer.name}")
-        if changes.get("active") is False and not any(
-            o.active for o in self.variants(campaign_id) if o.id != offer_id
-        ):
+        others = [o for o in self.variants(campaign_id) if o.id != offer_id]
+        if changes.get("active") is False and not any(o.active for o in others):
             raise InvalidCampaign("a campaign keeps at least one active variant")
+        if "name" in changes and any(o.name == changes["name"] for o in others):
+            raise InvalidCampaign(f"this campaign already has a variant named {changes['name']!r}")
         before = _snapshot(offer, VARIANT_FIELDS)
         after = {**before, **changes}
         for key in VARIANT_FIELDS:
             setattr(offer, key, after[key])
         _check_offer_validity(offer)
+        _check_variant_budget(self.get(campaign_id), offer)
         changed = diff(before, after)
         if changed:
             audit(

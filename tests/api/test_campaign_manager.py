@@ -273,3 +273,45 @@ def test_a_stores_new_name_and_tags_reach_offers_at_once(engine_api: Engine) -> 
     [coupon] = engine_api.ping(engine_api.shopper(), INSIDE).json()["coupons"]
 
     assert coupon["title"] == "10% at Renamed Cafe"
+
+
+def test_a_patch_cannot_empty_a_required_field_or_break_a_rule_creation_keeps(
+    engine_api: Engine,
+) -> None:
+    """Null for a field that cannot be empty, a variant renamed to a name the campaign already
+    has, a budgeted campaign's variant left without a discount amount: each a clear 422 that
+    changes nothing (they used to reach the database: a 409 "retry", or a 500)."""
+    store = engine_api.create_store()
+    offer = {**VARIANT, "discount_text": "10%", "discount_amount": 100}
+    created = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={
+            "name": "AB",
+            "store_ids": [store["id"]],
+            "max_liability": 1000,
+            "variants": [{**offer, "name": "A"}, {**offer, "name": "B"}],
+        },
+    )
+    assert created.status_code == 201, created.text
+    campaign = created.json()
+    variant = f"/v1/manager/campaigns/{campaign['id']}/variants/{campaign['offers'][1]['id']}"
+    refused = [
+        ("/v1/manager/campaigns/" + campaign["id"], {"name": None}, "cannot be null"),
+        ("/v1/manager/campaigns/" + campaign["id"], {"holdout_share": None}, "cannot be null"),
+        (variant, {"validity_rule": None}, "cannot be null"),
+        (variant, {"title": None, "weight": None}, "title, weight cannot be null"),
+        (f"/v1/manager/stores/{store['id']}", {"name": None}, "cannot be null"),
+        (variant, {"name": "A"}, "already has a variant named 'A'"),
+        (variant, {"discount_amount": 0}, "max_liability budget needs"),
+    ]
+
+    for path, body, needle in refused:
+        answer = engine_api.client.patch(path, headers=MANAGER, json=body)
+        assert answer.status_code == 422, (body, answer.text)
+        assert needle in answer.json()["error"]["message"], (body, answer.text)
+    again = engine_api.client.get(f"/v1/manager/campaigns/{campaign['id']}", headers=MANAGER)
+    assert [(o["name"], o["discount_amount"]) for o in again.json()["offers"]] == [
+        ("A", 100),
+        ("B", 100),
+    ]
