@@ -133,7 +133,9 @@ class StoreCatalog:
     def upsert(self, specs: Sequence[StoreSpec], now: datetime, first_row: int = 1) -> UpsertReport:
         """Create or update stores by external id; a re-import of the same data changes nothing.
 
-        Every spec must carry an external id. Invalid rows are reported, never half-written.
+        Every spec must carry an external id. Invalid rows are reported, never half-written. A
+        spec without opening hours or a fence dwell (a file has no column for them) leaves an
+        existing store's as they are: a manager may have set them since the first import.
         """
         report = UpsertReport()
         ids = [s.external_id for s in specs if s.external_id]
@@ -179,6 +181,10 @@ class StoreCatalog:
                 report.created += 1
                 continue
             candidate = fence_row(fence, now, version=(old.version + 1) if old else 1)
+            if spec.opening_hours is None:
+                hours = store.opening_hours
+            if old is not None and candidate.dwell_s is None:
+                candidate.dwell_s = old.dwell_s
             same_store = (store.name, store.timezone, store.opening_hours) == (
                 spec.name,
                 spec.timezone,

@@ -12,6 +12,7 @@ import pandas as pd
 import pyogrio
 import pytest
 from shapely.geometry import Point
+from sqlalchemy import update
 
 from api.routes.imports import MAX_UPLOAD_BYTES
 from geo.models import Fence, Store
@@ -152,3 +153,27 @@ def test_a_row_with_a_control_character_is_rejected_and_the_others_imported(
     assert report["rejected"][0]["row"] == 2
     assert "control character" in report["rejected"][0]["reason"]
     assert engine_api.count(Store) == 2
+
+
+def test_a_reimport_keeps_the_hours_and_dwell_a_manager_set(engine_api: Engine) -> None:
+    """The file has no hours or dwell column: the values a manager set since the first import
+    stay, and the second upload of the same file changes nothing."""
+    data = b"id,name,lon,lat\n1,Corner,24.9414,60.1699\n"
+    first = engine_api.client.post(URL, headers=MANAGER, files={"file": ("s.csv", data)})
+    assert first.status_code == 201, first.text
+    [store] = engine_api.client.get("/v1/manager/stores", headers=MANAGER).json()["items"]
+    hours = {"mon": [["08:00", "20:00"]]}
+    patched = engine_api.client.patch(
+        f"/v1/manager/stores/{store['id']}", headers=MANAGER, json={"opening_hours": hours}
+    )
+    assert patched.status_code == 200, patched.text
+    with engine_api.runtime.sessions.begin() as session:
+        session.execute(update(Fence).where(Fence.store_id == store["id"]).values(dwell_s=300))
+
+    again = engine_api.client.post(URL, headers=MANAGER, files={"file": ("s.csv", data)})
+
+    assert again.status_code == 200, again.text  # nothing created
+    assert (again.json()["updated"], again.json()["unchanged"]) == (0, 1)
+    [after] = engine_api.client.get("/v1/manager/stores", headers=MANAGER).json()["items"]
+    assert after["opening_hours"] == hours
+    assert [f["dwell_s"] for f in after["fences"]] == [300]
