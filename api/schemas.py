@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from consent.domain import Channel, Purpose
+from offers.campaigns import VARIANT_CLEARABLE, VARIANT_FIELDS
 from offers.templates import InvalidTemplate, check_template
 
 
@@ -289,20 +290,7 @@ class VariantPatch(Strict):
 
     @model_validator(mode="after")
     def _kept(self) -> VariantPatch:
-        _refuse_nulls(
-            self,
-            (
-                "name",
-                "title",
-                "body",
-                "discount_text",
-                "valid_minutes",
-                "validity_rule",
-                "discount_amount",
-                "weight",
-                "active",
-            ),
-        )
+        _refuse_nulls(self, tuple(f for f in VARIANT_FIELDS if f not in VARIANT_CLEARABLE))
         return self
 
 

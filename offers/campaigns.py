@@ -60,6 +60,9 @@ VARIANT_FIELDS = (
     "weight",
     "active",
 )
+# The variant fields a PATCH may set to null (a travel-validity rule's parts); the others always
+# hold a value.
+VARIANT_CLEARABLE = frozenset({"decision_window_minutes", "max_valid_minutes"})
 # Campaign fields a manager may change on a running campaign (``update_rules``).
 RULE_FIELDS = frozenset(
     {
