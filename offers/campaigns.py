@@ -6,7 +6,7 @@ Every change is written to the audit log in the same transaction: who, when, and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -111,22 +111,25 @@ class CampaignSpec:
     max_liability: int | None = None
 
 
-def _check_rules(campaign: Campaign, discount_amount: int) -> None:
-    """Schedule hours and budget of a campaign (its window is ``check_campaign``'s)."""
+def _check_rules(campaign: Campaign, amounts: Iterable[int]) -> None:
+    """Schedule hours and budget of a campaign (its window is ``check_campaign``'s).
+    ``amounts``: the discount amounts of its active variants. Under a liability budget each
+    must be set: a coupon of a variant without one would never count against it."""
     campaign.active_hours = validate_hours(campaign.active_hours)
-    if campaign.max_liability is not None and discount_amount <= 0:
+    if campaign.max_liability is not None and min(amounts, default=0) <= 0:
         raise InvalidCampaign(
-            "a max_liability budget needs the offer's discount_amount (minor currency units)"
+            "a max_liability budget needs the offer's discount_amount (minor currency units) "
+            "on every active variant"
         )
 
 
 def _check_variant_budget(campaign: Campaign, offer: Offer) -> None:
     """A variant added to or changed in a campaign with a liability budget must count against
-    it: an active one without a discount amount would issue without end."""
+    it (as ``_check_rules`` asks of every active variant)."""
     if campaign.max_liability is not None and offer.active and offer.discount_amount <= 0:
         raise InvalidCampaign(
             f"variant {offer.name!r}: a max_liability budget needs the offer's discount_amount "
-            "(minor currency units)"
+            "(minor currency units) on every active variant"
         )
 
 
@@ -241,7 +244,7 @@ class CampaignCatalog:
             reserved_liability=0,
             **values,
         )
-        _check_rules(campaign, max(v.discount_amount for v in spec.variants))
+        _check_rules(campaign, [v.discount_amount for v in spec.variants])
         self.session.add(campaign)
         self.session.flush()
         self.session.add_all([CampaignStore(campaign_id=campaign.id, store_id=s) for s in stores])
@@ -372,7 +375,7 @@ class CampaignCatalog:
             setattr(campaign, name, value)
         check_campaign({"starts_at": campaign.starts_at, "ends_at": campaign.ends_at})
         variants = self.variants(campaign_id)
-        _check_rules(campaign, max((o.discount_amount for o in variants), default=0))
+        _check_rules(campaign, [o.discount_amount for o in variants if o.active])
         self.session.flush()
         has_budget = campaign.max_coupons is not None or campaign.max_liability is not None
         if has_budget and not had_budget:

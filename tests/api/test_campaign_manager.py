@@ -315,3 +315,14 @@ def test_a_patch_cannot_empty_a_required_field_or_break_a_rule_creation_keeps(
         ("A", 100),
         ("B", 100),
     ]
+    free = engine_api.client.post(
+        "/v1/manager/campaigns",
+        headers=MANAGER,
+        json={
+            "name": "Half free",
+            "store_ids": [store["id"]],
+            "max_liability": 1000,
+            "variants": [{**offer, "name": "A"}, {**offer, "name": "B", "discount_amount": 0}],
+        },
+    )
+    assert free.status_code == 422 and "every active variant" in free.text, free.text

@@ -304,6 +304,8 @@ def test_console_sets_hours_schedule_budget_and_variants(served: Served) -> None
             page.fill(f"{second} >> [name=v_title]", "{store}: {discount}")
             page.fill(f"{second} >> [name=v_body]", "Today only.")
             page.fill(f"{second} >> [name=v_discount_text]", "10% off")
+            # a liability budget needs each active variant's cost (0 would never count)
+            page.fill(f"{second} >> [name=v_discount_amount]", "300")
             page.uncheck("#variants .variant >> nth=0 >> [name=v_active]")
             page.screenshot(path=str(ARTIFACTS / "07-rules-and-variants.png"), full_page=True)
             page.click(f"{form} button[type=submit]")
@@ -313,6 +315,7 @@ def test_console_sets_hours_schedule_budget_and_variants(served: Served) -> None
             assert edited["budget"]["max_coupons"] is None
             assert edited["budget"]["max_liability"] == 100000
             assert {o["name"]: o["active"] for o in edited["offers"]} == {"A": False, "B": True}
+            assert [o["discount_amount"] for o in edited["offers"]] == [500, 300]
 
             page.click("button[aria-label='Pause Lunch books']")
             page.wait_for_selector("button[aria-label='Resume Lunch books']")
